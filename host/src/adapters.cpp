@@ -1,0 +1,208 @@
+#include "adapters.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/dll/shared_library.hpp>
+
+namespace scssl::host {
+
+HostServices::HostServices() {
+  on_log = [](scssl_log_level level, const std::string& message) {
+    switch (level) {
+      case SCSSL_LOG_DEBUG: spdlog::debug(message); break;
+      case SCSSL_LOG_INFO: spdlog::info(message); break;
+      case SCSSL_LOG_WARN: spdlog::warn(message); break;
+      default: spdlog::error(message); break;
+    }
+  };
+  on_progress = [](const std::string&, int64_t, int64_t, const std::string&) {};
+  on_augment = [](int, torch::Tensor&, const torch::Tensor&, uint64_t) {};
+  on_augmentation_count = [](int) { return 0; };
+
+  api_.abi_version = SCSSL_ABI_VERSION;
+  api_.host_data = this;
+  api_.log = [](void* self, int32_t level, const char* message) {
+    static_cast<HostServices*>(self)->on_log(static_cast<scssl_log_level>(level), message);
+  };
+  api_.progress = [](void* self, const char* stage, int64_t done, int64_t total, const char* text) {
+    static_cast<HostServices*>(self)->on_progress(stage, done, total, text ? text : "");
+  };
+  api_.augment = [](void* self, int32_t modality, DLTensor* batch, const DLTensor* ids,
+                    uint64_t seed, scssl_error* error) {
+    return detail::guarded(error, [&] {
+      torch::Tensor b = from_dl(*batch, nullptr, "augmentation batch");
+      torch::Tensor i = from_dl(*ids, nullptr, "augmentation cell ids");
+      torch::Tensor target = b;
+      static_cast<HostServices*>(self)->on_augment(modality, b, i, seed);
+      if (!b.is_same(target)) target.copy_(b);
+    });
+  };
+  api_.augmentation_count = [](void* self, int32_t modality) {
+    return static_cast<int32_t>(static_cast<HostServices*>(self)->on_augmentation_count(modality));
+  };
+}
+
+void check_status(scssl_status status, const scssl_error& error, const std::string& doing) {
+  if (status == SCSSL_OK) return;
+  std::string message(error.message, strnlen(error.message, sizeof error.message));
+  if (message.empty()) message = "failed without a message (status " + std::to_string(status) + ")";
+  throw Error(status, doing + ": " + message);
+}
+
+namespace {
+
+template <class Table>
+const Table* table_of(const LoadedPlugin& plugin, scssl_kind kind) {
+  if (plugin.kind() != kind)
+    throw InvalidArgument(plugin.label() + " is not a " + kind_name(kind) + " plugin");
+  return static_cast<const Table*>(plugin.info->table);
+}
+
+scssl_instance create(const scssl_instance_table& table, const LoadedPlugin& plugin,
+                      const ParamSet& params, HostServices& services) {
+  scssl_instance instance = nullptr;
+  scssl_error error{};
+  check_status(table.create(params.c_view(), services.api(), &instance, &error), error,
+               "creating " + plugin.label());
+  return instance;
+}
+
+}  // namespace
+
+CellData load_dataset(const LoadedPlugin& plugin, const ParamSet& params, HostServices& services) {
+  auto* table = table_of<scssl_dataset_table>(plugin, SCSSL_KIND_DATASET);
+  scssl_cell_data* out = nullptr;
+  scssl_error error{};
+  check_status(table->load(params.c_view(), services.api(), &out, &error), error,
+               "loading data with " + plugin.label());
+  return import_owned(out, plugin.library);
+}
+
+Augmentation::Augmentation(const LoadedPlugin& plugin, const ParamSet& params,
+                           HostServices& services)
+    : library_(plugin.library),
+      table_(table_of<scssl_augmentation_table>(plugin, SCSSL_KIND_AUGMENTATION)),
+      name_(plugin.name()) {
+  instance_ = create(table_->instance, plugin, params, services);
+}
+
+Augmentation::~Augmentation() {
+  if (instance_) table_->instance.destroy(instance_);
+}
+
+void Augmentation::prepare(const scssl_cell_data* train, int modality) {
+  scssl_error error{};
+  check_status(table_->prepare(instance_, train, modality, &error), error,
+               "preparing augmentation '" + name_ + "'");
+}
+
+void Augmentation::apply(torch::Tensor& batch, const torch::Tensor& cell_ids, uint64_t seed) {
+  DLTensor b = to_dl(batch);
+  DLTensor i = to_dl(cell_ids);
+  scssl_error error{};
+  check_status(table_->apply(instance_, &b, &i, seed, &error), error,
+               "applying augmentation '" + name_ + "'");
+}
+
+Method::Method(const LoadedPlugin& plugin, const ParamSet& params, HostServices& services)
+    : library_(plugin.library),
+      table_(table_of<scssl_method_table>(plugin, SCSSL_KIND_METHOD)),
+      name_(plugin.name()) {
+  instance_ = create(table_->instance, plugin, params, services);
+}
+
+Method::~Method() {
+  if (instance_) table_->instance.destroy(instance_);
+}
+
+void Method::fit(const scssl_cell_data* train, const TrainOptions& options) {
+  scssl_train_options c = options.to_c();
+  scssl_error error{};
+  check_status(table_->fit(instance_, train, &c, &error), error,
+               "training method '" + name_ + "'");
+}
+
+torch::Tensor Method::embed(const CellData& data) {
+  CellDataView view(data);
+  DLManagedTensor* out = nullptr;
+  scssl_error error{};
+  check_status(table_->embed(instance_, view.get(), &out, &error), error,
+               "embedding with method '" + name_ + "'");
+  torch::Tensor embedding = import_managed(out, library_, "embedding of method '" + name_ + "'");
+  if (embedding.dim() != 2 || embedding.size(0) != data.n_cells() ||
+      embedding.scalar_type() != torch::kFloat32)
+    throw BadData("method '" + name_ + "' returned an embedding that is not float32 with one row per cell");
+  if (!torch::isfinite(embedding).all().item<bool>())
+    throw BadData("method '" + name_ + "' returned an embedding with NaN or infinite values");
+  return embedding;
+}
+
+void Method::save(const std::string& directory) {
+  scssl_error error{};
+  check_status(table_->save(instance_, directory.c_str(), &error), error,
+               "saving method '" + name_ + "'");
+}
+
+void Method::load(const std::string& directory) {
+  scssl_error error{};
+  check_status(table_->load(instance_, directory.c_str(), &error), error,
+               "loading method '" + name_ + "'");
+}
+
+Evaluator::Evaluator(const LoadedPlugin& plugin, const ParamSet& params, HostServices& services)
+    : library_(plugin.library),
+      table_(table_of<scssl_evaluator_table>(plugin, SCSSL_KIND_EVALUATOR)),
+      name_(plugin.name()) {
+  instance_ = create(table_->instance, plugin, params, services);
+}
+
+Evaluator::~Evaluator() {
+  if (instance_) table_->instance.destroy(instance_);
+}
+
+std::vector<MetricValue> Evaluator::evaluate(const CellData& data, const torch::Tensor& embedding,
+                                             const torch::Tensor& unintegrated,
+                                             const std::vector<std::string>& query_batches) {
+  CellDataView view(data);
+  torch::Tensor emb = embedding.to(torch::kCPU, torch::kFloat32).contiguous();
+  torch::Tensor pre = unintegrated.defined()
+                          ? unintegrated.to(torch::kCPU, torch::kFloat32).contiguous()
+                          : torch::Tensor();
+  std::vector<const char*> queries;
+  for (const auto& q : query_batches) queries.push_back(q.c_str());
+  scssl_eval_context context{};
+  context.data = view.get();
+  context.embedding = to_dl(emb);
+  context.unintegrated = to_dl(pre);
+  context.n_query_batches = static_cast<int64_t>(queries.size());
+  context.query_batches = queries.data();
+
+  struct Collector {
+    const scssl_evaluator_table* table;
+    const std::string* evaluator;
+    std::vector<MetricValue> values;
+    std::string unknown;
+  } collector{table_, &name_, {}, {}};
+  scssl_metric_sink sink{&collector, [](void* data, const char* name, double value) {
+                           auto* c = static_cast<Collector*>(data);
+                           for (int64_t i = 0; i < c->table->n_metrics; ++i) {
+                             const scssl_metric_spec& spec = c->table->metrics[i];
+                             if (std::string(spec.name) == name) {
+                               c->values.push_back({*c->evaluator, name, value,
+                                                    static_cast<scssl_metric_group>(spec.group),
+                                                    spec.higher_is_better != 0});
+                               return;
+                             }
+                           }
+                           c->unknown = name;
+                         }};
+  scssl_error error{};
+  check_status(table_->evaluate(instance_, &context, &sink, &error), error,
+               "evaluating with '" + name_ + "'");
+  if (!collector.unknown.empty())
+    throw Error(SCSSL_ERR_INTERNAL, "evaluator '" + name_ + "' reported metric '" +
+                                        collector.unknown + "' that it does not declare");
+  return std::move(collector.values);
+}
+
+}  // namespace scssl::host

@@ -1,0 +1,108 @@
+// C++ adapters over loaded plugins: each call goes through the plugin's C function table, turns a
+// status + message into an exception, and keeps the library alive while its results live.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "registry.hpp"
+#include "scssl/cell_data.hpp"
+#include "scssl/plugin.hpp"
+
+namespace scssl::host {
+
+// The services every plugin instance receives (scssl_host_api), routed to C++ callbacks.
+class HostServices {
+ public:
+  HostServices();
+  HostServices(const HostServices&) = delete;
+  HostServices& operator=(const HostServices&) = delete;
+
+  // Log lines from plugins; default: spdlog at the matching level.
+  std::function<void(scssl_log_level, const std::string&)> on_log;
+  std::function<void(const std::string& stage, int64_t done, int64_t total, const std::string&)>
+      on_progress;
+  // The augmentation pipeline per modality; default: none.
+  std::function<void(int modality, torch::Tensor& batch, const torch::Tensor& ids, uint64_t seed)>
+      on_augment;
+  std::function<int(int modality)> on_augmentation_count;
+
+  const scssl_host_api* api() const { return &api_; }
+
+ private:
+  scssl_host_api api_{};
+};
+
+// Throws scssl::Error with the plugin's message, prefixed by what was being done.
+void check_status(scssl_status status, const scssl_error& error, const std::string& doing);
+
+CellData load_dataset(const LoadedPlugin& plugin, const ParamSet& params, HostServices& services);
+
+class Augmentation {
+ public:
+  Augmentation(const LoadedPlugin& plugin, const ParamSet& params, HostServices& services);
+  ~Augmentation();
+  Augmentation(const Augmentation&) = delete;
+  Augmentation& operator=(const Augmentation&) = delete;
+  // `train` must outlive this object (the plugin may keep pointers into it).
+  void prepare(const scssl_cell_data* train, int modality);
+  void apply(torch::Tensor& batch, const torch::Tensor& cell_ids, uint64_t seed);
+  const std::string& name() const { return name_; }
+
+ private:
+  std::shared_ptr<boost::dll::shared_library> library_;
+  const scssl_augmentation_table* table_;
+  scssl_instance instance_ = nullptr;
+  std::string name_;
+};
+
+class Method {
+ public:
+  Method(const LoadedPlugin& plugin, const ParamSet& params, HostServices& services);
+  ~Method();
+  Method(const Method&) = delete;
+  Method& operator=(const Method&) = delete;
+  uint64_t requirements() const { return table_->requirements; }
+  // `train` must outlive this object.
+  void fit(const scssl_cell_data* train, const TrainOptions& options);
+  torch::Tensor embed(const CellData& data);
+  void save(const std::string& directory);
+  void load(const std::string& directory);
+  const std::string& name() const { return name_; }
+
+ private:
+  std::shared_ptr<boost::dll::shared_library> library_;
+  const scssl_method_table* table_;
+  scssl_instance instance_ = nullptr;
+  std::string name_;
+};
+
+struct MetricValue {
+  std::string evaluator;
+  std::string name;
+  double value;
+  scssl_metric_group group;
+  bool higher_is_better;
+};
+
+class Evaluator {
+ public:
+  Evaluator(const LoadedPlugin& plugin, const ParamSet& params, HostServices& services);
+  ~Evaluator();
+  Evaluator(const Evaluator&) = delete;
+  Evaluator& operator=(const Evaluator&) = delete;
+  std::vector<MetricValue> evaluate(const CellData& data, const torch::Tensor& embedding,
+                                    const torch::Tensor& unintegrated,
+                                    const std::vector<std::string>& query_batches);
+  const std::string& name() const { return name_; }
+
+ private:
+  std::shared_ptr<boost::dll::shared_library> library_;
+  const scssl_evaluator_table* table_;
+  scssl_instance instance_ = nullptr;
+  std::string name_;
+};
+
+}  // namespace scssl::host

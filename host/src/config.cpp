@@ -1,0 +1,366 @@
+#include "config.hpp"
+
+#include <toml++/toml.h>
+
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace scssl::host {
+
+namespace {
+
+class ConfigReader {
+ public:
+  explicit ConfigReader(std::string file) : file_(std::move(file)) {}
+
+  [[noreturn]] void fail(const std::string& key, const toml::node* node,
+                         const std::string& message) const {
+    std::string where = file_.empty() ? std::string("config") : file_;
+    if (node && node->source().begin.line > 0)
+      where += ":" + std::to_string(node->source().begin.line);
+    throw InvalidArgument(where + ": " + (key.empty() ? "" : "'" + key + "' ") + message);
+  }
+
+  ParamValue value_of(const std::string& key, const toml::node& node) const {
+    if (auto v = node.as_boolean()) return v->get();
+    if (auto v = node.as_integer()) return v->get();
+    if (auto v = node.as_floating_point()) return v->get();
+    if (auto v = node.as_string()) return v->get();
+    if (auto arr = node.as_array()) {
+      StringList items;
+      for (const auto& item : *arr) {
+        if (auto s = item.as_string())
+          items.push_back(s->get());
+        else
+          fail(key, &item, "must be a list of strings");
+      }
+      return items;
+    }
+    fail(key, &node, "has a value of an unsupported type (use a bool, number, string or list)");
+  }
+
+  template <class T>
+  T get(const toml::table& table, const std::string& section, const std::string& key,
+        T fallback) const {
+    const toml::node* node = table.get(key);
+    if (!node) return fallback;
+    ParamValue v = value_of(section + "." + key, *node);
+    if constexpr (std::is_same_v<T, double>) {
+      if (auto* i = std::get_if<int64_t>(&v)) return static_cast<double>(*i);
+    }
+    if (auto* t = std::get_if<T>(&v)) return *t;
+    fail(section + "." + key, node,
+         std::string("has the wrong type (expected ") +
+             (std::is_same_v<T, bool>          ? "a bool"
+              : std::is_same_v<T, int64_t>     ? "an integer"
+              : std::is_same_v<T, double>      ? "a number"
+              : std::is_same_v<T, std::string> ? "a string"
+                                               : "a list of strings") +
+             ")");
+  }
+
+  // Refuses keys of a section that are not in `known` (tables listed in `subtables` are allowed).
+  void only(const toml::table& table, const std::string& section,
+            const std::set<std::string>& known) const {
+    for (const auto& [k, node] : table) {
+      const std::string key(k.str());
+      if (!known.count(key)) {
+        std::string list;
+        for (const auto& n : known) list += (list.empty() ? "" : ", ") + n;
+        fail(section.empty() ? key : section + "." + key, &node,
+             "is not a known setting" + (list.empty() ? std::string() : " (known: " + list + ")"));
+      }
+    }
+  }
+
+  // A plugin section: `plugin = "name"` plus that plugin's parameters.
+  PluginChoice plugin(const toml::table& table, const std::string& section, scssl_kind kind,
+                      const Registry& registry, const std::set<std::string>& reserved,
+                      const std::string& fixed_name = "") const {
+    std::string name = fixed_name;
+    if (name.empty()) {
+      const toml::node* node = table.get("plugin");
+      if (!node || !node->is_string()) fail(section + ".plugin", node, "must name a plugin");
+      name = node->as_string()->get();
+    }
+    PluginChoice choice;
+    try {
+      choice.plugin = &registry.get(name, kind);
+    } catch (const Error& e) {
+      fail(section, table.get("plugin"), e.what());
+    }
+    choice.params = choice.plugin->default_params();
+    for (const auto& [k, node] : table) {
+      const std::string key(k.str());
+      if (key == "plugin" || reserved.count(key)) continue;
+      try {
+        choice.params.set(key, value_of(section + "." + key, node));
+      } catch (const InvalidArgument& e) {
+        fail("", &node, e.what());
+      }
+    }
+    return choice;
+  }
+
+ private:
+  std::string file_;
+};
+
+toml::table& subtable(toml::table& root, const std::string& key) {
+  if (!root.contains(key)) root.insert(key, toml::table{});
+  if (auto* t = root.get(key)->as_table()) return *t;
+  throw InvalidArgument("override: '" + key + "' is not a section");
+}
+
+// "a.b.c=value" -> root[a][b][c] = value (TOML syntax, or a bare string when it does not parse).
+void apply_override(toml::table& root, const std::string& text) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw InvalidArgument("--set '" + text + "': expected section.key=value");
+  const std::string path = text.substr(0, eq);
+  const std::string value = text.substr(eq + 1);
+  std::vector<std::string> parts;
+  std::stringstream ss(path);
+  for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);
+  toml::table* table = &root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) table = &subtable(*table, parts[i]);
+  toml::table parsed;
+  try {
+    parsed = toml::parse("v = " + value);
+  } catch (const toml::parse_error&) {
+    parsed.insert("v", value);
+  }
+  table->insert_or_assign(parts.back(), *parsed.get("v"));
+}
+
+toml::array to_toml_list(const StringList& items) {
+  toml::array arr;
+  for (const auto& s : items) arr.push_back(s);
+  return arr;
+}
+
+void put(toml::table& t, const std::string& key, const ParamValue& v) {
+  switch (v.index()) {
+    case 0: t.insert_or_assign(key, std::get<bool>(v)); break;
+    case 1: t.insert_or_assign(key, std::get<int64_t>(v)); break;
+    case 2: t.insert_or_assign(key, std::get<double>(v)); break;
+    case 3: t.insert_or_assign(key, std::get<std::string>(v)); break;
+    default: t.insert_or_assign(key, to_toml_list(std::get<StringList>(v))); break;
+  }
+}
+
+toml::table plugin_table(const PluginChoice& c, bool with_name) {
+  toml::table t;
+  if (with_name) t.insert("plugin", c.plugin->name());
+  for (const auto& [k, v] : c.params.values()) put(t, k, v);
+  return t;
+}
+
+PreprocessOptions read_preprocess(const ConfigReader& r, const toml::table& t,
+                                  const std::string& section, PreprocessOptions o) {
+  o.normalize = r.get(t, section, "normalize", o.normalize);
+  o.target_sum = r.get(t, section, "target_sum", o.target_sum);
+  o.log1p = r.get(t, section, "log1p", o.log1p);
+  o.n_top_genes = r.get(t, section, "n_top_genes", o.n_top_genes);
+  o.batch_aware = r.get(t, section, "batch_aware", o.batch_aware);
+  o.scale = r.get(t, section, "scale", o.scale);
+  o.scale_max = r.get(t, section, "scale_max", o.scale_max);
+  return o;
+}
+
+const std::set<std::string> kPreprocessKeys = {"normalize", "target_sum", "log1p", "n_top_genes",
+                                               "batch_aware", "scale", "scale_max"};
+
+toml::table preprocess_table(const PreprocessOptions& o) {
+  return toml::table{{"normalize", o.normalize},     {"target_sum", o.target_sum},
+                     {"log1p", o.log1p},             {"n_top_genes", o.n_top_genes},
+                     {"batch_aware", o.batch_aware}, {"scale", o.scale},
+                     {"scale_max", o.scale_max}};
+}
+
+}  // namespace
+
+const PreprocessOptions& RunConfig::preprocess_for(const std::string& modality) const {
+  auto it = preprocess_by_modality.find(modality);
+  return it == preprocess_by_modality.end() ? preprocess : it->second;
+}
+
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides,
+                          const Registry& registry) {
+  RunConfig cfg;
+  toml::table root;
+  if (!path.empty()) {
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec))
+      throw InvalidArgument("config file '" + path + "' does not exist");
+    try {
+      root = toml::parse_file(path);
+    } catch (const toml::parse_error& e) {
+      throw InvalidArgument(path + ":" + std::to_string(e.source().begin.line) + ": " +
+                            std::string(e.description()));
+    }
+    cfg.config_path = fs::absolute(path).lexically_normal().string();
+    cfg.config_dir = fs::path(cfg.config_path).parent_path().string();
+  } else {
+    cfg.config_dir = fs::current_path().string();
+  }
+  for (const auto& o : overrides) apply_override(root, o);
+
+  ConfigReader r(path);
+  r.only(root, "", {"run", "dataset", "preprocess", "method", "train", "augmentation", "evaluation"});
+  static const toml::table empty;
+  auto section = [&](const std::string& name) -> const toml::table& {
+    const toml::node* node = root.get(name);
+    if (!node) return empty;
+    if (!node->is_table()) r.fail(name, node, "must be a section ([" + name + "])");
+    return *node->as_table();
+  };
+
+  const toml::table& run = section("run");
+  r.only(run, "run", {"name", "output_dir", "seed", "threads", "write_h5ad", "save_model"});
+  cfg.name = r.get(run, "run", "name", cfg.name);
+  cfg.output_dir = r.get(run, "run", "output_dir", cfg.output_dir);
+  const int64_t seed = r.get(run, "run", "seed", int64_t{0});
+  if (seed < 0) r.fail("run.seed", run.get("seed"), "must not be negative");
+  cfg.seed = static_cast<uint64_t>(seed);
+  cfg.threads = static_cast<int>(r.get(run, "run", "threads", int64_t{0}));
+  cfg.write_h5ad = r.get(run, "run", "write_h5ad", cfg.write_h5ad);
+  cfg.save_model = r.get(run, "run", "save_model", cfg.save_model);
+
+  if (!root.get("dataset")) r.fail("dataset", nullptr, "section is missing");
+  cfg.dataset = r.plugin(section("dataset"), "dataset", SCSSL_KIND_DATASET, registry, {});
+  // Relative file paths in the dataset section are relative to the config file.
+  for (const auto& [k, v] : cfg.dataset.params.values()) {
+    const bool is_path = k == "path" || (k.size() > 5 && k.compare(k.size() - 5, 5, "_path") == 0);
+    if (!is_path || v.index() != 3) continue;
+    const std::string& p = std::get<std::string>(v);
+    if (!p.empty() && fs::path(p).is_relative())
+      cfg.dataset.params.set(k, (fs::path(cfg.config_dir) / p).lexically_normal().string());
+  }
+
+  const toml::table& pre = section("preprocess");
+  std::set<std::string> pre_known = kPreprocessKeys;
+  for (const auto& [k, node] : pre)
+    if (node.is_table()) pre_known.insert(std::string(k.str()));
+  r.only(pre, "preprocess", pre_known);
+  cfg.preprocess = read_preprocess(r, pre, "preprocess", cfg.preprocess);
+  for (const auto& [k, node] : pre) {
+    if (!node.is_table()) continue;
+    const std::string modality(k.str());
+    r.only(*node.as_table(), "preprocess." + modality, kPreprocessKeys);
+    cfg.preprocess_by_modality[modality] =
+        read_preprocess(r, *node.as_table(), "preprocess." + modality, cfg.preprocess);
+  }
+
+  if (!root.get("method")) r.fail("method", nullptr, "section is missing");
+  cfg.method = r.plugin(section("method"), "method", SCSSL_KIND_METHOD, registry, {});
+
+  const toml::table& train = section("train");
+  r.only(train, "train", {"epochs", "batch_size", "learning_rate", "weight_decay", "schedule",
+                          "step_size", "gamma", "device", "checkpoint_every", "resume"});
+  TrainOptions& t = cfg.train;
+  t.epochs = r.get(train, "train", "epochs", t.epochs);
+  t.batch_size = r.get(train, "train", "batch_size", t.batch_size);
+  t.learning_rate = r.get(train, "train", "learning_rate", t.learning_rate);
+  t.weight_decay = r.get(train, "train", "weight_decay", t.weight_decay);
+  const std::string schedule = r.get(train, "train", "schedule", std::string("constant"));
+  if (schedule != "constant" && schedule != "step")
+    r.fail("train.schedule", train.get("schedule"), "must be \"constant\" or \"step\"");
+  t.step_schedule = schedule == "step";
+  t.step_size = r.get(train, "train", "step_size", t.step_size);
+  t.gamma = r.get(train, "train", "gamma", t.gamma);
+  t.device = r.get(train, "train", "device", t.device);
+  t.checkpoint_every = r.get(train, "train", "checkpoint_every", t.checkpoint_every);
+  t.resume = r.get(train, "train", "resume", t.resume);
+  if (t.epochs < 0) r.fail("train.epochs", train.get("epochs"), "must not be negative");
+  if (t.batch_size < 2) r.fail("train.batch_size", train.get("batch_size"), "must be at least 2");
+  t.seed = cfg.seed;
+  t.num_threads = cfg.threads;
+
+  if (const toml::node* augs = root.get("augmentation")) {
+    const toml::array* arr = augs->as_array();
+    if (!arr || !arr->is_array_of_tables())
+      r.fail("augmentation", augs, "must be a list of [[augmentation]] sections");
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const toml::table& a = *arr->get(i)->as_table();
+      const std::string s = "augmentation[" + std::to_string(i) + "]";
+      AugmentationChoice choice;
+      choice.choice = r.plugin(a, s, SCSSL_KIND_AUGMENTATION, registry, {"modality", "probability"});
+      choice.modality = r.get(a, s, "modality", choice.modality);
+      choice.probability = r.get(a, s, "probability", choice.probability);
+      if (choice.probability < 0 || choice.probability > 1)
+        r.fail(s + ".probability", a.get("probability"), "must be between 0 and 1");
+      cfg.augmentations.push_back(std::move(choice));
+    }
+  }
+
+  const toml::table& eval = section("evaluation");
+  const StringList names = r.get(eval, "evaluation", "evaluators", StringList{});
+  std::set<std::string> eval_known = {"evaluators", "query_batches", "unintegrated_components"};
+  for (const auto& n : names) eval_known.insert(n);
+  r.only(eval, "evaluation", eval_known);
+  cfg.query_batches = r.get(eval, "evaluation", "query_batches", StringList{});
+  cfg.unintegrated_components =
+      r.get(eval, "evaluation", "unintegrated_components", cfg.unintegrated_components);
+  for (const auto& n : names) {
+    const toml::node* node = eval.get(n);
+    if (node && !node->is_table())
+      r.fail("evaluation." + n, node, "must be a section of that evaluator's parameters");
+    cfg.evaluators.push_back(r.plugin(node ? *node->as_table() : empty, "evaluation." + n,
+                                      SCSSL_KIND_EVALUATOR, registry, {}, n));
+  }
+  return cfg;
+}
+
+std::string RunConfig::resolved_toml() const {
+  toml::table root;
+  root.insert("run", toml::table{{"name", name},
+                                 {"output_dir", output_dir},
+                                 {"seed", static_cast<int64_t>(seed)},
+                                 {"threads", threads},
+                                 {"write_h5ad", write_h5ad},
+                                 {"save_model", save_model}});
+  root.insert("dataset", plugin_table(dataset, true));
+  toml::table pre = preprocess_table(preprocess);
+  for (const auto& [m, o] : preprocess_by_modality) pre.insert(m, preprocess_table(o));
+  root.insert("preprocess", pre);
+  root.insert("method", plugin_table(method, true));
+  root.insert("train", toml::table{{"epochs", train.epochs},
+                                   {"batch_size", train.batch_size},
+                                   {"learning_rate", train.learning_rate},
+                                   {"weight_decay", train.weight_decay},
+                                   {"schedule", train.step_schedule ? "step" : "constant"},
+                                   {"step_size", train.step_size},
+                                   {"gamma", train.gamma},
+                                   {"device", train.device},
+                                   {"checkpoint_every", train.checkpoint_every},
+                                   {"resume", train.resume}});
+  if (!augmentations.empty()) {
+    toml::array augs;
+    for (const auto& a : augmentations) {
+      toml::table t = plugin_table(a.choice, true);
+      t.insert("modality", a.modality);
+      t.insert("probability", a.probability);
+      augs.push_back(t);
+    }
+    root.insert("augmentation", augs);
+  }
+  toml::table eval;
+  StringList names;
+  for (const auto& e : evaluators) {
+    names.push_back(e.plugin->name());
+    eval.insert(e.plugin->name(), plugin_table(e, false));
+  }
+  eval.insert("evaluators", to_toml_list(names));
+  eval.insert("query_batches", to_toml_list(query_batches));
+  eval.insert("unintegrated_components", unintegrated_components);
+  root.insert("evaluation", eval);
+  std::ostringstream out;
+  out << "# Resolved configuration: every setting of this run, defaults included.\n" << root << "\n";
+  return out.str();
+}
+
+}  // namespace scssl::host

@@ -1,0 +1,59 @@
+// Run configuration: a TOML file plus `--set key=value` overrides, validated against the loaded
+// plugins' schemas before anything runs. See docs/config-reference.md.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "registry.hpp"
+#include "scssl/params.hpp"
+#include "scssl/plugin.hpp"
+#include "scssl/preprocess.hpp"
+
+namespace scssl::host {
+
+// A plugin and its complete parameters (defaults filled in, types checked).
+struct PluginChoice {
+  const LoadedPlugin* plugin = nullptr;
+  ParamSet params;
+};
+
+struct AugmentationChoice {
+  PluginChoice choice;
+  std::string modality = "RNA";
+  double probability = 0.5;  // chance that a cell's view goes through this augmentation
+};
+
+struct RunConfig {
+  std::string config_path;  // the file it came from ("" for none)
+  std::string config_dir;   // folder that relative dataset paths are resolved against
+
+  std::string name = "run";
+  std::string output_dir = "runs";
+  uint64_t seed = 0;
+  int threads = 0;  // 0: all cores
+  bool write_h5ad = true;
+  bool save_model = false;
+
+  PluginChoice dataset;
+  PreprocessOptions preprocess;                         // for every modality...
+  std::map<std::string, PreprocessOptions> preprocess_by_modality;  // ...unless overridden
+  PluginChoice method;
+  TrainOptions train;
+  std::vector<AugmentationChoice> augmentations;
+  std::vector<std::string> query_batches;
+  std::vector<PluginChoice> evaluators;
+  int64_t unintegrated_components = 50;
+
+  const PreprocessOptions& preprocess_for(const std::string& modality) const;
+  // The configuration with every default written out, as TOML.
+  std::string resolved_toml() const;
+};
+
+// Reads a run config; `overrides` are "section.key=value" strings (value in TOML syntax, or a
+// bare string). Every error names the file, the key and, where known, the line.
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides,
+                          const Registry& registry);
+
+}  // namespace scssl::host

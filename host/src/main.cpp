@@ -1,0 +1,263 @@
+// scssl-host: the command-line front end. Subcommands: list, describe, run, validate.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <set>
+
+#include "adapters.hpp"
+#include "config.hpp"
+#include "registry.hpp"
+#include "results.hpp"
+#include "run.hpp"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+using namespace scssl;
+using namespace scssl::host;
+
+namespace {
+
+const char* kUsage =
+    "Usage: scssl-host [--plugins DIR]... [--quiet|--verbose] <command> [args]\n"
+    "\n"
+    "Commands:\n"
+    "  list                      plugins found, by kind, with versions\n"
+    "  describe NAME             a plugin's summary and every parameter\n"
+    "  run CONFIG.toml [--set section.key=value]... [--output DIR]\n"
+    "                            one run end to end; prints the results and the run folder\n"
+    "  validate FILE.so          checks one plugin library (for plugin authors' CI)\n"
+    "\n"
+    "Plugins are looked up in every --plugins DIR, the folders of $SCSSL_PLUGIN_PATH (':'-separated)\n"
+    "and the plugin folder next to this program.\n";
+
+// Plugin folders: --plugins, then $SCSSL_PLUGIN_PATH, then the build or install folder next to
+// the executable; each folder once.
+std::vector<std::string> plugin_folders(const std::vector<std::string>& given, bool defaults) {
+  std::vector<std::string> dirs = given;
+  if (const char* env = std::getenv("SCSSL_PLUGIN_PATH")) {
+    std::string path = env;
+    for (size_t start = 0; start <= path.size();) {
+      size_t colon = path.find(':', start);
+      if (colon == std::string::npos) colon = path.size();
+      if (colon > start) dirs.push_back(path.substr(start, colon - start));
+      start = colon + 1;
+    }
+  }
+  if (defaults) {
+    std::error_code ec;
+    const fs::path exe_dir = fs::read_symlink("/proc/self/exe", ec).parent_path();
+    for (const fs::path candidate : {exe_dir / ".." / "plugins", exe_dir / ".." / SCSSL_PLUGIN_INSTALL_DIR})
+      if (fs::is_directory(candidate, ec)) dirs.push_back(candidate.string());
+  }
+  std::vector<std::string> unique;
+  std::set<std::string> seen;
+  for (const auto& d : dirs) {
+    std::error_code ec;
+    const std::string key = fs::weakly_canonical(d, ec).string();
+    if (seen.insert(key).second) unique.push_back(d);
+  }
+  return unique;
+}
+
+void load_plugins(Registry& registry, const std::vector<std::string>& folders) {
+  for (const auto& dir : folders) registry.add_directory(dir);
+  for (const auto& r : registry.refusals()) spdlog::warn("plugin refused: {}", r);
+  if (folders.empty()) spdlog::warn("no plugin folder given (use --plugins DIR)");
+}
+
+std::string requirement_names(uint64_t bits) {
+  std::string out;
+  auto add = [&](uint64_t bit, const char* name) {
+    if (bits & bit) out += (out.empty() ? "" : ", ") + std::string(name);
+  };
+  add(SCSSL_NEEDS_BATCH, "batch labels");
+  add(SCSSL_NEEDS_LABELS, "cell-type labels");
+  add(SCSSL_NEEDS_SECOND_MODALITY, "a second modality");
+  add(SCSSL_NEEDS_RAW_COUNTS, "raw counts");
+  add(SCSSL_USES_AUGMENTATIONS, "augmentations (uses the configured pipeline)");
+  return out.empty() ? "nothing special" : out;
+}
+
+int cmd_list(const Registry& registry) {
+  for (scssl_kind kind : {SCSSL_KIND_DATASET, SCSSL_KIND_AUGMENTATION, SCSSL_KIND_METHOD,
+                          SCSSL_KIND_EVALUATOR}) {
+    auto plugins = registry.plugins(kind);
+    std::cout << kind_name(kind) << "s:" << (plugins.empty() ? " (none)" : "") << "\n";
+    for (const auto* p : plugins)
+      std::printf("  %-20s %-8s %s\n", p->name().c_str(), p->info->version, p->info->summary);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+int cmd_describe(const Registry& registry, const std::string& name) {
+  const LoadedPlugin* p = registry.find(name);
+  if (p == nullptr) throw InvalidArgument("no plugin named '" + name + "' (see `scssl-host list`)");
+  std::cout << p->name() << " (" << kind_name(p->kind()) << " plugin, version " << p->info->version
+            << ")\n  " << p->info->summary << "\n  file: " << p->path << "\n";
+  if (p->kind() == SCSSL_KIND_METHOD)
+    std::cout << "  needs: "
+              << requirement_names(static_cast<const scssl_method_table*>(p->info->table)->requirements)
+              << "\n";
+  if (p->kind() == SCSSL_KIND_EVALUATOR) {
+    auto* t = static_cast<const scssl_evaluator_table*>(p->info->table);
+    std::cout << "metrics:\n";
+    for (int64_t i = 0; i < t->n_metrics; ++i) {
+      const auto& m = t->metrics[i];
+      const char* groups[] = {"", "bio", "batch", "annotation", "modality", "other"};
+      std::printf("  %-22s %-10s %-7s %s\n", m.name, groups[m.group],
+                  m.higher_is_better ? "higher" : "lower", m.help ? m.help : "");
+    }
+  }
+  std::cout << "parameters:" << (p->info->n_params == 0 ? " (none)" : "") << "\n";
+  for (int64_t i = 0; i < p->info->n_params; ++i) {
+    const auto& s = p->info->params[i];
+    std::printf("  %-20s %-12s default %-12s %s\n", s.name, param_type_name(s.type),
+                (s.default_text && *s.default_text) ? s.default_text : "\"\"", s.help ? s.help : "");
+  }
+  return 0;
+}
+
+// Loads one plugin in a child process, so that a crash reports instead of killing the validator.
+int cmd_validate(const std::string& file) {
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec)) throw InvalidArgument("'" + file + "' does not exist");
+  std::fflush(stdout);
+  const pid_t child = fork();
+  if (child < 0) throw Error(SCSSL_ERR_INTERNAL, "cannot start a validation process");
+  if (child == 0) {
+    int code = 1;
+    try {
+      Registry registry;
+      if (!registry.add_file(file)) {
+        std::cout << "REFUSED " << registry.refusals().front() << "\n";
+      } else {
+        const LoadedPlugin& p = *registry.all().front();
+        std::cout << "plugin " << p.name() << " " << p.info->version << " ("
+                  << kind_name(p.kind()) << "), ABI " << p.info->abi_version << ", "
+                  << p.info->n_params << " parameter(s) with valid defaults\n";
+        const std::string expected = "libscssl-" + std::string(kind_name(p.kind())) + "-" + p.name();
+        if (fs::path(file).stem().string() != expected)
+          std::cout << "note: conventional file name would be " << expected << ".so\n";
+        HostServices services;
+        ParamSet params = p.default_params();
+        // Instances are created and destroyed once with the defaults; data sets need real input.
+        switch (p.kind()) {
+          case SCSSL_KIND_AUGMENTATION: { Augmentation a(p, params, services); break; }
+          case SCSSL_KIND_METHOD: { Method m(p, params, services); break; }
+          case SCSSL_KIND_EVALUATOR: { Evaluator e(p, params, services); break; }
+          default: break;
+        }
+        std::cout << "OK " << file << "\n";
+        code = 0;
+      }
+    } catch (const std::exception& e) {
+      std::cout << "FAILED " << file << ": " << e.what() << "\n";
+    }
+    std::cout.flush();
+    _exit(code);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  if (WIFSIGNALED(status)) {
+    std::cout << "FAILED " << file << ": the plugin crashed the validation process (signal "
+              << WTERMSIG(status) << ")\n";
+    return 1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+int cmd_run(const Registry& registry, const std::vector<std::string>& args, bool quiet,
+            const std::string& command_line) {
+  po::options_description opts("run options");
+  std::string config;
+  std::vector<std::string> sets;
+  std::string output;
+  opts.add_options()("config", po::value(&config)->required(), "run configuration (TOML)")(
+      "set", po::value(&sets)->composing(), "override one setting: section.key=value")(
+      "output,o", po::value(&output), "folder for the run directory (overrides run.output_dir)");
+  po::positional_options_description pos;
+  pos.add("config", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (!output.empty()) sets.push_back("run.output_dir=\"" + output + "\"");
+  RunConfig cfg = load_run_config(config, sets, registry);
+  RunOutcome outcome = execute_run(cfg, registry, {command_line, !quiet});
+  std::cout << "\n" << metrics_table(outcome.metrics) << "\nrun folder: " << outcome.run_dir << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto console = spdlog::stderr_color_mt("scssl");
+  console->set_pattern("[%H:%M:%S] %^%l%$ %v");
+  spdlog::set_default_logger(console);
+
+  std::string command_line;
+  for (int i = 0; i < argc; ++i) command_line += (i ? " " : "") + std::string(argv[i]);
+
+  std::vector<std::string> plugin_dirs;
+  std::string command;
+  bool quiet = false, verbose = false, no_defaults = false;
+  po::options_description global("options");
+  global.add_options()("help,h", "this help")("version", "print the version")(
+      "plugins,p", po::value(&plugin_dirs)->composing(), "a folder of plugin libraries (repeatable)")(
+      "no-default-plugins", po::bool_switch(&no_defaults), "ignore the plugin folder next to the program")(
+      "quiet,q", po::bool_switch(&quiet), "only warnings and errors")(
+      "verbose,v", po::bool_switch(&verbose), "debug output");
+  po::options_description hidden;
+  hidden.add_options()("command", po::value(&command))("args", po::value<std::vector<std::string>>());
+  po::options_description all;
+  all.add(global).add(hidden);
+  po::positional_options_description pos;
+  pos.add("command", 1).add("args", -1);
+
+  try {
+    po::variables_map vm;
+    po::parsed_options parsed =
+        po::command_line_parser(argc, argv).options(all).positional(pos).allow_unregistered().run();
+    po::store(parsed, vm);
+    po::notify(vm);
+    if (vm.count("version")) {
+      std::cout << "scssl-host " << SCSSL_VERSION << " (plugin ABI " << SCSSL_ABI_VERSION << ")\n";
+      return 0;
+    }
+    if (vm.count("help") || command.empty()) {
+      std::cout << kUsage << "\n" << global;
+      return command.empty() && !vm.count("help") ? 2 : 0;
+    }
+    spdlog::set_level(quiet ? spdlog::level::warn : verbose ? spdlog::level::debug : spdlog::level::info);
+    // Everything after the command belongs to it (its own options included).
+    std::vector<std::string> args = po::collect_unrecognized(parsed.options, po::include_positional);
+    args.erase(args.begin());
+
+    if (command == "validate") {
+      if (args.size() != 1) throw InvalidArgument("validate takes one plugin file");
+      return cmd_validate(args[0]);
+    }
+    Registry registry;
+    load_plugins(registry, plugin_folders(plugin_dirs, !no_defaults));
+    if (command == "list") return cmd_list(registry);
+    if (command == "describe") {
+      if (args.size() != 1) throw InvalidArgument("describe takes one plugin name");
+      return cmd_describe(registry, args[0]);
+    }
+    if (command == "run") return cmd_run(registry, args, quiet, command_line);
+    throw InvalidArgument("unknown command '" + command + "' (see scssl-host --help)");
+  } catch (const po::error& e) {
+    spdlog::error("{}", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+}

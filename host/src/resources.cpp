@@ -1,0 +1,60 @@
+#include "resources.hpp"
+
+#include <sys/resource.h>
+
+#include <fstream>
+#include <string>
+
+namespace scssl::host {
+
+namespace {
+
+// A "Vm...:  1234 kB" line of /proc/self/status, in MB; -1 if unavailable.
+double status_field_mb(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1)) / 1024.0;
+  }
+  return -1;
+}
+
+bool reset_peak() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";  // resets VmHWM to the current RSS (Linux >= 4.0)
+  return static_cast<bool>(out.flush());
+}
+
+}  // namespace
+
+double current_rss_mb() { return status_field_mb("VmRSS"); }
+
+double peak_rss_mb() {
+  const double hwm = status_field_mb("VmHWM");
+  if (hwm >= 0) return hwm;
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;
+}
+
+void StageMeter::begin(const std::string& name) {
+  if (open_) finish();
+  reset_peak();
+  stages_.push_back({name});
+  start_ = std::chrono::steady_clock::now();
+  open_ = true;
+}
+
+const StageRecord& StageMeter::finish() {
+  static const StageRecord none;
+  if (stages_.empty()) return none;
+  StageRecord& s = stages_.back();
+  if (open_) {
+    s.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    s.peak_rss_mb = peak_rss_mb();
+    s.end_rss_mb = current_rss_mb();
+    open_ = false;
+  }
+  return s;
+}
+
+}  // namespace scssl::host

@@ -1,0 +1,34 @@
+// Wall time and memory of each stage of a run. Peak memory per stage uses Linux's resettable
+// high-water mark (/proc/self/clear_refs), falling back to the process peak where unavailable.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace scssl::host {
+
+struct StageRecord {
+  std::string name;
+  double wall_seconds = 0;
+  double peak_rss_mb = 0;  // highest resident memory while the stage ran
+  double end_rss_mb = 0;
+};
+
+double current_rss_mb();
+double peak_rss_mb();
+
+class StageMeter {
+ public:
+  // Starts timing `name`; call finish() (or let the next begin()) close it.
+  void begin(const std::string& name);
+  const StageRecord& finish();
+  const std::vector<StageRecord>& stages() const { return stages_; }
+
+ private:
+  bool open_ = false;
+  std::chrono::steady_clock::time_point start_;
+  std::vector<StageRecord> stages_;
+};
+
+}  // namespace scssl::host

@@ -1,0 +1,192 @@
+#include "results.hpp"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "scssl/h5.hpp"
+
+namespace fs = std::filesystem;
+
+namespace scssl::host {
+
+namespace {
+
+std::string temporary_name(const std::string& path) {
+  fs::path p(path);
+  return (p.parent_path() / ("." + p.filename().string() + ".tmp-" + std::to_string(getpid())))
+      .string();
+}
+
+// Runs `write` on a temporary path, then renames it to `path`; removes the temporary on failure.
+template <class F>
+void atomically(const std::string& path, F&& write) {
+  const std::string tmp = temporary_name(path);
+  try {
+    write(tmp);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw IoError("cannot write '" + path + "': " + ec.message());
+  }
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& content) {
+  atomically(path, [&](const std::string& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    out << content;
+    out.flush();
+    if (!out) throw IoError("cannot write '" + path + "'");
+  });
+}
+
+std::string create_run_directory(const std::string& output_dir, const std::string& name) {
+  std::error_code ec;
+  fs::create_directories(output_dir, ec);
+  if (ec) throw IoError("cannot create output folder '" + output_dir + "': " + ec.message());
+  char stamp[32];
+  std::time_t now = std::time(nullptr);
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+  const fs::path base = fs::path(output_dir) / (name + "-" + stamp);
+  for (int i = 1; i < 1000; ++i) {
+    fs::path dir = i == 1 ? base : fs::path(base.string() + "-" + std::to_string(i));
+    // create_directory is false when the folder exists: an earlier run is never reused.
+    if (fs::create_directory(dir, ec)) return dir.lexically_normal().string();
+    if (ec) throw IoError("cannot create run folder '" + dir.string() + "': " + ec.message());
+  }
+  throw IoError("too many runs named '" + base.string() + "'");
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+const char* group_name(scssl_metric_group group) {
+  switch (group) {
+    case SCSSL_GROUP_BIO: return "bio";
+    case SCSSL_GROUP_BATCH: return "batch";
+    case SCSSL_GROUP_ANNOTATION: return "annotation";
+    case SCSSL_GROUP_MODALITY: return "modality";
+    default: return "other";
+  }
+}
+
+std::string metrics_json(const std::vector<MetricValue>& metrics) {
+  std::ostringstream out;
+  out << "[";
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    const auto& m = metrics[i];
+    out << (i ? ",\n  " : "\n  ") << "{\"evaluator\": " << json_string(m.evaluator)
+        << ", \"metric\": " << json_string(m.name) << ", \"group\": " << json_string(group_name(m.group))
+        << ", \"higher_is_better\": " << (m.higher_is_better ? "true" : "false")
+        << ", \"value\": " << json_number(m.value) << "}";
+  }
+  out << (metrics.empty() ? "]" : "\n]");
+  return out.str();
+}
+
+std::string metrics_csv(const std::vector<MetricValue>& metrics) {
+  std::ostringstream out;
+  out << "evaluator,metric,group,higher_is_better,value\n";
+  for (const auto& m : metrics) {
+    out << m.evaluator << "," << m.name << "," << group_name(m.group) << ","
+        << (m.higher_is_better ? "true" : "false") << ","
+        << (std::isfinite(m.value) ? json_number(m.value) : "nan") << "\n";
+  }
+  return out.str();
+}
+
+std::string stages_json(const std::vector<StageRecord>& stages) {
+  std::ostringstream out;
+  out << "[";
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const auto& s = stages[i];
+    out << (i ? ",\n    " : "\n    ") << "{\"stage\": " << json_string(s.name)
+        << ", \"wall_seconds\": " << json_number(s.wall_seconds)
+        << ", \"peak_rss_mb\": " << json_number(s.peak_rss_mb)
+        << ", \"end_rss_mb\": " << json_number(s.end_rss_mb) << "}";
+  }
+  out << (stages.empty() ? "]" : "\n  ]");
+  return out.str();
+}
+
+void write_embedding_file(const std::string& path, const torch::Tensor& embedding,
+                          const std::vector<std::string>& cell_names) {
+  torch::Tensor e = embedding.to(torch::kCPU, torch::kFloat32).contiguous();
+  atomically(path, [&](const std::string& tmp) {
+    h5::write_embedding_h5(tmp, "embedding", e.data_ptr<float>(), e.size(0), e.size(1), cell_names);
+  });
+}
+
+void write_h5ad_with_embedding(const std::string& source_h5ad, const std::string& target,
+                               const std::string& key, const torch::Tensor& embedding) {
+  torch::Tensor e = embedding.to(torch::kCPU, torch::kFloat32).contiguous();
+  atomically(target, [&](const std::string& tmp) {
+    std::error_code ec;
+    fs::copy_file(source_h5ad, tmp, fs::copy_options::overwrite_existing, ec);
+    if (ec) throw IoError("cannot copy '" + source_h5ad + "' to the run folder: " + ec.message());
+    h5::add_obsm_array(tmp, key, e.data_ptr<float>(), e.size(0), e.size(1));
+  });
+}
+
+std::string metrics_table(const std::vector<MetricValue>& metrics) {
+  size_t w_eval = 9, w_metric = 6, w_group = 5;
+  for (const auto& m : metrics) {
+    w_eval = std::max(w_eval, m.evaluator.size());
+    w_metric = std::max(w_metric, m.name.size());
+    w_group = std::max(w_group, std::string(group_name(m.group)).size());
+  }
+  std::ostringstream out;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-*s  %-*s  %-*s  %10s\n", (int)w_eval, "evaluator",
+                (int)w_metric, "metric", (int)w_group, "group", "value");
+  out << line;
+  out << std::string(w_eval + w_metric + w_group + 16, '-') << "\n";
+  for (const auto& m : metrics) {
+    std::snprintf(line, sizeof line, "%-*s  %-*s  %-*s  %10.4f\n", (int)w_eval,
+                  m.evaluator.c_str(), (int)w_metric, m.name.c_str(), (int)w_group,
+                  group_name(m.group), m.value);
+    out << line;
+  }
+  return out.str();
+}
+
+}  // namespace scssl::host

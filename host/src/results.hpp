@@ -1,0 +1,40 @@
+// Files of a run directory. Every file is written under a temporary name and renamed into place,
+// so a crash never leaves a half-written result and never clobbers an existing one.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "adapters.hpp"
+#include "resources.hpp"
+
+namespace scssl::host {
+
+// Writes `content` to `path` through a temporary file in the same folder and a rename.
+void write_file_atomic(const std::string& path, const std::string& content);
+
+// Creates <output_dir>/<name>-<timestamp> (with -2, -3, ... if taken) and returns its path.
+std::string create_run_directory(const std::string& output_dir, const std::string& name);
+
+// A JSON string literal (quoted, escaped).
+std::string json_string(const std::string& s);
+// A JSON number; NaN and infinities become null, as Python's json/pandas read them.
+std::string json_number(double v);
+
+const char* group_name(scssl_metric_group group);
+
+std::string metrics_json(const std::vector<MetricValue>& metrics);
+std::string metrics_csv(const std::vector<MetricValue>& metrics);
+std::string stages_json(const std::vector<StageRecord>& stages);
+
+// embedding.h5: the embedding and the cell names (see docs/user-guide.md).
+void write_embedding_file(const std::string& path, const torch::Tensor& embedding,
+                          const std::vector<std::string>& cell_names);
+// A copy of `source_h5ad` with the embedding added as obsm/<key>, readable by Python's anndata.
+void write_h5ad_with_embedding(const std::string& source_h5ad, const std::string& target,
+                               const std::string& key, const torch::Tensor& embedding);
+
+// The results as an aligned text table for the terminal.
+std::string metrics_table(const std::vector<MetricValue>& metrics);
+
+}  // namespace scssl::host

@@ -1,0 +1,269 @@
+#include "run.hpp"
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/spdlog.h>
+#include <torch/version.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "augmentation_pipeline.hpp"
+#include "results.hpp"
+#include "scssl/pca.hpp"
+
+namespace fs = std::filesystem;
+
+namespace scssl::host {
+
+namespace {
+
+// Adds a log file to the default logger for the lifetime of this object.
+class RunLog {
+ public:
+  explicit RunLog(const std::string& path)
+      : sink_(std::make_shared<spdlog::sinks::basic_file_sink_mt>(path)) {
+    sink_->set_level(spdlog::level::debug);
+    spdlog::default_logger()->sinks().push_back(sink_);
+  }
+  ~RunLog() {
+    auto& sinks = spdlog::default_logger()->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::basic_file_sink_mt> sink_;
+};
+
+// Progress on a terminal: one line rewritten in place; elsewhere: a log line every 10 %.
+void install_progress(HostServices& services, bool show) {
+  const bool tty = isatty(STDERR_FILENO);
+  services.on_progress = [show, tty, last = int64_t{-1}](const std::string& stage, int64_t done,
+                                                         int64_t total,
+                                                         const std::string& text) mutable {
+    if (!show || total <= 0) return;
+    const int64_t decile = done * 10 / total;
+    if (tty) {
+      std::fprintf(stderr, "\r  %s %lld/%lld %s\033[K", stage.c_str(), (long long)done,
+                   (long long)total, text.c_str());
+      if (done >= total) std::fprintf(stderr, "\n");
+      std::fflush(stderr);
+    } else if (decile != last || done >= total) {
+      spdlog::info("{} {}/{} {}", stage, done, total, text);
+    }
+    last = decile;
+  };
+}
+
+void check_requirements(const Method& method, const CellData& data) {
+  const uint64_t needs = method.requirements();
+  const std::string who = "method '" + method.name() + "'";
+  if ((needs & SCSSL_NEEDS_BATCH) && data.batches() == nullptr)
+    throw BadData(who + " needs batch labels, but the data set has none (set dataset.batch_key)");
+  if ((needs & SCSSL_NEEDS_LABELS) && data.labels() == nullptr)
+    throw BadData(who + " needs cell-type labels, but the data set has none (set dataset.label_key)");
+  if ((needs & SCSSL_NEEDS_SECOND_MODALITY) && data.modalities.size() < 2)
+    throw BadData(who + " needs two modalities (e.g. RNA and ADT), but the data set has " +
+                  std::to_string(data.modalities.size()));
+}
+
+std::string plugin_json(const LoadedPlugin& p) {
+  return "{\"kind\": " + json_string(kind_name(p.kind())) + ", \"name\": " + json_string(p.name()) +
+         ", \"version\": " + json_string(p.info->version) + ", \"path\": " + json_string(p.path) +
+         "}";
+}
+
+std::string iso_time(std::chrono::system_clock::time_point t) {
+  std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S%z", std::localtime(&tt));
+  return buf;
+}
+
+std::string hostname() {
+  char buf[256] = {};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+}  // namespace
+
+void split_query(const CellData& data, const std::vector<std::string>& query_batches,
+                 torch::Tensor& reference_ids, torch::Tensor& query_ids) {
+  const int64_t n = data.n_cells();
+  if (query_batches.empty()) {
+    reference_ids = torch::arange(n, torch::kInt64);
+    query_ids = torch::empty({0}, torch::kInt64);
+    return;
+  }
+  const Column* batches = data.batches();
+  if (batches == nullptr || !batches->categorical)
+    throw BadData("evaluation.query_batches is set but the data set has no categorical batch column");
+  std::vector<char> is_query_code(batches->categories.size(), 0);
+  for (const auto& q : query_batches) {
+    auto it = std::find(batches->categories.begin(), batches->categories.end(), q);
+    if (it == batches->categories.end()) {
+      std::string known;
+      for (const auto& c : batches->categories) known += (known.empty() ? "" : ", ") + c;
+      throw BadData("query batch '" + q + "' is not a batch of the data set (batches: " + known + ")");
+    }
+    is_query_code[it - batches->categories.begin()] = 1;
+  }
+  std::vector<int64_t> ref, qry;
+  const int32_t* code = batches->codes.data_ptr<int32_t>();
+  for (int64_t i = 0; i < n; ++i) (code[i] >= 0 && is_query_code[code[i]] ? qry : ref).push_back(i);
+  if (ref.empty()) throw BadData("every cell is in a query batch: nothing is left to train on");
+  reference_ids = torch::tensor(ref, torch::kInt64);
+  query_ids = torch::tensor(qry, torch::kInt64);
+}
+
+RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const RunSettings& settings) {
+  const auto started = std::chrono::system_clock::now();
+  RunOutcome out;
+  out.run_dir = create_run_directory(cfg.output_dir, cfg.name);
+  const fs::path dir(out.run_dir);
+  RunLog log((dir / "run.log").string());
+  spdlog::info("run folder: {}", out.run_dir);
+  write_file_atomic((dir / "config.resolved.toml").string(), cfg.resolved_toml());
+
+  HostServices services;
+  install_progress(services, settings.show_progress);
+  if (cfg.threads > 0) torch::set_num_threads(cfg.threads);
+  torch::manual_seed(cfg.seed);
+
+  StageMeter meter;
+  std::string data_json = "null", embedding_json = "null";
+  std::exception_ptr failure;
+  std::string error;
+  try {
+    meter.begin("load");
+    CellData data = load_dataset(*cfg.dataset.plugin, cfg.dataset.params, services);
+    spdlog::info("loaded {} cells: {}", data.n_cells(), [&] {
+      std::string s;
+      for (const auto& m : data.modalities)
+        s += (s.empty() ? "" : ", ") + m.name + " " + std::to_string(m.features.size()) + " features";
+      return s;
+    }());
+    meter.finish();
+
+    meter.begin("preprocess");
+    std::ostringstream info;
+    info << "{\"n_cells\": " << data.n_cells() << ", \"modalities\": [";
+    for (size_t i = 0; i < data.modalities.size(); ++i) {
+      Modality& m = data.modalities[i];
+      const size_t before = m.features.size();
+      preprocess_modality(m, cfg.preprocess_for(m.name), data.batches());
+      spdlog::info("preprocessed {}: {} of {} features kept", m.name, m.features.size(), before);
+      info << (i ? ", " : "") << "{\"name\": " << json_string(m.name)
+                << ", \"features_in\": " << before << ", \"features_kept\": " << m.features.size()
+                << "}";
+    }
+    info << "]";
+    const StageRecord& pre = meter.finish();
+    spdlog::info("read and preprocessed in {:.2f} s", pre.wall_seconds +
+                                                          meter.stages().front().wall_seconds);
+
+    Method method(*cfg.method.plugin, cfg.method.params, services);
+    check_requirements(method, data);
+
+    meter.begin("unintegrated_pca");
+    // The unintegrated representation (scIB's X_pre): PCA of the first modality, all cells.
+    PcaModel pca = fit_pca(data.modalities.front().X, cfg.unintegrated_components);
+    torch::Tensor unintegrated = pca.transform(data.modalities.front().X);
+    meter.finish();
+
+    torch::Tensor reference_ids, query_ids;
+    split_query(data, cfg.query_batches, reference_ids, query_ids);
+    info << ", \"n_reference\": " << reference_ids.size(0) << ", \"n_query\": " << query_ids.size(0)
+         << "}";
+    data_json = info.str();
+    CellData train = query_ids.size(0) == 0 ? data : data.select_cells(reference_ids);
+    CellDataView train_view(train);
+    spdlog::info("training on {} reference cells, {} query cells held out", train.n_cells(),
+                 query_ids.size(0));
+
+    meter.begin("augmentations_prepare");
+    AugmentationPipeline pipeline(cfg.augmentations, train, services);
+    pipeline.prepare(train_view.get());
+    services.on_augment = [&](int modality, torch::Tensor& batch, const torch::Tensor& ids,
+                              uint64_t seed) { pipeline.apply(modality, batch, ids, seed); };
+    services.on_augmentation_count = [&](int modality) { return pipeline.count(modality); };
+    meter.finish();
+
+    TrainOptions options = cfg.train;
+    if (options.checkpoint_every > 0) options.checkpoint_dir = (dir / "checkpoints").string();
+    meter.begin("fit");
+    method.fit(train_view.get(), options);
+    meter.finish();
+
+    meter.begin("embed");
+    torch::Tensor embedding = method.embed(data);
+    meter.finish();
+    if (cfg.save_model) method.save((dir / "model").string());
+
+    meter.begin("write_embedding");
+    const std::string key = "X_" + method.name();
+    write_embedding_file((dir / "embedding.h5").string(), embedding, data.cell_names);
+    std::string h5ad_copy;
+    if (cfg.write_h5ad && cfg.dataset.params.has("path")) {
+      const std::string& source = cfg.dataset.params.get_string("path");
+      if (fs::path(source).extension() == ".h5ad") {
+        h5ad_copy = (dir / fs::path(source).filename()).string();
+        write_h5ad_with_embedding(source, h5ad_copy, key, embedding);
+      }
+    }
+    embedding_json = "{\"dim\": " + std::to_string(embedding.size(1)) + ", \"file\": \"embedding.h5\"" +
+                     ", \"h5ad\": " + (h5ad_copy.empty() ? "null" : json_string(fs::path(h5ad_copy).filename().string())) +
+                     ", \"obsm_key\": " + json_string(key) + "}";
+    meter.finish();
+
+    for (const auto& e : cfg.evaluators) {
+      meter.begin("evaluate:" + e.plugin->name());
+      Evaluator evaluator(*e.plugin, e.params, services);
+      auto values = evaluator.evaluate(data, embedding, unintegrated, cfg.query_batches);
+      const StageRecord& s = meter.finish();
+      spdlog::info("{}: {} metric(s) in {:.2f} s", e.plugin->name(), values.size(), s.wall_seconds);
+      out.metrics.insert(out.metrics.end(), values.begin(), values.end());
+    }
+    write_file_atomic((dir / "metrics.json").string(), metrics_json(out.metrics) + "\n");
+    write_file_atomic((dir / "metrics.csv").string(), metrics_csv(out.metrics));
+  } catch (const std::exception& e) {
+    failure = std::current_exception();
+    error = e.what();
+    meter.finish();
+    spdlog::error("{}", error);
+  }
+
+  const auto finished = std::chrono::system_clock::now();
+  std::ostringstream run;
+  std::set<const LoadedPlugin*> used = {cfg.dataset.plugin, cfg.method.plugin};
+  for (const auto& a : cfg.augmentations) used.insert(a.choice.plugin);
+  for (const auto& e : cfg.evaluators) used.insert(e.plugin);
+  std::string plugins;
+  for (const auto* p : used) plugins += (plugins.empty() ? "\n    " : ",\n    ") + plugin_json(*p);
+  run << "{\n  \"status\": " << json_string(failure ? "failed" : "ok")
+      << ",\n  \"error\": " << (failure ? json_string(error) : "null")
+      << ",\n  \"name\": " << json_string(cfg.name)
+      << ",\n  \"config\": " << json_string(cfg.config_path)
+      << ",\n  \"command\": " << json_string(settings.command_line)
+      << ",\n  \"seed\": " << cfg.seed << ",\n  \"threads\": " << torch::get_num_threads()
+      << ",\n  \"started\": " << json_string(iso_time(started))
+      << ",\n  \"finished\": " << json_string(iso_time(finished))
+      << ",\n  \"wall_seconds\": " << json_number(std::chrono::duration<double>(finished - started).count())
+      << ",\n  \"peak_rss_mb\": " << json_number(peak_rss_mb())
+      << ",\n  \"host\": " << json_string(hostname())
+      << ",\n  \"versions\": {\"scssl\": " << json_string(SCSSL_VERSION)
+      << ", \"abi\": " << SCSSL_ABI_VERSION << ", \"libtorch\": " << json_string(TORCH_VERSION)
+      << "},\n  \"plugins\": [" << plugins << "\n  ]"
+      << ",\n  \"data\": " << data_json
+      << ",\n  \"embedding\": " << embedding_json
+      << ",\n  \"stages\": " << stages_json(meter.stages()) << "\n}\n";
+  write_file_atomic((dir / "run.json").string(), run.str());
+  if (failure) std::rethrow_exception(failure);
+  return out;
+}
+
+}  // namespace scssl::host

@@ -1,0 +1,302 @@
+/*
+ * scssl/abi.h - the C boundary between scssl-host and its plugins.
+ *
+ * Every plugin is one shared library exporting one C function, SCSSL_ENTRY_POINT, that returns a
+ * pointer to a static scssl_plugin_info. The host reads that struct before creating anything, so
+ * listing and describing plugins costs nothing. Only the plain C types below cross the boundary:
+ * no C++ object, no exception, no allocator is shared.
+ *
+ * Rules that hold for every call:
+ *  - Functions return SCSSL_OK or an error status; on error they fill scssl_error.message with one
+ *    sentence naming the thing that was wrong.
+ *  - Arguments are borrowed: a plugin must not keep a pointer into them after the call returns,
+ *    except that the cell data given to prepare()/fit() stays valid until the instance is destroyed.
+ *  - Results are owned by the receiver: a DLManagedTensor is released through its deleter and a
+ *    scssl_cell_data through its release callback, each exactly once.
+ *  - The host keeps a library loaded while any instance or result it produced is alive.
+ *
+ * SCSSL_ABI_VERSION changes whenever the layout of any struct in this file changes. The host
+ * refuses a plugin whose version differs from its own. See docs/sdk-changelog.md.
+ */
+#ifndef SCSSL_ABI_H
+#define SCSSL_ABI_H
+
+#include <stdint.h>
+
+#include <ATen/dlpack.h> /* DLTensor, DLManagedTensor: the tensor exchange format */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SCSSL_ABI_VERSION 1u
+#define SCSSL_MAGIC 0x4c535353u /* "SSSL": first field of every info struct */
+#define SCSSL_ENTRY_POINT "scssl_plugin_entry"
+
+#if defined(_WIN32)
+#define SCSSL_EXPORT __declspec(dllexport)
+#else
+#define SCSSL_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* ---- status ------------------------------------------------------------------------------------ */
+
+typedef enum scssl_status {
+  SCSSL_OK = 0,
+  SCSSL_ERR_INVALID_ARGUMENT = 1, /* a parameter or option is unusable */
+  SCSSL_ERR_BAD_DATA = 2,         /* the data is malformed or unsuitable (NaN, wrong shape, key) */
+  SCSSL_ERR_IO = 3,               /* a file could not be read or written */
+  SCSSL_ERR_INTERNAL = 4          /* anything else, including an exception inside the plugin */
+} scssl_status;
+
+#define SCSSL_MESSAGE_CAPACITY 1024
+typedef struct scssl_error {
+  char message[SCSSL_MESSAGE_CAPACITY]; /* NUL-terminated, filled by the callee on error */
+} scssl_error;
+
+/* ---- parameters -------------------------------------------------------------------------------- */
+
+typedef enum scssl_param_type {
+  SCSSL_PARAM_BOOL = 1,
+  SCSSL_PARAM_INT = 2,
+  SCSSL_PARAM_FLOAT = 3,
+  SCSSL_PARAM_STRING = 4,
+  SCSSL_PARAM_STRING_LIST = 5
+} scssl_param_type;
+
+/* One entry of a plugin's parameter schema. default_text is the default written as in a config
+ * file without quotes: "true", "50", "0.5", "cell_type", and for lists items separated by ",". */
+typedef struct scssl_param_spec {
+  const char* name;
+  scssl_param_type type;
+  const char* default_text;
+  const char* help;
+} scssl_param_spec;
+
+/* A parameter value handed to a plugin. The host always passes every parameter of the schema,
+ * already checked against its type; bools travel in int_value (0 or 1). */
+typedef struct scssl_param_value {
+  const char* name;
+  scssl_param_type type;
+  int64_t int_value;
+  double float_value;
+  const char* string_value;
+  const char* const* list_values;
+  int64_t list_length;
+} scssl_param_value;
+
+typedef struct scssl_params {
+  const scssl_param_value* values;
+  int64_t count;
+} scssl_params;
+
+/* ---- cell data --------------------------------------------------------------------------------- */
+
+typedef enum scssl_matrix_format {
+  SCSSL_MATRIX_NONE = 0,  /* absent (e.g. no raw counts) */
+  SCSSL_MATRIX_DENSE = 1, /* dense: float32 [n_rows, n_cols], row-major */
+  SCSSL_MATRIX_CSR = 2    /* CSR: indptr int64 [n_rows+1], indices int32 [nnz], values float32 [nnz] */
+} scssl_matrix_format;
+
+typedef struct scssl_matrix {
+  int32_t format;
+  int64_t n_rows;
+  int64_t n_cols;
+  DLTensor dense;
+  DLTensor indptr;
+  DLTensor indices;
+  DLTensor values;
+} scssl_matrix;
+
+typedef struct scssl_modality {
+  const char* name; /* "RNA", "ADT", ... */
+  int64_t n_features;
+  const char* const* feature_names;
+  scssl_matrix X;      /* the representation methods train on (preprocessed once the host has run) */
+  scssl_matrix counts; /* raw counts of the same features, or SCSSL_MATRIX_NONE */
+} scssl_modality;
+
+typedef enum scssl_column_type {
+  SCSSL_COLUMN_CATEGORICAL = 1, /* codes int32 [n_cells] (-1 = missing) + category names */
+  SCSSL_COLUMN_NUMERIC = 2      /* values float64 [n_cells] (NaN = missing) */
+} scssl_column_type;
+
+typedef struct scssl_column {
+  const char* name;
+  int32_t type;
+  DLTensor codes;
+  int64_t n_categories;
+  const char* const* categories;
+  DLTensor values;
+} scssl_column;
+
+/* All cells of a data set: one or more modalities over the same cells, and per-cell columns.
+ * batch_key / label_key name the columns holding batches and cell types ("" if there is none). */
+typedef struct scssl_cell_data {
+  int64_t n_cells;
+  const char* const* cell_names;
+  int64_t n_modalities;
+  const scssl_modality* modalities;
+  int64_t n_columns;
+  const scssl_column* columns;
+  const char* batch_key;
+  const char* label_key;
+  /* Frees every buffer above (Arrow C data interface style). NULL for borrowed data. */
+  void (*release)(struct scssl_cell_data* self);
+  void* private_data;
+} scssl_cell_data;
+
+/* ---- services the host offers to every instance ------------------------------------------------- */
+
+typedef enum scssl_log_level {
+  SCSSL_LOG_DEBUG = 0,
+  SCSSL_LOG_INFO = 1,
+  SCSSL_LOG_WARN = 2,
+  SCSSL_LOG_ERROR = 3
+} scssl_log_level;
+
+typedef struct scssl_host_api {
+  uint32_t abi_version;
+  void* host_data; /* first argument of every function below */
+  void (*log)(void* host_data, int32_t level, const char* message);
+  /* Progress of a long stage: done out of total units; text is a short status such as a loss. */
+  void (*progress)(void* host_data, const char* stage, int64_t done, int64_t total,
+                   const char* text);
+  /* Applies the run's augmentation pipeline of one modality, in place, to one view of a mini-batch:
+   * batch float32 [b, n_features] (dense, CPU), cell_ids int64 [b] (rows of the training data). */
+  scssl_status (*augment)(void* host_data, int32_t modality, DLTensor* batch,
+                          const DLTensor* cell_ids, uint64_t seed, scssl_error* error);
+  /* Number of augmentations configured for a modality (0: views are plain copies). */
+  int32_t (*augmentation_count)(void* host_data, int32_t modality);
+} scssl_host_api;
+
+/* ---- the four kinds and their function tables --------------------------------------------------- */
+
+typedef enum scssl_kind {
+  SCSSL_KIND_DATASET = 1,
+  SCSSL_KIND_AUGMENTATION = 2,
+  SCSSL_KIND_METHOD = 3,
+  SCSSL_KIND_EVALUATOR = 4
+} scssl_kind;
+
+typedef void* scssl_instance;
+
+/* Every kind but datasets makes instances; create() receives the validated parameters. */
+typedef struct scssl_instance_table {
+  scssl_status (*create)(const scssl_params* params, const scssl_host_api* host,
+                         scssl_instance* out, scssl_error* error);
+  void (*destroy)(scssl_instance instance);
+} scssl_instance_table;
+
+typedef struct scssl_dataset_table {
+  /* Reads a data set; *out is owned by the caller, who calls its release. */
+  scssl_status (*load)(const scssl_params* params, const scssl_host_api* host,
+                       scssl_cell_data** out, scssl_error* error);
+} scssl_dataset_table;
+
+typedef struct scssl_augmentation_table {
+  scssl_instance_table instance;
+  /* Once per run, before training, on the training cells (e.g. to build neighbour graphs). */
+  scssl_status (*prepare)(scssl_instance self, const scssl_cell_data* data, int32_t modality,
+                          scssl_error* error);
+  /* Transforms a whole mini-batch in place; see scssl_host_api.augment for the shapes. */
+  scssl_status (*apply)(scssl_instance self, DLTensor* batch, const DLTensor* cell_ids,
+                        uint64_t seed, scssl_error* error);
+} scssl_augmentation_table;
+
+/* What a method needs from a data set; the host refuses an unsuitable one before training. */
+typedef enum scssl_requirement {
+  SCSSL_NEEDS_BATCH = 1u << 0,
+  SCSSL_NEEDS_LABELS = 1u << 1,
+  SCSSL_NEEDS_SECOND_MODALITY = 1u << 2,
+  SCSSL_NEEDS_RAW_COUNTS = 1u << 3,
+  SCSSL_USES_AUGMENTATIONS = 1u << 4
+} scssl_requirement;
+
+typedef struct scssl_train_options {
+  int64_t epochs;
+  int64_t batch_size;
+  double learning_rate;
+  double weight_decay;
+  int32_t step_schedule; /* 0 constant learning rate; 1 StepLR(step_size, gamma) per epoch */
+  int64_t step_size;
+  double gamma;
+  uint64_t seed;
+  const char* device;         /* "cpu", "cuda", "cuda:1" */
+  const char* checkpoint_dir; /* "" disables checkpoints */
+  int64_t checkpoint_every;   /* epochs between checkpoints */
+  int32_t resume;             /* 1: continue from the newest checkpoint in checkpoint_dir */
+  int32_t num_threads;        /* CPU threads; 0 leaves the library default */
+} scssl_train_options;
+
+typedef struct scssl_method_table {
+  scssl_instance_table instance;
+  uint64_t requirements; /* scssl_requirement bits */
+  scssl_status (*fit)(scssl_instance self, const scssl_cell_data* train,
+                      const scssl_train_options* options, scssl_error* error);
+  /* Embeds every cell of data: *out float32 [n_cells, d], owned by the caller. */
+  scssl_status (*embed)(scssl_instance self, const scssl_cell_data* data, DLManagedTensor** out,
+                        scssl_error* error);
+  scssl_status (*save)(scssl_instance self, const char* directory, scssl_error* error);
+  scssl_status (*load)(scssl_instance self, const char* directory, scssl_error* error);
+} scssl_method_table;
+
+typedef enum scssl_metric_group {
+  SCSSL_GROUP_BIO = 1,        /* bio conservation (scIB) */
+  SCSSL_GROUP_BATCH = 2,      /* batch correction (scIB) */
+  SCSSL_GROUP_ANNOTATION = 3, /* query-to-reference cell-type annotation */
+  SCSSL_GROUP_MODALITY = 4,   /* missing-modality prediction */
+  SCSSL_GROUP_OTHER = 5       /* reported, never aggregated */
+} scssl_metric_group;
+
+/* Static description of one number an evaluator reports. */
+typedef struct scssl_metric_spec {
+  const char* name;
+  int32_t group;
+  int32_t higher_is_better;
+  const char* help;
+} scssl_metric_spec;
+
+typedef struct scssl_eval_context {
+  const scssl_cell_data* data; /* all cells, preprocessed, with batch and label columns */
+  DLTensor embedding;          /* float32 [n_cells, d] */
+  DLTensor unintegrated;       /* float32 [n_cells, p]: PCA of the unintegrated data */
+  int64_t n_query_batches;     /* batches held out from training (annotation / modality query) */
+  const char* const* query_batches;
+} scssl_eval_context;
+
+typedef struct scssl_metric_sink {
+  void* sink_data;
+  /* name must be one of the evaluator's metric specs; NaN marks "not defined for this data". */
+  void (*report)(void* sink_data, const char* name, double value);
+} scssl_metric_sink;
+
+typedef struct scssl_evaluator_table {
+  scssl_instance_table instance;
+  const scssl_metric_spec* metrics;
+  int64_t n_metrics;
+  scssl_status (*evaluate)(scssl_instance self, const scssl_eval_context* context,
+                           const scssl_metric_sink* sink, scssl_error* error);
+} scssl_evaluator_table;
+
+/* ---- the plugin's self-description -------------------------------------------------------------- */
+
+typedef struct scssl_plugin_info {
+  uint32_t magic;       /* SCSSL_MAGIC, checked before anything else is read */
+  uint32_t abi_version; /* SCSSL_ABI_VERSION the plugin was built against */
+  int32_t kind;         /* scssl_kind */
+  const char* name;     /* unique among loaded plugins: lower case, digits, '_' */
+  const char* version;  /* the plugin's own version, e.g. "1.2.0" */
+  const char* summary;  /* one line for `scssl-host list` */
+  const scssl_param_spec* params;
+  int64_t n_params;
+  const void* table; /* scssl_dataset_table, scssl_augmentation_table, ... by kind */
+} scssl_plugin_info;
+
+typedef const scssl_plugin_info* (*scssl_entry_point_fn)(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SCSSL_ABI_H */

@@ -1,0 +1,78 @@
+#include "scssl/plugin.hpp"
+
+namespace scssl {
+
+void HostContext::log(scssl_log_level level, const std::string& message) const {
+  if (api_ && api_->log) api_->log(api_->host_data, level, message.c_str());
+}
+
+void HostContext::progress(const std::string& stage, int64_t done, int64_t total,
+                           const std::string& text) const {
+  if (api_ && api_->progress)
+    api_->progress(api_->host_data, stage.c_str(), done, total, text.c_str());
+}
+
+void HostContext::augment(int modality, torch::Tensor& batch, const torch::Tensor& cell_ids,
+                          uint64_t seed) const {
+  if (!api_ || !api_->augment) return;
+  batch = batch.to(torch::kCPU, torch::kFloat32).contiguous();
+  torch::Tensor ids = cell_ids.to(torch::kCPU, torch::kInt64).contiguous();
+  DLTensor b = to_dl(batch);
+  DLTensor i = to_dl(ids);
+  scssl_error error{};
+  scssl_status status = api_->augment(api_->host_data, modality, &b, &i, seed, &error);
+  if (status != SCSSL_OK) throw Error(status, error.message);
+}
+
+int HostContext::augmentation_count(int modality) const {
+  if (!api_ || !api_->augmentation_count) return 0;
+  return api_->augmentation_count(api_->host_data, modality);
+}
+
+TrainOptions TrainOptions::from_c(const scssl_train_options& c) {
+  TrainOptions o;
+  o.epochs = c.epochs;
+  o.batch_size = c.batch_size;
+  o.learning_rate = c.learning_rate;
+  o.weight_decay = c.weight_decay;
+  o.step_schedule = c.step_schedule != 0;
+  o.step_size = c.step_size;
+  o.gamma = c.gamma;
+  o.seed = c.seed;
+  o.device = c.device ? c.device : "cpu";
+  o.checkpoint_dir = c.checkpoint_dir ? c.checkpoint_dir : "";
+  o.checkpoint_every = c.checkpoint_every;
+  o.resume = c.resume != 0;
+  o.num_threads = c.num_threads;
+  return o;
+}
+
+scssl_train_options TrainOptions::to_c() const {
+  scssl_train_options c{};
+  c.epochs = epochs;
+  c.batch_size = batch_size;
+  c.learning_rate = learning_rate;
+  c.weight_decay = weight_decay;
+  c.step_schedule = step_schedule ? 1 : 0;
+  c.step_size = step_size;
+  c.gamma = gamma;
+  c.seed = seed;
+  c.device = device.c_str();
+  c.checkpoint_dir = checkpoint_dir.c_str();
+  c.checkpoint_every = checkpoint_every;
+  c.resume = resume ? 1 : 0;
+  c.num_threads = num_threads;
+  return c;
+}
+
+void IMethod::save(const std::string& directory) const {
+  throw InvalidArgument("this method cannot save a trained model (asked to save to " + directory +
+                        ")");
+}
+
+void IMethod::load(const std::string& directory) {
+  throw InvalidArgument("this method cannot load a trained model (asked to load from " +
+                        directory + ")");
+}
+
+}  // namespace scssl

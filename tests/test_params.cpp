@@ -36,7 +36,7 @@ TEST(Params, WrongTypeNamesParameterAndBothTypes) {
     FAIL() << "a string was accepted for an int parameter";
   } catch (const InvalidArgument& e) {
     EXPECT_NE(std::string(e.what()).find("'k'"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("must be a int"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("must be an int"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("string"), std::string::npos) << e.what();
   }
 }

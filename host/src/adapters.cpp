@@ -16,8 +16,9 @@ HostServices::HostServices() {
     }
   };
   on_progress = [](const std::string&, int64_t, int64_t, const std::string&) {};
-  on_augment = [](int, torch::Tensor&, const torch::Tensor&, uint64_t) {};
+  on_augment = [](int, int, torch::Tensor&, const torch::Tensor&, uint64_t) {};
   on_augmentation_count = [](int) { return 0; };
+  on_record = [](const std::string&, int64_t, double) {};
 
   api_.abi_version = SCSSL_ABI_VERSION;
   api_.host_data = this;
@@ -27,18 +28,21 @@ HostServices::HostServices() {
   api_.progress = [](void* self, const char* stage, int64_t done, int64_t total, const char* text) {
     static_cast<HostServices*>(self)->on_progress(stage, done, total, text ? text : "");
   };
-  api_.augment = [](void* self, int32_t modality, DLTensor* batch, const DLTensor* ids,
-                    uint64_t seed, scssl_error* error) {
+  api_.augment = [](void* self, int32_t modality, int32_t view, DLTensor* batch,
+                    const DLTensor* ids, uint64_t seed, scssl_error* error) {
     return detail::guarded(error, [&] {
       torch::Tensor b = from_dl(*batch, nullptr, "augmentation batch");
       torch::Tensor i = from_dl(*ids, nullptr, "augmentation cell ids");
       torch::Tensor target = b;
-      static_cast<HostServices*>(self)->on_augment(modality, b, i, seed);
+      static_cast<HostServices*>(self)->on_augment(modality, view, b, i, seed);
       if (!b.is_same(target)) target.copy_(b);
     });
   };
   api_.augmentation_count = [](void* self, int32_t modality) {
     return static_cast<int32_t>(static_cast<HostServices*>(self)->on_augmentation_count(modality));
+  };
+  api_.record = [](void* self, const char* series, int64_t step, double value) {
+    static_cast<HostServices*>(self)->on_record(series, step, value);
   };
 }
 
@@ -96,11 +100,12 @@ void Augmentation::prepare(const scssl_cell_data* train, int modality) {
                "preparing augmentation '" + name_ + "'");
 }
 
-void Augmentation::apply(torch::Tensor& batch, const torch::Tensor& cell_ids, uint64_t seed) {
+void Augmentation::apply(torch::Tensor& batch, const torch::Tensor& cell_ids, int view,
+                         uint64_t seed) {
   DLTensor b = to_dl(batch);
   DLTensor i = to_dl(cell_ids);
   scssl_error error{};
-  check_status(table_->apply(instance_, &b, &i, seed, &error), error,
+  check_status(table_->apply(instance_, &b, &i, view, seed, &error), error,
                "applying augmentation '" + name_ + "'");
 }
 

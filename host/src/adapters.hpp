@@ -25,9 +25,11 @@ class HostServices {
   std::function<void(const std::string& stage, int64_t done, int64_t total, const std::string&)>
       on_progress;
   // The augmentation pipeline per modality; default: none.
-  std::function<void(int modality, torch::Tensor& batch, const torch::Tensor& ids, uint64_t seed)>
+  std::function<void(int modality, int view, torch::Tensor& batch, const torch::Tensor& ids,
+                     uint64_t seed)>
       on_augment;
   std::function<int(int modality)> on_augmentation_count;
+  std::function<void(const std::string& series, int64_t step, double value)> on_record;
 
   const scssl_host_api* api() const { return &api_; }
 
@@ -48,7 +50,7 @@ class Augmentation {
   Augmentation& operator=(const Augmentation&) = delete;
   // `train` must outlive this object (the plugin may keep pointers into it).
   void prepare(const scssl_cell_data* train, int modality);
-  void apply(torch::Tensor& batch, const torch::Tensor& cell_ids, uint64_t seed);
+  void apply(torch::Tensor& batch, const torch::Tensor& cell_ids, int view, uint64_t seed);
   const std::string& name() const { return name_; }
 
  private:

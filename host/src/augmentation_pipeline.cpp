@@ -20,15 +20,15 @@ void AugmentationPipeline::prepare(const scssl_cell_data* train_view) {
   for (auto& s : steps_) s.augmentation->prepare(train_view, s.modality);
 }
 
-void AugmentationPipeline::apply(int modality, torch::Tensor& batch, const torch::Tensor& cell_ids,
-                                 uint64_t seed) {
+void AugmentationPipeline::apply(int modality, int view, torch::Tensor& batch,
+                                 const torch::Tensor& cell_ids, uint64_t seed) {
   uint64_t step_seed = seed;
   for (auto& s : steps_) {
     // splitmix64 step: independent, reproducible streams for each augmentation of the chain.
     step_seed += 0x9e3779b97f4a7c15ULL;
     if (s.modality != modality || s.probability <= 0) continue;
     if (s.probability >= 1) {
-      s.augmentation->apply(batch, cell_ids, step_seed);
+      s.augmentation->apply(batch, cell_ids, view, step_seed);
       continue;
     }
     auto rng = at::make_generator<at::CPUGeneratorImpl>(step_seed);
@@ -37,7 +37,7 @@ void AugmentationPipeline::apply(int modality, torch::Tensor& batch, const torch
     if (chosen.numel() == 0) continue;
     torch::Tensor rows = batch.index_select(0, chosen).contiguous();
     torch::Tensor ids = cell_ids.index_select(0, chosen).contiguous();
-    s.augmentation->apply(rows, ids, step_seed ^ 0x5bd1e995ULL);
+    s.augmentation->apply(rows, ids, view, step_seed ^ 0x5bd1e995ULL);
     batch.index_copy_(0, chosen, rows);
   }
 }

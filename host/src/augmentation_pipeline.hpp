@@ -16,7 +16,8 @@ class AugmentationPipeline {
                        HostServices& services);
   // Builds graphs etc. once; `train_view` must outlive the pipeline.
   void prepare(const scssl_cell_data* train_view);
-  void apply(int modality, torch::Tensor& batch, const torch::Tensor& cell_ids, uint64_t seed);
+  void apply(int modality, int view, torch::Tensor& batch, const torch::Tensor& cell_ids,
+             uint64_t seed);
   int count(int modality) const;
 
  private:

@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -19,7 +20,8 @@ class ConfigReader {
   [[noreturn]] void fail(const std::string& key, const toml::node* node,
                          const std::string& message) const {
     std::string where = file_.empty() ? std::string("config") : file_;
-    if (node && node->source().begin.line > 0)
+    // Nodes from --set overrides have no source file, so no misleading line number.
+    if (node && node->source().path && node->source().begin.line > 0)
       where += ":" + std::to_string(node->source().begin.line);
     throw InvalidArgument(where + ": " + (key.empty() ? "" : "'" + key + "' ") + message);
   }
@@ -50,6 +52,9 @@ class ConfigReader {
     ParamValue v = value_of(section + "." + key, *node);
     if constexpr (std::is_same_v<T, double>) {
       if (auto* i = std::get_if<int64_t>(&v)) return static_cast<double>(*i);
+    }
+    if constexpr (std::is_same_v<T, StringList>) {
+      if (auto* one = std::get_if<std::string>(&v)) return StringList{*one};
     }
     if (auto* t = std::get_if<T>(&v)) return *t;
     fail(section + "." + key, node,
@@ -90,7 +95,7 @@ class ConfigReader {
     try {
       choice.plugin = &registry.get(name, kind);
     } catch (const Error& e) {
-      fail(section, table.get("plugin"), e.what());
+      fail("", table.get("plugin"), "[" + section + "] " + e.what());
     }
     choice.params = choice.plugin->default_params();
     for (const auto& [k, node] : table) {
@@ -108,6 +113,79 @@ class ConfigReader {
  private:
   std::string file_;
 };
+
+// Copies src into dst; tables merge key by key, anything else (arrays included) replaces.
+void merge_into(toml::table& dst, const toml::table& src) {
+  for (const auto& [k, node] : src) {
+    toml::node* existing = dst.get(k);
+    if (existing && existing->is_table() && node.is_table())
+      merge_into(*existing->as_table(), *node.as_table());
+    else
+      dst.insert_or_assign(k, node);
+  }
+}
+
+// Adds to dst what only src has (recursively); dst's own nodes stay, with their line numbers.
+void fill_missing(toml::table& dst, const toml::table& src) {
+  for (const auto& [k, node] : src) {
+    toml::node* existing = dst.get(k);
+    if (!existing)
+      dst.insert(k, node);
+    else if (existing->is_table() && node.is_table())
+      fill_missing(*existing->as_table(), *node.as_table());
+  }
+}
+
+bool is_path_key(std::string_view k) {
+  return k == "path" || (k.size() > 5 && k.substr(k.size() - 5) == "_path");
+}
+
+// Relative file paths in a file's [dataset] section are relative to that file.
+void anchor_dataset_paths(toml::table& file, const fs::path& dir) {
+  toml::table* dataset = file["dataset"].as_table();
+  if (!dataset) return;
+  for (auto& [k, node] : *dataset) {
+    if (!is_path_key(k.str()) || !node.is_string()) continue;
+    const std::string p = node.as_string()->get();
+    if (!p.empty() && fs::path(p).is_relative())
+      *node.as_string() = fs::absolute(dir / p).lexically_normal().string();
+  }
+}
+
+// Parses a config file with its `include = [...]` files (paths relative to the including file):
+// included files apply in order, later ones over earlier ones, and the file's own settings last.
+toml::table parse_with_includes(const fs::path& path, std::vector<std::string>& chain) {
+  const std::string key = fs::weakly_canonical(path).string();
+  if (std::find(chain.begin(), chain.end(), key) != chain.end())
+    throw InvalidArgument(path.string() + ": includes itself (through " + chain.back() + ")");
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec))
+    throw InvalidArgument(chain.empty() ? "config file '" + path.string() + "' does not exist"
+                                        : chain.back() + ": included file '" + path.string() +
+                                              "' does not exist");
+  toml::table own;
+  try {
+    own = toml::parse_file(path.string());
+  } catch (const toml::parse_error& e) {
+    throw InvalidArgument(path.string() + ":" + std::to_string(e.source().begin.line) + ": " +
+                          std::string(e.description()));
+  }
+  anchor_dataset_paths(own, fs::absolute(path).parent_path());
+  if (const toml::node* inc = own.get("include")) {
+    const toml::array* files = inc->as_array();
+    if (!files) throw InvalidArgument(path.string() + ": 'include' must be a list of file names");
+    toml::table included;
+    chain.push_back(key);
+    for (const auto& f : *files) {
+      if (!f.is_string()) throw InvalidArgument(path.string() + ": 'include' must list file names");
+      merge_into(included, parse_with_includes(path.parent_path() / f.as_string()->get(), chain));
+    }
+    chain.pop_back();
+    own.erase("include");
+    fill_missing(own, included);
+  }
+  return own;
+}
 
 toml::table& subtable(toml::table& root, const std::string& key) {
   if (!root.contains(key)) root.insert(key, toml::table{});
@@ -168,6 +246,9 @@ PreprocessOptions read_preprocess(const ConfigReader& r, const toml::table& t,
   o.batch_aware = r.get(t, section, "batch_aware", o.batch_aware);
   o.scale = r.get(t, section, "scale", o.scale);
   o.scale_max = r.get(t, section, "scale_max", o.scale_max);
+  if (!(o.target_sum > 0)) r.fail(section + ".target_sum", t.get("target_sum"), "must be positive");
+  if (o.n_top_genes < 0) r.fail(section + ".n_top_genes", t.get("n_top_genes"), "must be 0 (all) or more");
+  if (!(o.scale_max > 0)) r.fail(section + ".scale_max", t.get("scale_max"), "must be positive");
   return o;
 }
 
@@ -193,15 +274,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   RunConfig cfg;
   toml::table root;
   if (!path.empty()) {
-    std::error_code ec;
-    if (!fs::is_regular_file(path, ec))
-      throw InvalidArgument("config file '" + path + "' does not exist");
-    try {
-      root = toml::parse_file(path);
-    } catch (const toml::parse_error& e) {
-      throw InvalidArgument(path + ":" + std::to_string(e.source().begin.line) + ": " +
-                            std::string(e.description()));
-    }
+    std::vector<std::string> chain;
+    root = parse_with_includes(path, chain);
     cfg.config_path = fs::absolute(path).lexically_normal().string();
     cfg.config_dir = fs::path(cfg.config_path).parent_path().string();
   } else {
@@ -222,23 +296,26 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   const toml::table& run = section("run");
   r.only(run, "run", {"name", "output_dir", "seed", "threads", "write_h5ad", "save_model"});
   cfg.name = r.get(run, "run", "name", cfg.name);
+  if (cfg.name.empty() || cfg.name.find('/') != std::string::npos || cfg.name[0] == '.')
+    r.fail("run.name", run.get("name"), "must be a plain folder name (no '/', not starting with '.')");
   cfg.output_dir = r.get(run, "run", "output_dir", cfg.output_dir);
   const int64_t seed = r.get(run, "run", "seed", int64_t{0});
   if (seed < 0) r.fail("run.seed", run.get("seed"), "must not be negative");
   cfg.seed = static_cast<uint64_t>(seed);
   cfg.threads = static_cast<int>(r.get(run, "run", "threads", int64_t{0}));
+  if (cfg.threads < 0) r.fail("run.threads", run.get("threads"), "must be 0 (all cores) or more");
   cfg.write_h5ad = r.get(run, "run", "write_h5ad", cfg.write_h5ad);
   cfg.save_model = r.get(run, "run", "save_model", cfg.save_model);
 
   if (!root.get("dataset")) r.fail("dataset", nullptr, "section is missing");
   cfg.dataset = r.plugin(section("dataset"), "dataset", SCSSL_KIND_DATASET, registry, {});
-  // Relative file paths in the dataset section are relative to the config file.
+  // Paths from files were anchored to their file when read; those given with --set are
+  // relative to the working directory.
   for (const auto& [k, v] : cfg.dataset.params.values()) {
-    const bool is_path = k == "path" || (k.size() > 5 && k.compare(k.size() - 5, 5, "_path") == 0);
-    if (!is_path || v.index() != 3) continue;
+    if (!is_path_key(k) || v.index() != 3) continue;
     const std::string& p = std::get<std::string>(v);
     if (!p.empty() && fs::path(p).is_relative())
-      cfg.dataset.params.set(k, (fs::path(cfg.config_dir) / p).lexically_normal().string());
+      cfg.dataset.params.set(k, fs::absolute(p).lexically_normal().string());
   }
 
   const toml::table& pre = section("preprocess");
@@ -260,7 +337,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 
   const toml::table& train = section("train");
   r.only(train, "train", {"epochs", "batch_size", "learning_rate", "weight_decay", "schedule",
-                          "step_size", "gamma", "device", "checkpoint_every", "resume"});
+                          "step_size", "gamma", "device", "checkpoint_every", "resume_from"});
   TrainOptions& t = cfg.train;
   t.epochs = r.get(train, "train", "epochs", t.epochs);
   t.batch_size = r.get(train, "train", "batch_size", t.batch_size);
@@ -274,7 +351,9 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   t.gamma = r.get(train, "train", "gamma", t.gamma);
   t.device = r.get(train, "train", "device", t.device);
   t.checkpoint_every = r.get(train, "train", "checkpoint_every", t.checkpoint_every);
-  t.resume = r.get(train, "train", "resume", t.resume);
+  t.resume_from = r.get(train, "train", "resume_from", t.resume_from);
+  if (!t.resume_from.empty() && fs::path(t.resume_from).is_relative())
+    t.resume_from = fs::absolute(t.resume_from).lexically_normal().string();
   if (t.epochs < 0) r.fail("train.epochs", train.get("epochs"), "must not be negative");
   if (t.batch_size < 2) r.fail("train.batch_size", train.get("batch_size"), "must be at least 2");
   t.seed = cfg.seed;
@@ -337,7 +416,7 @@ std::string RunConfig::resolved_toml() const {
                                    {"gamma", train.gamma},
                                    {"device", train.device},
                                    {"checkpoint_every", train.checkpoint_every},
-                                   {"resume", train.resume}});
+                                   {"resume_from", train.resume_from}});
   if (!augmentations.empty()) {
     toml::array augs;
     for (const auto& a : augmentations) {

@@ -82,6 +82,8 @@ std::string requirement_names(uint64_t bits) {
   add(SCSSL_NEEDS_SECOND_MODALITY, "a second modality");
   add(SCSSL_NEEDS_RAW_COUNTS, "raw counts");
   add(SCSSL_USES_AUGMENTATIONS, "augmentations (uses the configured pipeline)");
+  add(SCSSL_NEEDS_UNINTEGRATED, "the PCA of the unintegrated data");
+  add(SCSSL_NEEDS_QUERY_BATCHES, "held-out query batches (evaluation.query_batches)");
   return out.empty() ? "nothing special" : out;
 }
 
@@ -108,6 +110,7 @@ int cmd_describe(const Registry& registry, const std::string& name) {
               << "\n";
   if (p->kind() == SCSSL_KIND_EVALUATOR) {
     auto* t = static_cast<const scssl_evaluator_table*>(p->info->table);
+    std::cout << "  needs: " << requirement_names(t->requirements) << "\n";
     std::cout << "metrics:\n";
     for (int64_t i = 0; i < t->n_metrics; ++i) {
       const auto& m = t->metrics[i];
@@ -188,8 +191,8 @@ int cmd_run(const Registry& registry, const std::vector<std::string>& args, bool
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
   po::notify(vm);
-  if (!output.empty()) sets.push_back("run.output_dir=\"" + output + "\"");
   RunConfig cfg = load_run_config(config, sets, registry);
+  if (!output.empty()) cfg.output_dir = output;
   RunOutcome outcome = execute_run(cfg, registry, {command_line, !quiet});
   std::cout << "\n" << metrics_table(outcome.metrics) << "\nrun folder: " << outcome.run_dir << "\n";
   return 0;
@@ -198,8 +201,12 @@ int cmd_run(const Registry& registry, const std::vector<std::string>& args, bool
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto console = spdlog::stderr_color_mt("scssl");
-  console->set_pattern("[%H:%M:%S] %^%l%$ %v");
+  // The logger passes everything; the terminal sink filters by --quiet/--verbose, so a run's log
+  // file (added by the run) keeps debug lines either way.
+  auto console_sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+  console_sink->set_pattern("[%H:%M:%S] %^%l%$ %v");
+  auto console = std::make_shared<spdlog::logger>("scssl", console_sink);
+  console->set_level(spdlog::level::debug);
   spdlog::set_default_logger(console);
 
   std::string command_line;
@@ -235,24 +242,27 @@ int main(int argc, char** argv) {
       std::cout << kUsage << "\n" << global;
       return command.empty() && !vm.count("help") ? 2 : 0;
     }
-    spdlog::set_level(quiet ? spdlog::level::warn : verbose ? spdlog::level::debug : spdlog::level::info);
-    // Everything after the command belongs to it (its own options included).
+    console_sink->set_level(quiet ? spdlog::level::warn : verbose ? spdlog::level::debug : spdlog::level::info);
+    // Everything after the command belongs to it (its own options included); an unknown option
+    // before the command is a usage error.
     std::vector<std::string> args = po::collect_unrecognized(parsed.options, po::include_positional);
+    if (args.empty() || args.front() != command)
+      throw po::error("unknown option '" + (args.empty() ? command : args.front()) + "' before the command");
     args.erase(args.begin());
 
     if (command == "validate") {
-      if (args.size() != 1) throw InvalidArgument("validate takes one plugin file");
+      if (args.size() != 1) throw po::error("validate takes one plugin file");
       return cmd_validate(args[0]);
     }
     Registry registry;
     load_plugins(registry, plugin_folders(plugin_dirs, !no_defaults));
     if (command == "list") return cmd_list(registry);
     if (command == "describe") {
-      if (args.size() != 1) throw InvalidArgument("describe takes one plugin name");
+      if (args.size() != 1) throw po::error("describe takes one plugin name");
       return cmd_describe(registry, args[0]);
     }
     if (command == "run") return cmd_run(registry, args, quiet, command_line);
-    throw InvalidArgument("unknown command '" + command + "' (see scssl-host --help)");
+    throw po::error("unknown command '" + command + "' (see scssl-host --help)");
   } catch (const po::error& e) {
     spdlog::error("{}", e.what());
     return 2;

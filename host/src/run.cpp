@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "augmentation_pipeline.hpp"
 #include "results.hpp"
@@ -25,10 +26,14 @@ namespace {
 class RunLog {
  public:
   explicit RunLog(const std::string& path)
-      : sink_(std::make_shared<spdlog::sinks::basic_file_sink_mt>(path)) {
+      : sink_(std::make_shared<spdlog::sinks::basic_file_sink_mt>(path)),
+        file_only_(std::make_shared<spdlog::logger>("run-file", sink_)) {
     sink_->set_level(spdlog::level::debug);
+    file_only_->set_level(spdlog::level::debug);
     spdlog::default_logger()->sinks().push_back(sink_);
   }
+  // The caller reports the error on the terminal; the log file gets it too.
+  void record_error(const std::string& message) { file_only_->error(message); }
   ~RunLog() {
     auto& sinks = spdlog::default_logger()->sinks();
     sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
@@ -36,6 +41,7 @@ class RunLog {
 
  private:
   std::shared_ptr<spdlog::sinks::basic_file_sink_mt> sink_;
+  std::shared_ptr<spdlog::logger> file_only_;
 };
 
 // Progress on a terminal: one line rewritten in place; elsewhere: a log line every 10 %.
@@ -68,6 +74,28 @@ void check_requirements(const Method& method, const CellData& data) {
   if ((needs & SCSSL_NEEDS_SECOND_MODALITY) && data.modalities.size() < 2)
     throw BadData(who + " needs two modalities (e.g. RNA and ADT), but the data set has " +
                   std::to_string(data.modalities.size()));
+  if (needs & SCSSL_NEEDS_RAW_COUNTS)
+    for (const auto& m : data.modalities)
+      if (m.counts.empty())
+        throw BadData(who + " needs raw counts, but modality '" + m.name + "' has none");
+}
+
+// Settings that can only be checked against the data: per-modality preprocessing sections and
+// evaluators that need held-out query batches. Checked before any training.
+void check_config_against_data(const RunConfig& cfg, const CellData& data) {
+  for (const auto& [name, options] : cfg.preprocess_by_modality) {
+    if (data.modality_index(name) >= 0) continue;
+    std::string have;
+    for (const auto& m : data.modalities) have += (have.empty() ? "" : ", ") + m.name;
+    throw InvalidArgument("[preprocess." + name + "] is configured, but the data set has no modality '" +
+                          name + "' (modalities: " + have + ")");
+  }
+  for (const auto& e : cfg.evaluators)
+    if ((static_cast<const scssl_evaluator_table*>(e.plugin->info->table)->requirements &
+         SCSSL_NEEDS_QUERY_BATCHES) &&
+        cfg.query_batches.empty())
+      throw InvalidArgument("evaluator '" + e.plugin->name() +
+                            "' needs held-out batches: set evaluation.query_batches");
 }
 
 std::string plugin_json(const LoadedPlugin& p) {
@@ -131,7 +159,14 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
 
   HostServices services;
   install_progress(services, settings.show_progress);
-  if (cfg.threads > 0) torch::set_num_threads(cfg.threads);
+  std::ostringstream history;  // series recorded by plugins (e.g. the training loss per epoch)
+  history << "series,step,value\n";
+  services.on_record = [&history](const std::string& series, int64_t step, double value) {
+    history << series << "," << step << "," << json_number(value) << "\n";
+  };
+  // OpenMP may default to one thread inside containers; use every core unless told otherwise.
+  torch::set_num_threads(cfg.threads > 0 ? cfg.threads
+                                         : std::max(1u, std::thread::hardware_concurrency()));
   torch::manual_seed(cfg.seed);
 
   StageMeter meter;
@@ -149,6 +184,7 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
     }());
     meter.finish();
 
+    check_config_against_data(cfg, data);
     meter.begin("preprocess");
     std::ostringstream info;
     info << "{\"n_cells\": " << data.n_cells() << ", \"modalities\": [";
@@ -169,11 +205,18 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
     Method method(*cfg.method.plugin, cfg.method.params, services);
     check_requirements(method, data);
 
-    meter.begin("unintegrated_pca");
-    // The unintegrated representation (scIB's X_pre): PCA of the first modality, all cells.
-    PcaModel pca = fit_pca(data.modalities.front().X, cfg.unintegrated_components);
-    torch::Tensor unintegrated = pca.transform(data.modalities.front().X);
-    meter.finish();
+    // The unintegrated representation (scIB's X_pre): PCA of the first modality, all cells;
+    // computed only when an evaluator asks for it.
+    torch::Tensor unintegrated;
+    if (std::any_of(cfg.evaluators.begin(), cfg.evaluators.end(), [](const PluginChoice& e) {
+          return static_cast<const scssl_evaluator_table*>(e.plugin->info->table)->requirements &
+                 SCSSL_NEEDS_UNINTEGRATED;
+        })) {
+      meter.begin("unintegrated_pca");
+      const Matrix& x = data.modalities.front().X;
+      unintegrated = fit_pca(x, cfg.unintegrated_components).transform(x);
+      meter.finish();
+    }
 
     torch::Tensor reference_ids, query_ids;
     split_query(data, cfg.query_batches, reference_ids, query_ids);
@@ -188,8 +231,9 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
     meter.begin("augmentations_prepare");
     AugmentationPipeline pipeline(cfg.augmentations, train, services);
     pipeline.prepare(train_view.get());
-    services.on_augment = [&](int modality, torch::Tensor& batch, const torch::Tensor& ids,
-                              uint64_t seed) { pipeline.apply(modality, batch, ids, seed); };
+    services.on_augment = [&](int modality, int view, torch::Tensor& batch,
+                              const torch::Tensor& ids,
+                              uint64_t seed) { pipeline.apply(modality, view, batch, ids, seed); };
     services.on_augmentation_count = [&](int modality) { return pipeline.count(modality); };
     meter.finish();
 
@@ -202,7 +246,6 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
     meter.begin("embed");
     torch::Tensor embedding = method.embed(data);
     meter.finish();
-    if (cfg.save_model) method.save((dir / "model").string());
 
     meter.begin("write_embedding");
     const std::string key = "X_" + method.name();
@@ -219,6 +262,7 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
                      ", \"h5ad\": " + (h5ad_copy.empty() ? "null" : json_string(fs::path(h5ad_copy).filename().string())) +
                      ", \"obsm_key\": " + json_string(key) + "}";
     meter.finish();
+    if (cfg.save_model) method.save((dir / "model").string());
 
     for (const auto& e : cfg.evaluators) {
       meter.begin("evaluate:" + e.plugin->name());
@@ -234,16 +278,20 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
     failure = std::current_exception();
     error = e.what();
     meter.finish();
-    spdlog::error("{}", error);
+    log.record_error(error);
   }
 
   const auto finished = std::chrono::system_clock::now();
   std::ostringstream run;
-  std::set<const LoadedPlugin*> used = {cfg.dataset.plugin, cfg.method.plugin};
-  for (const auto& a : cfg.augmentations) used.insert(a.choice.plugin);
-  for (const auto& e : cfg.evaluators) used.insert(e.plugin);
+  std::vector<const LoadedPlugin*> used = {cfg.dataset.plugin, cfg.method.plugin};
+  for (const auto& a : cfg.augmentations) used.push_back(a.choice.plugin);
+  for (const auto& e : cfg.evaluators) used.push_back(e.plugin);
   std::string plugins;
-  for (const auto* p : used) plugins += (plugins.empty() ? "\n    " : ",\n    ") + plugin_json(*p);
+  std::set<const LoadedPlugin*> listed;
+  for (const auto* p : used)
+    if (listed.insert(p).second) plugins += (plugins.empty() ? "\n    " : ",\n    ") + plugin_json(*p);
+  double peak = 0;
+  for (const auto& s : meter.stages()) peak = std::max(peak, s.peak_rss_mb);
   run << "{\n  \"status\": " << json_string(failure ? "failed" : "ok")
       << ",\n  \"error\": " << (failure ? json_string(error) : "null")
       << ",\n  \"name\": " << json_string(cfg.name)
@@ -253,7 +301,7 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
       << ",\n  \"started\": " << json_string(iso_time(started))
       << ",\n  \"finished\": " << json_string(iso_time(finished))
       << ",\n  \"wall_seconds\": " << json_number(std::chrono::duration<double>(finished - started).count())
-      << ",\n  \"peak_rss_mb\": " << json_number(peak_rss_mb())
+      << ",\n  \"peak_rss_mb\": " << json_number(peak)
       << ",\n  \"host\": " << json_string(hostname())
       << ",\n  \"versions\": {\"scssl\": " << json_string(SCSSL_VERSION)
       << ", \"abi\": " << SCSSL_ABI_VERSION << ", \"libtorch\": " << json_string(TORCH_VERSION)
@@ -261,6 +309,7 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
       << ",\n  \"data\": " << data_json
       << ",\n  \"embedding\": " << embedding_json
       << ",\n  \"stages\": " << stages_json(meter.stages()) << "\n}\n";
+  write_file_atomic((dir / "history.csv").string(), history.str());
   write_file_atomic((dir / "run.json").string(), run.str());
   if (failure) std::rethrow_exception(failure);
   return out;

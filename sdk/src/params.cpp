@@ -109,9 +109,10 @@ ParamValue coerce_param(const std::string& name, scssl_param_type type, ParamVal
     return static_cast<double>(std::get<int64_t>(value));
   if (type == SCSSL_PARAM_STRING_LIST && given == SCSSL_PARAM_STRING)
     return StringList{std::get<std::string>(value)};
-  throw InvalidArgument("parameter '" + name + "' of " + owner + " must be a " +
-                        param_type_name(type) + ", got a " + param_type_name(given) + " (" +
-                        format_param(value) + ")");
+  auto article = [](scssl_param_type t) { return t == SCSSL_PARAM_INT ? "an " : "a "; };
+  throw InvalidArgument("parameter '" + name + "' of " + owner + " must be " + article(type) +
+                        param_type_name(type) + ", got " + article(given) + param_type_name(given) +
+                        " (" + format_param(value) + ")");
 }
 
 ParamSet ParamSet::defaults(const scssl_param_spec* specs, int64_t count, const std::string& owner) {

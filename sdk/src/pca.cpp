@@ -11,17 +11,20 @@ PcaModel fit_pca(const Matrix& x, int64_t k) {
   k = std::min({k, x.rows - 1, x.cols});
   if (k < 1) throw InvalidArgument("PCA needs at least one component");
   const int64_t g = x.cols;
-  // Covariance in float64: the cancellation in X'X - n mu mu' loses too much in float32.
-  torch::Tensor gram = torch::zeros({g, g}, torch::kFloat64);
-  torch::Tensor sum = torch::zeros({g}, torch::kFloat64);
-  for (int64_t begin = 0; begin < x.rows; begin += kRowBlock) {
-    torch::Tensor block = x.slice_dense(begin, std::min(x.rows, begin + kRowBlock)).to(torch::kFloat64);
-    gram.addmm_(block.t(), block);
-    sum += block.sum(0);
-  }
   const double n = static_cast<double>(x.rows);
+  torch::Tensor sum = torch::zeros({g}, torch::kFloat64);
+  for (int64_t begin = 0; begin < x.rows; begin += kRowBlock)
+    sum += x.slice_dense(begin, std::min(x.rows, begin + kRowBlock)).sum(0).to(torch::kFloat64);
   torch::Tensor mean = sum / n;
-  torch::Tensor cov = (gram - n * torch::outer(mean, mean)) / (n - 1);
+  // Centring each block before the float32 product avoids the cancellation of X'X - n mu mu';
+  // the blocks' products are summed in float64. float32 GEMM is ~2.5x faster than float64 here.
+  torch::Tensor mean32 = mean.to(torch::kFloat32);
+  torch::Tensor scatter = torch::zeros({g, g}, torch::kFloat64);
+  for (int64_t begin = 0; begin < x.rows; begin += kRowBlock) {
+    torch::Tensor block = x.slice_dense(begin, std::min(x.rows, begin + kRowBlock)) - mean32;
+    scatter += torch::matmul(block.t(), block).to(torch::kFloat64);
+  }
+  torch::Tensor cov = scatter / (n - 1);
   auto [eigenvalues, eigenvectors] = torch::linalg_eigh(cov);
   // eigh sorts ascending; keep the k largest, largest first.
   torch::Tensor order = torch::arange(g - 1, g - 1 - k, -1, torch::kInt64);

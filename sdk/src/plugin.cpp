@@ -12,21 +12,25 @@ void HostContext::progress(const std::string& stage, int64_t done, int64_t total
     api_->progress(api_->host_data, stage.c_str(), done, total, text.c_str());
 }
 
-void HostContext::augment(int modality, torch::Tensor& batch, const torch::Tensor& cell_ids,
-                          uint64_t seed) const {
+void HostContext::augment(int modality, int view, torch::Tensor& batch,
+                          const torch::Tensor& cell_ids, uint64_t seed) const {
   if (!api_ || !api_->augment) return;
   batch = batch.to(torch::kCPU, torch::kFloat32).contiguous();
   torch::Tensor ids = cell_ids.to(torch::kCPU, torch::kInt64).contiguous();
   DLTensor b = to_dl(batch);
   DLTensor i = to_dl(ids);
   scssl_error error{};
-  scssl_status status = api_->augment(api_->host_data, modality, &b, &i, seed, &error);
+  scssl_status status = api_->augment(api_->host_data, modality, view, &b, &i, seed, &error);
   if (status != SCSSL_OK) throw Error(status, error.message);
 }
 
 int HostContext::augmentation_count(int modality) const {
   if (!api_ || !api_->augmentation_count) return 0;
   return api_->augmentation_count(api_->host_data, modality);
+}
+
+void HostContext::record(const std::string& series, int64_t step, double value) const {
+  if (api_ && api_->record) api_->record(api_->host_data, series.c_str(), step, value);
 }
 
 TrainOptions TrainOptions::from_c(const scssl_train_options& c) {
@@ -42,7 +46,7 @@ TrainOptions TrainOptions::from_c(const scssl_train_options& c) {
   o.device = c.device ? c.device : "cpu";
   o.checkpoint_dir = c.checkpoint_dir ? c.checkpoint_dir : "";
   o.checkpoint_every = c.checkpoint_every;
-  o.resume = c.resume != 0;
+  o.resume_from = c.resume_from ? c.resume_from : "";
   o.num_threads = c.num_threads;
   return o;
 }
@@ -60,7 +64,7 @@ scssl_train_options TrainOptions::to_c() const {
   c.device = device.c_str();
   c.checkpoint_dir = checkpoint_dir.c_str();
   c.checkpoint_every = checkpoint_every;
-  c.resume = resume ? 1 : 0;
+  c.resume_from = resume_from.c_str();
   c.num_threads = num_threads;
   return c;
 }

@@ -279,9 +279,10 @@ Matrix scale(const Matrix& x, double max_value) {
 HvgResult preprocess_modality(Modality& modality, const PreprocessOptions& options,
                               const Column* batches) {
   const std::string what = "modality '" + modality.name + "'";
-  Matrix raw = as_csr(modality.X);
-  Matrix x = raw;
-  if (options.normalize) x = normalize_total(raw, options.target_sum, what);
+  Matrix x = as_csr(modality.X);
+  // Raw counts: what the data set gave as counts, else its matrix as read.
+  Matrix raw = modality.counts.empty() ? x : as_csr(modality.counts);
+  if (options.normalize) x = normalize_total(x, options.target_sum, what);
   if (options.log1p) x = log1p(std::move(x));
   HvgResult hvg;
   const int64_t g = x.cols;

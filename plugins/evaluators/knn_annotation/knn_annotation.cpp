@@ -21,6 +21,7 @@ class KnnAnnotation final : public scssl::IEvaluator {
   static std::vector<scssl_param_spec> parameters() {
     return {{"k", SCSSL_PARAM_INT, "11", "neighbours in the vote (scSSL-Bench uses 11)"}};
   }
+  static uint64_t requirements() { return SCSSL_NEEDS_LABELS | SCSSL_NEEDS_BATCH | SCSSL_NEEDS_QUERY_BATCHES; }
   static std::vector<scssl_metric_spec> metrics() {
     return {{"macro_f1", SCSSL_GROUP_ANNOTATION, 1,
              "macro-F1 on the query, cell types seen on one side only excluded"},

@@ -162,12 +162,15 @@ typedef struct scssl_host_api {
   /* Progress of a long stage: done out of total units; text is a short status such as a loss. */
   void (*progress)(void* host_data, const char* stage, int64_t done, int64_t total,
                    const char* text);
-  /* Applies the run's augmentation pipeline of one modality, in place, to one view of a mini-batch:
-   * batch float32 [b, n_features] (dense, CPU), cell_ids int64 [b] (rows of the training data). */
-  scssl_status (*augment)(void* host_data, int32_t modality, DLTensor* batch,
+  /* Applies the run's augmentation pipeline of one modality, in place, to one view (0 or 1) of a
+   * mini-batch: batch float32 [b, n_features] (dense, CPU), cell_ids int64 [b] (rows of the
+   * training data). */
+  scssl_status (*augment)(void* host_data, int32_t modality, int32_t view, DLTensor* batch,
                           const DLTensor* cell_ids, uint64_t seed, scssl_error* error);
   /* Number of augmentations configured for a modality (0: views are plain copies). */
   int32_t (*augmentation_count)(void* host_data, int32_t modality);
+  /* One point of a named series (e.g. "loss" per epoch); the host keeps it with the results. */
+  void (*record)(void* host_data, const char* series, int64_t step, double value);
 } scssl_host_api;
 
 /* ---- the four kinds and their function tables --------------------------------------------------- */
@@ -199,18 +202,23 @@ typedef struct scssl_augmentation_table {
   /* Once per run, before training, on the training cells (e.g. to build neighbour graphs). */
   scssl_status (*prepare)(scssl_instance self, const scssl_cell_data* data, int32_t modality,
                           scssl_error* error);
-  /* Transforms a whole mini-batch in place; see scssl_host_api.augment for the shapes. */
+  /* Transforms a whole mini-batch of one view in place; see scssl_host_api.augment for the
+   * shapes. Most augmentations ignore the view; paired ones (CLAIRE's MNN) build view 1 from a
+   * cell's partner. */
   scssl_status (*apply)(scssl_instance self, DLTensor* batch, const DLTensor* cell_ids,
-                        uint64_t seed, scssl_error* error);
+                        int32_t view, uint64_t seed, scssl_error* error);
 } scssl_augmentation_table;
 
-/* What a method needs from a data set; the host refuses an unsuitable one before training. */
+/* What a method needs from a data set (the host refuses an unsuitable one before training), or
+ * what an evaluator needs the host to compute for it. */
 typedef enum scssl_requirement {
   SCSSL_NEEDS_BATCH = 1u << 0,
   SCSSL_NEEDS_LABELS = 1u << 1,
   SCSSL_NEEDS_SECOND_MODALITY = 1u << 2,
   SCSSL_NEEDS_RAW_COUNTS = 1u << 3,
-  SCSSL_USES_AUGMENTATIONS = 1u << 4
+  SCSSL_USES_AUGMENTATIONS = 1u << 4,
+  SCSSL_NEEDS_UNINTEGRATED = 1u << 5, /* evaluators: the PCA of the unintegrated data */
+  SCSSL_NEEDS_QUERY_BATCHES = 1u << 6 /* evaluators: held-out query batches must be configured */
 } scssl_requirement;
 
 typedef struct scssl_train_options {
@@ -223,9 +231,9 @@ typedef struct scssl_train_options {
   double gamma;
   uint64_t seed;
   const char* device;         /* "cpu", "cuda", "cuda:1" */
-  const char* checkpoint_dir; /* "" disables checkpoints */
+  const char* checkpoint_dir; /* where checkpoints are written; "" disables them */
   int64_t checkpoint_every;   /* epochs between checkpoints */
-  int32_t resume;             /* 1: continue from the newest checkpoint in checkpoint_dir */
+  const char* resume_from;    /* a checkpoint folder to continue from; "" starts afresh */
   int32_t num_threads;        /* CPU threads; 0 leaves the library default */
 } scssl_train_options;
 
@@ -260,7 +268,8 @@ typedef struct scssl_metric_spec {
 typedef struct scssl_eval_context {
   const scssl_cell_data* data; /* all cells, preprocessed, with batch and label columns */
   DLTensor embedding;          /* float32 [n_cells, d] */
-  DLTensor unintegrated;       /* float32 [n_cells, p]: PCA of the unintegrated data */
+  DLTensor unintegrated;       /* float32 [n_cells, p]: PCA of the unintegrated data, or empty
+                                  unless the evaluator has SCSSL_NEEDS_UNINTEGRATED */
   int64_t n_query_batches;     /* batches held out from training (annotation / modality query) */
   const char* const* query_batches;
 } scssl_eval_context;
@@ -273,6 +282,7 @@ typedef struct scssl_metric_sink {
 
 typedef struct scssl_evaluator_table {
   scssl_instance_table instance;
+  uint64_t requirements; /* scssl_requirement bits (SCSSL_NEEDS_UNINTEGRATED, ..._QUERY_BATCHES) */
   const scssl_metric_spec* metrics;
   int64_t n_metrics;
   scssl_status (*evaluate)(scssl_instance self, const scssl_eval_context* context,

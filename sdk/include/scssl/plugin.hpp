@@ -40,10 +40,13 @@ class HostContext {
   void warn(const std::string& m) const { log(SCSSL_LOG_WARN, m); }
   void progress(const std::string& stage, int64_t done, int64_t total,
                 const std::string& text = "") const;
-  // Runs the configured augmentations of `modality` on one view of a mini-batch, in place.
-  void augment(int modality, torch::Tensor& batch, const torch::Tensor& cell_ids,
+  // Runs the configured augmentations of `modality` on one view (0 or 1) of a mini-batch, in
+  // place.
+  void augment(int modality, int view, torch::Tensor& batch, const torch::Tensor& cell_ids,
                uint64_t seed) const;
   int augmentation_count(int modality) const;
+  // One point of a named series, kept by the host with the run's results (history.csv).
+  void record(const std::string& series, int64_t step, double value) const;
 
  private:
   const scssl_host_api* api_;
@@ -61,7 +64,7 @@ struct TrainOptions {
   std::string device = "cpu";
   std::string checkpoint_dir;
   int64_t checkpoint_every = 0;
-  bool resume = false;
+  std::string resume_from;
   int num_threads = 0;
 
   static TrainOptions from_c(const scssl_train_options& c);
@@ -107,8 +110,10 @@ class IAugmentation {
   virtual ~IAugmentation() = default;
   // Once, on the training cells; `train` stays valid until this object dies.
   virtual void prepare(const CellData& train, int modality) { (void)train, (void)modality; }
-  // Transforms a whole mini-batch [b, features] in place; cell_ids are rows of the training data.
-  virtual void apply(torch::Tensor& batch, const torch::Tensor& cell_ids, torch::Generator& rng) = 0;
+  // Transforms a whole mini-batch [b, features] of one view (0 or 1) in place; cell_ids are rows
+  // of the training data. Draw every random number from `rng`.
+  virtual void apply(torch::Tensor& batch, const torch::Tensor& cell_ids, int view,
+                     torch::Generator& rng) = 0;
 
  protected:
   HostContext& host_;
@@ -135,6 +140,7 @@ class IEvaluator {
  public:
   static constexpr scssl_kind kind = SCSSL_KIND_EVALUATOR;
   static std::vector<scssl_param_spec> parameters() { return {}; }
+  static uint64_t requirements() { return 0; }  // SCSSL_NEEDS_UNINTEGRATED, ..._QUERY_BATCHES
   explicit IEvaluator(HostContext& host) : host_(host) {}
   virtual ~IEvaluator() = default;
   virtual void evaluate(const EvalContext& context, const MetricSink& sink) = 0;
@@ -217,14 +223,14 @@ const void* table_of() {
             inst->object->prepare(*inst->kept, modality);
           });
         },
-        [](scssl_instance self, DLTensor* batch, const DLTensor* ids, uint64_t seed,
+        [](scssl_instance self, DLTensor* batch, const DLTensor* ids, int32_t view, uint64_t seed,
            scssl_error* e) {
           return guarded(e, [&] {
             torch::Tensor b = from_dl(*batch, nullptr, "augmentation batch");
             torch::Tensor i = from_dl(*ids, nullptr, "augmentation cell ids");
             torch::Tensor before = b;
             auto rng = at::make_generator<at::CPUGeneratorImpl>(seed);
-            object_of<T>(self).apply(b, i, rng);
+            object_of<T>(self).apply(b, i, view, rng);
             // apply() may rebind the tensor; the result must land in the caller's buffer.
             if (!b.is_same(before)) before.copy_(b);
           });
@@ -262,7 +268,7 @@ const void* table_of() {
     static_assert(T::kind == SCSSL_KIND_EVALUATOR, "unknown plugin kind");
     static const std::vector<scssl_metric_spec> metrics = T::metrics();
     static const scssl_evaluator_table table{
-        instance_table<T>(), metrics.data(), static_cast<int64_t>(metrics.size()),
+        instance_table<T>(), T::requirements(), metrics.data(), static_cast<int64_t>(metrics.size()),
         [](scssl_instance self, const scssl_eval_context* c, const scssl_metric_sink* sink,
            scssl_error* e) {
           return guarded(e, [&] {

@@ -1,0 +1,109 @@
+// bbknn: mixes every cell with a random batch-balanced neighbour (methods.md §0.6). prepare()
+// finds, in the PCA of the training cells, the `neighbors_within_batch` nearest cells of EACH
+// batch (Euclidean, the cell itself excluded). apply() draws one of them per cell and either
+// interpolates, a * x + (1 - a) * x_n, or switches gene-wise, keeping x with probability alpha and
+// taking x_n otherwise. The bench drew neighbours from bbknn's trimmed, symmetrised connectivity
+// graph; these are the plain per-batch lists that graph starts from.
+#include <sstream>
+
+#include "scssl/graphs.hpp"
+#include "scssl/plugin.hpp"
+
+namespace {
+
+std::string number(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+class Bbknn final : public scssl::IAugmentation {
+ public:
+  static std::vector<scssl_param_spec> parameters() {
+    return {{"neighbors_within_batch", SCSSL_PARAM_INT, "3",
+             "nearest cells taken from each batch, >= 1"},
+            {"mode", SCSSL_PARAM_STRING, "switch",
+             "\"switch\": gene-wise Bernoulli(alpha) choice of the cell's value over the "
+             "neighbour's (scSSL-Bench pipelines); \"interpolate\": alpha*x + (1-alpha)*x_n; "
+             "\"either\": one of the two per cell, at random"},
+            {"alpha", SCSSL_PARAM_FLOAT, "0.5", "weight of the cell itself, in [0, 1]"},
+            {"n_pcs", SCSSL_PARAM_INT, "50", "principal components the neighbours are found in"}};
+  }
+
+  Bbknn(const scssl::ParamSet& params, scssl::HostContext& host)
+      : IAugmentation(host),
+        k_(params.get_int("neighbors_within_batch")),
+        alpha_(params.get_float("alpha")),
+        n_pcs_(params.get_int("n_pcs")) {
+    if (k_ < 1)
+      throw scssl::InvalidArgument(
+          "bbknn: parameter 'neighbors_within_batch' must be at least 1, got " +
+          std::to_string(k_));
+    if (!(alpha_ >= 0 && alpha_ <= 1))
+      throw scssl::InvalidArgument("bbknn: parameter 'alpha' must be between 0 and 1, got " +
+                                   number(alpha_));
+    if (n_pcs_ < 1)
+      throw scssl::InvalidArgument("bbknn: parameter 'n_pcs' must be at least 1, got " +
+                                   std::to_string(n_pcs_));
+    const std::string& mode = params.get_string("mode");
+    if (mode == "interpolate")
+      mode_ = Mode::Interpolate;
+    else if (mode == "switch")
+      mode_ = Mode::Switch;
+    else if (mode == "either")
+      mode_ = Mode::Either;
+    else
+      throw scssl::InvalidArgument(
+          "bbknn: parameter 'mode' must be \"switch\", \"interpolate\" or \"either\", got \"" +
+          mode + "\"");
+  }
+
+  void prepare(const scssl::CellData& train, int modality) override {
+    scssl::BatchIndex batches = scssl::batch_index(train, "bbknn");
+    x_ = &train.modalities.at(modality).X;
+    neighbors_ = scssl::batch_knn(scssl::pca_scores(*x_, n_pcs_), batches, k_,
+                                  /*own_batch_only=*/false);
+    host_.info("bbknn: " + std::to_string(neighbors_.n_edges()) + " neighbours over " +
+               std::to_string(batches.n_nonempty()) + " batches");
+  }
+
+  void apply(torch::Tensor& batch, const torch::Tensor& cell_ids, int,
+             torch::Generator& rng) override {
+    if (!x_) throw scssl::InvalidArgument("bbknn: apply() was called before prepare()");
+    if (batch.dim() != 2 || batch.size(1) != x_->cols)
+      throw scssl::BadData("bbknn: the batch must be a [cells, " + std::to_string(x_->cols) +
+                           "] matrix, like the training data");
+    const int64_t cells = batch.size(0), genes = batch.size(1);
+    if (cells == 0) return;
+    torch::Tensor ids = cell_ids.to(torch::kInt64).flatten();
+    if (ids.size(0) != cells) throw scssl::BadData("bbknn: one cell id per batch row is needed");
+    torch::Tensor x_n = x_->rows_dense(neighbors_.sample(ids, rng, "bbknn"));
+    if (mode_ == Mode::Interpolate) {
+      batch.copy_(alpha_ * batch + (1.0 - alpha_) * x_n);
+      return;
+    }
+    // u < alpha has probability alpha exactly, including alpha = 0 and 1.
+    torch::Tensor keep = torch::rand({cells, genes}, rng) < alpha_;
+    torch::Tensor switched = torch::where(keep, batch, x_n);
+    if (mode_ == Mode::Switch) {
+      batch.copy_(switched);
+      return;
+    }
+    torch::Tensor use_switch = (torch::rand({cells, 1}, rng) < 0.5);
+    batch.copy_(torch::where(use_switch, switched, alpha_ * batch + (1.0 - alpha_) * x_n));
+  }
+
+ private:
+  enum class Mode { Interpolate, Switch, Either };
+  int64_t k_;
+  double alpha_;
+  int64_t n_pcs_;
+  Mode mode_ = Mode::Switch;
+  const scssl::Matrix* x_ = nullptr;
+  scssl::NeighborGraph neighbors_;
+};
+
+}  // namespace
+
+SCSSL_PLUGIN(Bbknn, "bbknn", "1.0.0",
+             "Mix each cell with a random batch-balanced kNN neighbour (switch or interpolate)")

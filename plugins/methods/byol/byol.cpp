@@ -1,0 +1,65 @@
+// BYOL (Grill et al., NeurIPS 2020): the online network's prediction of one view matches a target
+// network's projection of the other (methods.md §5). The target follows the online network by EMA;
+// target_update = "frozen" reproduces the scSSL-Bench code, whose target never moved.
+#include "scssl/losses.hpp"
+#include "scssl/ssl_method.hpp"
+
+namespace {
+
+class Byol final : public scssl::SslMethod {
+ public:
+  static std::vector<scssl_param_spec> parameters() {
+    auto p = scssl::ssl_parameters();
+    p.push_back({"factor", SCSSL_PARAM_INT, "4", "head width = factor * hidden_dim"});
+    p.push_back({"target_update", SCSSL_PARAM_STRING, "ema",
+                 "ema (BYOL) | frozen (the reference's target stayed at its initialisation)"});
+    p.push_back({"momentum", SCSSL_PARAM_FLOAT, "0.996",
+                 "target EMA at epoch 0, rising to 1 by a cosine schedule"});
+    return p;
+  }
+  Byol(const scssl::ParamSet& p, scssl::HostContext& host)
+      : SslMethod(p, host),
+        factor_(p.get_int("factor")),
+        ema_(p.get_string("target_update") == "ema"),
+        momentum_(p.get_float("momentum")) {
+    const std::string mode = p.get_string("target_update");
+    if (mode != "ema" && mode != "frozen")
+      throw scssl::InvalidArgument("byol: target_update must be ema or frozen, not '" + mode + "'");
+    if (factor_ < 1) throw scssl::InvalidArgument("byol: factor must be at least 1");
+    if (momentum_ < 0 || momentum_ > 1) throw scssl::InvalidArgument("byol: momentum must be in [0, 1]");
+  }
+
+ protected:
+  int64_t projector_out(int64_t h) const override { return h; }
+  torch::nn::Sequential make_projector(int64_t h) override {
+    return scssl::nn::make_head({{h, factor_ * h, true, true}, {factor_ * h, h, false, false}});
+  }
+  torch::nn::Sequential make_predictor(int64_t out) override {
+    const int64_t width = factor_ * hidden_dim();
+    return scssl::nn::make_head({{out, width, true, true}, {width, out, false, false}});
+  }
+  void build() override { target_ = model().register_module("target", make_frozen_copy()); }
+  torch::Tensor loss(const scssl::TrainBatch& b) override {
+    if (ema_)
+      scssl::nn::momentum_update(*target_, *online(), scssl::nn::cosine_momentum(momentum_, b.epoch, b.epochs));
+    scssl::ViewOutput o0 = online()->forward(b.view0, b.domains);
+    scssl::ViewOutput o1 = online()->forward(b.view1, b.domains);
+    torch::Tensor t0, t1;
+    {
+      torch::NoGradGuard no_grad;
+      t0 = target_->forward(b.view0, b.domains).z;
+      t1 = target_->forward(b.view1, b.domains).z;
+    }
+    return 0.5 * (scssl::losses::negative_cosine(o0.p, t1) + scssl::losses::negative_cosine(o1.p, t0));
+  }
+
+ private:
+  int64_t factor_;
+  bool ema_;
+  double momentum_;
+  scssl::SslNetwork target_{nullptr};
+};
+
+}  // namespace
+
+SCSSL_PLUGIN(Byol, "byol", "1.0.0", "BYOL: online predictor against a momentum target network")

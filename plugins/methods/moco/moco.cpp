@@ -1,0 +1,72 @@
+// MoCo (He et al., CVPR 2020; v2 head): a momentum key network and a FIFO bank of negative keys;
+// InfoNCE of the query view against its key and the bank (methods.md §2).
+#include "scssl/losses.hpp"
+#include "scssl/ssl_method.hpp"
+
+namespace {
+
+class Moco final : public scssl::SslMethod {
+ public:
+  static std::vector<scssl_param_spec> parameters() {
+    auto p = scssl::ssl_parameters();
+    p.push_back({"temperature", SCSSL_PARAM_FLOAT, "0.5", "InfoNCE temperature"});
+    p.push_back({"bank_size", SCSSL_PARAM_INT, "2048", "negative keys kept in the memory bank"});
+    p.push_back({"momentum", SCSSL_PARAM_FLOAT, "0.996",
+                 "key network EMA at epoch 0, rising to 1 by a cosine schedule"});
+    p.push_back({"factor", SCSSL_PARAM_INT, "1", "projection size = hidden_dim / factor"});
+    return p;
+  }
+  Moco(const scssl::ParamSet& p, scssl::HostContext& host)
+      : SslMethod(p, host),
+        temperature_(p.get_float("temperature")),
+        bank_size_(p.get_int("bank_size")),
+        momentum_(p.get_float("momentum")),
+        factor_(p.get_int("factor")) {
+    if (temperature_ <= 0) throw scssl::InvalidArgument("moco: temperature must be positive");
+    if (bank_size_ < 1) throw scssl::InvalidArgument("moco: bank_size must be at least 1");
+    if (momentum_ < 0 || momentum_ > 1) throw scssl::InvalidArgument("moco: momentum must be in [0, 1]");
+    if (factor_ < 1) throw scssl::InvalidArgument("moco: factor must be at least 1");
+  }
+
+ protected:
+  int64_t projector_out(int64_t h) const override { return std::max<int64_t>(1, h / factor_); }
+  torch::nn::Sequential make_projector(int64_t h) override {
+    // MoCo v2 head: no batch norm, so both linears keep their bias.
+    torch::nn::Sequential head;
+    head->push_back(torch::nn::Linear(h, h));
+    head->push_back(torch::nn::ReLU());
+    head->push_back(torch::nn::Linear(h, projector_out(h)));
+    return head;
+  }
+  void build() override {
+    key_ = model().register_module("key", make_frozen_copy());
+    bank_ = model().register_module("bank", scssl::losses::MemoryBank(bank_size_, fused_projector_out()));
+  }
+  torch::Tensor loss(const scssl::TrainBatch& b) override {
+    // The key network follows the query network before every step, parameters only.
+    scssl::nn::momentum_update(*key_, *online(), scssl::nn::cosine_momentum(momentum_, b.epoch, b.epochs));
+    torch::Tensor q = online()->forward(b.view0, b.domains).z;
+    torch::Tensor k;
+    {
+      torch::NoGradGuard no_grad;
+      k = key_->forward(b.view1, b.domains).z;
+    }
+    torch::Tensor l = scssl::losses::info_nce(q, k, bank_->vectors(), temperature_);
+    last_keys_ = torch::nn::functional::normalize(k, torch::nn::functional::NormalizeFuncOptions().dim(1));
+    return l;
+  }
+  void after_step(const scssl::TrainBatch&) override { bank_->enqueue(last_keys_); }
+
+ private:
+  double temperature_;
+  int64_t bank_size_;
+  double momentum_;
+  int64_t factor_;
+  scssl::SslNetwork key_{nullptr};
+  scssl::losses::MemoryBank bank_{nullptr};
+  torch::Tensor last_keys_;
+};
+
+}  // namespace
+
+SCSSL_PLUGIN(Moco, "moco", "1.0.0", "MoCo: momentum key encoder and a memory bank of negatives (InfoNCE)")

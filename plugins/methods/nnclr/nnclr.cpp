@@ -1,0 +1,60 @@
+// NNCLR (Dwibedi et al., ICCV 2021): the positive of a view is its nearest neighbour in a support
+// set of past projections; NT-Xent against the other view's prediction (methods.md §4).
+#include "scssl/losses.hpp"
+#include "scssl/ssl_method.hpp"
+
+namespace {
+
+class Nnclr final : public scssl::SslMethod {
+ public:
+  static std::vector<scssl_param_spec> parameters() {
+    auto p = scssl::ssl_parameters();
+    p.push_back({"temperature", SCSSL_PARAM_FLOAT, "0.5", "NT-Xent temperature"});
+    p.push_back({"bank_size", SCSSL_PARAM_INT, "2048", "support set size"});
+    p.push_back({"factor", SCSSL_PARAM_INT, "1", "projection size = hidden_dim / factor"});
+    return p;
+  }
+  Nnclr(const scssl::ParamSet& p, scssl::HostContext& host)
+      : SslMethod(p, host),
+        temperature_(p.get_float("temperature")),
+        bank_size_(p.get_int("bank_size")),
+        factor_(p.get_int("factor")) {
+    if (temperature_ <= 0) throw scssl::InvalidArgument("nnclr: temperature must be positive");
+    if (bank_size_ < 1) throw scssl::InvalidArgument("nnclr: bank_size must be at least 1");
+    if (factor_ < 1) throw scssl::InvalidArgument("nnclr: factor must be at least 1");
+  }
+
+ protected:
+  int64_t projector_out(int64_t h) const override { return std::max<int64_t>(1, h / factor_); }
+  torch::nn::Sequential make_projector(int64_t h) override {
+    return scssl::nn::make_head(
+        {{h, h, true, true}, {h, h, true, true}, {h, projector_out(h), true, false}});
+  }
+  torch::nn::Sequential make_predictor(int64_t out) override {
+    return scssl::nn::make_head({{out, hidden_dim(), true, true}, {hidden_dim(), out, false, false}});
+  }
+  void build() override {
+    bank_ = model().register_module("bank", scssl::losses::MemoryBank(bank_size_, fused_projector_out()));
+  }
+  torch::Tensor loss(const scssl::TrainBatch& b) override {
+    scssl::ViewOutput o0 = online()->forward(b.view0, b.domains);
+    scssl::ViewOutput o1 = online()->forward(b.view1, b.domains);
+    // Neighbours are looked up in the bank as it was before this step.
+    torch::Tensor nn0 = bank_->nearest(o0.z), nn1 = bank_->nearest(o1.z);
+    last_z1_ = o1.z.detach();
+    return 0.5 * (scssl::losses::nt_xent(nn0, o1.p, temperature_) +
+                  scssl::losses::nt_xent(nn1, o0.p, temperature_));
+  }
+  void after_step(const scssl::TrainBatch&) override { bank_->enqueue(last_z1_); }
+
+ private:
+  double temperature_;
+  int64_t bank_size_;
+  int64_t factor_;
+  scssl::losses::MemoryBank bank_{nullptr};
+  torch::Tensor last_z1_;
+};
+
+}  // namespace
+
+SCSSL_PLUGIN(Nnclr, "nnclr", "1.0.0", "NNCLR: nearest-neighbour positives from a support set (NT-Xent)")

@@ -1,0 +1,61 @@
+// Network pieces every SSL method shares (methods.md §0.2-0.3): the encoder ("backbone"),
+// domain-specific batch normalisation, and heads built from lightly-style blocks.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+namespace scssl::nn {
+
+// BatchNorm1d, or one BatchNorm1d per batch (domain-specific BN) when n_domains > 1. Rows whose
+// domain was never seen in training (e.g. a held-out query batch) are normalised in evaluation
+// with the average of all domains' running statistics.
+class DomainBatchNormImpl : public torch::nn::Module {
+ public:
+  DomainBatchNormImpl(int64_t features, int64_t n_domains, bool affine = true);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& domains);
+
+ private:
+  int64_t features_;
+  bool affine_;
+  torch::nn::ModuleList norms_;
+};
+TORCH_MODULE(DomainBatchNorm);
+
+// x (G) -> Linear(G, hidden) -> BN -> ReLU -> Linear(hidden, h) -> BN -> Dropout(p).
+// No activation after the second BN; linears keep their bias (methods.md §0.2).
+class EncoderImpl : public torch::nn::Module {
+ public:
+  EncoderImpl(int64_t in_features, int64_t hidden, int64_t out_features, double dropout,
+              int64_t n_domains);
+  // domains: int64 [b] batch codes, used only with domain-specific BN (may be undefined).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& domains);
+  int64_t out_features() const { return out_features_; }
+
+ private:
+  int64_t out_features_;
+  torch::nn::Linear fc1_{nullptr}, fc2_{nullptr};
+  DomainBatchNorm bn1_{nullptr}, bn2_{nullptr};
+  torch::nn::Dropout dropout_{nullptr};
+};
+TORCH_MODULE(Encoder);
+
+// One block of a projection/prediction head: Linear(in, out, bias = !batch_norm), then optional
+// BatchNorm1d, then optional ReLU (lightly v1.5 semantics).
+struct HeadBlock {
+  int64_t in, out;
+  bool batch_norm;
+  bool relu;
+  bool affine = true;  // BN affine (SimSiam's last BN has none)
+};
+torch::nn::Sequential make_head(const std::vector<HeadBlock>& blocks);
+
+// Copies parameters and buffers of `from` into `to` (same architecture).
+void copy_weights(torch::nn::Module& to, const torch::nn::Module& from);
+// to <- m * to + (1 - m) * from, parameters only (BN running statistics are not averaged).
+void momentum_update(torch::nn::Module& to, const torch::nn::Module& from, double m);
+// Cosine schedule from `base` at epoch 0 towards 1 at `epochs` (MoCo/BYOL, stepped per epoch).
+double cosine_momentum(double base, int64_t epoch, int64_t epochs);
+
+}  // namespace scssl::nn

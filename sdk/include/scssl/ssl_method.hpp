@@ -1,0 +1,104 @@
+// The shared skeleton of the generic SSL methods (methods.md §0): per modality an encoder and a
+// projector (and a predictor where the method has one), multimodal fusion (add | mean | concat |
+// clip), domain-specific batch normalisation, training through scssl::Trainer, and the embedding
+// (encoder output in eval mode, or the projector output when keep_projector is set). A method
+// plugin derives from SslMethod and supplies its heads and its loss.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "scssl/nn.hpp"
+#include "scssl/plugin.hpp"
+#include "scssl/training.hpp"
+
+namespace scssl {
+
+// Parameters every SSL method has; a method's parameters() returns these plus its own.
+std::vector<scssl_param_spec> ssl_parameters();
+
+// Outputs of one view through a network, fused across modalities.
+struct ViewOutput {
+  torch::Tensor h;                   // encoder outputs, fused
+  torch::Tensor z;                   // projector outputs, fused
+  torch::Tensor p;                   // predictor outputs, fused (undefined without a predictor)
+  std::vector<torch::Tensor> z_each;  // per modality, before fusion (CLIP)
+  std::vector<torch::Tensor> p_each;
+};
+
+// Encoder + projector (+ predictor) for each modality.
+class SslNetworkImpl : public torch::nn::Module {
+ public:
+  SslNetworkImpl(const std::vector<int64_t>& in_features, int64_t encoder_hidden,
+                 int64_t hidden_dim, double dropout, int64_t n_domains, std::string integrate,
+                 const std::function<torch::nn::Sequential(int64_t)>& make_projector,
+                 const std::function<torch::nn::Sequential(int64_t)>& make_predictor);
+  ViewOutput forward(const std::vector<torch::Tensor>& x, const torch::Tensor& domains);
+  // Encoder outputs (or projector outputs) of every modality, fused for the embedding.
+  torch::Tensor represent(const std::vector<torch::Tensor>& x, const torch::Tensor& domains,
+                          bool use_projector, bool only_first_modality);
+  size_t modalities() const { return encoders_.size(); }
+
+ private:
+  torch::Tensor fuse(const std::vector<torch::Tensor>& parts) const;
+  std::string integrate_;
+  std::vector<nn::Encoder> encoders_;
+  std::vector<torch::nn::Sequential> projectors_;
+  std::vector<torch::nn::Sequential> predictors_;
+};
+TORCH_MODULE(SslNetwork);
+
+class SslMethod : public IMethod {
+ public:
+  static uint64_t requirements() { return SCSSL_USES_AUGMENTATIONS; }
+  SslMethod(const ParamSet& params, HostContext& host);
+
+  void fit(const CellData& train, const TrainOptions& options) final;
+  torch::Tensor embed(const CellData& data) final;
+  void save(const std::string& directory) const final;
+  void load(const std::string& directory) final;
+
+ protected:
+  // The projector of one modality, given the encoder output size h.
+  virtual torch::nn::Sequential make_projector(int64_t h) = 0;
+  // The predictor, given the projector's output size; an empty Sequential means none.
+  virtual torch::nn::Sequential make_predictor(int64_t) { return torch::nn::Sequential(); }
+  // Output size of the projector built by make_projector(h).
+  virtual int64_t projector_out(int64_t h) const = 0;
+  // Creates the method's extra state (target network, memory bank) in model(); called once the
+  // online network exists, before training or loading.
+  virtual void build() {}
+  // The method's objective on one batch; not used with integrate = "clip".
+  virtual torch::Tensor loss(const TrainBatch& batch) = 0;
+  // After each optimizer step (momentum updates, memory banks).
+  virtual void after_step(const TrainBatch&) {}
+
+  // A new network of the online network's architecture with its weights, frozen (no gradient);
+  // for momentum targets.
+  SslNetwork make_frozen_copy();
+  torch::nn::Module& model() { return *model_; }
+  SslNetwork& online() { return online_; }
+  int64_t hidden_dim() const { return hidden_dim_; }
+  int64_t fused_projector_out() const;
+  int64_t epochs() const { return epochs_; }
+
+ private:
+  void build_networks(const std::vector<int64_t>& in_features, int64_t n_domains);
+  std::vector<int> used_modalities(const CellData& data) const;
+  std::vector<torch::Tensor> inputs(const CellData& data, const torch::Tensor& ids) const;
+  torch::Tensor clip_loss(const TrainBatch& batch);
+
+  int64_t hidden_dim_, encoder_hidden_;
+  double dropout_;
+  bool keep_projector_, dsbn_, multimodal_, only_rna_, train_mode_embedding_;
+  std::string integrate_;
+  int64_t epochs_ = 0;
+  std::vector<int64_t> in_features_;
+  int64_t n_domains_ = 1;
+  torch::Device device_{torch::kCPU};
+  std::shared_ptr<torch::nn::Module> model_;
+  SslNetwork online_{nullptr};
+  torch::Tensor logit_scale_;
+};
+
+}  // namespace scssl

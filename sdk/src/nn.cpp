@@ -1,0 +1,108 @@
+#include "scssl/nn.hpp"
+
+#include <cmath>
+
+namespace scssl::nn {
+
+DomainBatchNormImpl::DomainBatchNormImpl(int64_t features, int64_t n_domains, bool affine)
+    : features_(features), affine_(affine) {
+  norms_ = register_module("norms", torch::nn::ModuleList());
+  for (int64_t d = 0; d < std::max<int64_t>(1, n_domains); ++d)
+    norms_->push_back(torch::nn::BatchNorm1d(
+        torch::nn::BatchNorm1dOptions(features).affine(affine).momentum(0.1).eps(1e-5)));
+}
+
+torch::Tensor DomainBatchNormImpl::forward(const torch::Tensor& x, const torch::Tensor& domains) {
+  if (norms_->size() == 1 || !domains.defined())
+    return norms_[0]->as<torch::nn::BatchNorm1d>()->forward(x);
+  torch::Tensor out = torch::empty_like(x);
+  torch::Tensor d = domains.to(x.device());
+  torch::Tensor present = std::get<0>(torch::_unique(d.cpu(), /*sorted=*/true));
+  for (int64_t k = 0; k < present.size(0); ++k) {
+    const int64_t domain = present[k].item<int64_t>();
+    torch::Tensor rows = (d == domain).nonzero().flatten();
+    torch::Tensor part = x.index_select(0, rows);
+    torch::Tensor y;
+    if (domain >= 0 && domain < static_cast<int64_t>(norms_->size())) {
+      auto bn = norms_[domain]->as<torch::nn::BatchNorm1d>();
+      // A lone row has no batch statistics; normalise it with the running ones instead.
+      y = (is_training() && part.size(0) < 2)
+              ? torch::batch_norm(part, bn->weight, bn->bias, bn->running_mean, bn->running_var,
+                                  false, 0.1, 1e-5, false)
+              : bn->forward(part);
+    } else {
+      // An unseen domain: the average of every domain's running statistics and affine weights.
+      torch::Tensor mean = torch::zeros({features_}, x.options());
+      torch::Tensor var = torch::zeros({features_}, x.options());
+      torch::Tensor weight, bias;
+      if (affine_) {
+        weight = torch::zeros({features_}, x.options());
+        bias = torch::zeros({features_}, x.options());
+      }
+      for (const auto& m : *norms_) {
+        auto bn = m->as<torch::nn::BatchNorm1d>();
+        mean += bn->running_mean;
+        var += bn->running_var;
+        if (affine_) {
+          weight += bn->weight;
+          bias += bn->bias;
+        }
+      }
+      const double n = static_cast<double>(norms_->size());
+      y = torch::batch_norm(part, affine_ ? weight / n : torch::Tensor(),
+                            affine_ ? bias / n : torch::Tensor(), mean / n, var / n, false, 0.1,
+                            1e-5, false);
+    }
+    out.index_copy_(0, rows, y);
+  }
+  return out;
+}
+
+EncoderImpl::EncoderImpl(int64_t in_features, int64_t hidden, int64_t out_features, double dropout,
+                         int64_t n_domains)
+    : out_features_(out_features) {
+  fc1_ = register_module("fc1", torch::nn::Linear(in_features, hidden));
+  bn1_ = register_module("bn1", DomainBatchNorm(hidden, n_domains));
+  fc2_ = register_module("fc2", torch::nn::Linear(hidden, out_features));
+  bn2_ = register_module("bn2", DomainBatchNorm(out_features, n_domains));
+  dropout_ = register_module("dropout", torch::nn::Dropout(dropout));
+}
+
+torch::Tensor EncoderImpl::forward(const torch::Tensor& x, const torch::Tensor& domains) {
+  torch::Tensor h = torch::relu(bn1_->forward(fc1_->forward(x), domains));
+  return dropout_->forward(bn2_->forward(fc2_->forward(h), domains));
+}
+
+torch::nn::Sequential make_head(const std::vector<HeadBlock>& blocks) {
+  torch::nn::Sequential head;
+  for (const auto& b : blocks) {
+    head->push_back(torch::nn::Linear(torch::nn::LinearOptions(b.in, b.out).bias(!b.batch_norm)));
+    if (b.batch_norm)
+      head->push_back(torch::nn::BatchNorm1d(torch::nn::BatchNorm1dOptions(b.out).affine(b.affine)));
+    if (b.relu) head->push_back(torch::nn::ReLU());
+  }
+  return head;
+}
+
+void copy_weights(torch::nn::Module& to, const torch::nn::Module& from) {
+  torch::NoGradGuard no_grad;
+  auto src = from.named_parameters(true);
+  for (auto& p : to.named_parameters(true)) p.value().copy_(src[p.key()]);
+  auto src_buffers = from.named_buffers(true);
+  for (auto& b : to.named_buffers(true)) b.value().copy_(src_buffers[b.key()]);
+}
+
+void momentum_update(torch::nn::Module& to, const torch::nn::Module& from, double m) {
+  torch::NoGradGuard no_grad;
+  auto src = from.named_parameters(true);
+  for (auto& p : to.named_parameters(true)) p.value().mul_(m).add_(src[p.key()], 1.0 - m);
+}
+
+double cosine_momentum(double base, int64_t epoch, int64_t epochs) {
+  if (epochs <= 0) return base;
+  const double pi = 3.14159265358979323846;
+  // lightly's cosine_schedule(epoch, max_epochs, base, 1): reaches 1 only after the last epoch.
+  return 1.0 - (1.0 - base) * (std::cos(pi * epoch / epochs) + 1.0) / 2.0;
+}
+
+}  // namespace scssl::nn

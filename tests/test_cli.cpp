@@ -1,0 +1,160 @@
+// scssl-host as a user runs it: subcommands, the quickstart end to end, and bad input.
+#include <filesystem>
+#include <regex>
+
+#include "support.hpp"
+
+namespace fs = std::filesystem;
+using scssl::test::run_command;
+
+namespace {
+
+std::string host(const std::string& args) {
+  return std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR + " " + args;
+}
+
+std::string quickstart() { return scssl::test::repo_file("configs/quickstart.toml"); }
+
+std::string run_folder_of(const std::string& output) {
+  std::smatch m;
+  return std::regex_search(output, m, std::regex("run folder: (\\S+)")) ? m[1].str() : "";
+}
+
+// A folder with a file that must survive every failed run.
+struct OutputFolder {
+  std::string dir = scssl::test::temp_dir("out");
+  std::string sentinel = dir + "/earlier-results.txt";
+  OutputFolder() { std::ofstream(sentinel) << "keep me\n"; }
+  bool intact() const { return scssl::test::read_text(sentinel) == "keep me\n"; }
+};
+
+void expect_clean_failure(const std::string& args, const std::string& must_mention) {
+  OutputFolder out;
+  auto r = run_command(host("run " + args + " --output " + out.dir));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(must_mention), std::string::npos)
+      << "expected the message to mention '" << must_mention << "':\n" << r.output;
+  EXPECT_TRUE(out.intact());
+}
+
+// A copy of the bundled reference file with X/data changed by `edit`.
+std::string edited_copy(const std::string& name, const std::function<void(std::vector<float>&)>& edit) {
+  const std::string path = scssl::test::temp_dir(name) + "/" + name + ".h5ad";
+  fs::copy_file(scssl::test::repo_file("tests/data/reference/triana_rna_adt.h5ad"), path);
+  scssl::h5::File f = scssl::h5::File::open(path, scssl::h5::File::Mode::ReadWrite);
+  const scssl::h5::Group x = f.root().group("X");
+  std::vector<float> data = x.dataset("data").read_vector<float>();
+  edit(data);
+  x.remove("data");
+  x.write("data", scssl::h5::NumType::Float32, data.data(), {static_cast<int64_t>(data.size())});
+  f.flush();
+  return path;
+}
+
+}  // namespace
+
+TEST(Cli, ListShowsThePluginsByKind) {
+  auto r = run_command(host("list"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* s : {"datasets:", "h5ad", "synthetic", "methods:", "pca", "evaluators:",
+                        "knn_annotation"})
+    EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
+}
+
+TEST(Cli, DescribeShowsEveryParameterWithTypeAndDefault) {
+  auto r = run_command(host("describe pca"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::regex_search(r.output, std::regex("n_components\\s+int\\s+default 50")))
+      << r.output;
+  EXPECT_NE(run_command(host("describe no_such_plugin")).exit_code, 0);
+}
+
+TEST(Cli, ValidateAcceptsAGoodPluginAndRefusesABrokenOne) {
+  auto good = run_command(host("validate " SCSSL_TEST_FIXTURE_DIR "/libfixture-good.so"));
+  EXPECT_EQ(good.exit_code, 0) << good.output;
+  auto bad = run_command(host("validate " SCSSL_TEST_FIXTURE_DIR "/libfixture-wrong-abi.so"));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("ABI version"), std::string::npos) << bad.output;
+}
+
+TEST(Cli, QuickstartRunsEndToEndAndRepeatsWithTheSameSeed) {
+  OutputFolder out;
+  auto first = run_command(host("--quiet run " + quickstart() + " --output " + out.dir));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  auto second = run_command(host("--quiet run " + quickstart() + " --output " + out.dir));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  const std::string a = run_folder_of(first.output), b = run_folder_of(second.output);
+  ASSERT_FALSE(a.empty());
+  ASSERT_NE(a, b) << "a second run must not reuse the first run's folder";
+  EXPECT_TRUE(out.intact());
+  for (const char* f : {"config.resolved.toml", "metrics.json", "metrics.csv", "embedding.h5",
+                        "run.json", "run.log", "kang2018_pbmc_ctrl_stim_4samples.h5ad"})
+    EXPECT_TRUE(fs::exists(a + "/" + f)) << f;
+  const std::string metrics = scssl::test::read_text(a + "/metrics.csv");
+  EXPECT_NE(metrics.find("knn_annotation,macro_f1,annotation"), std::string::npos) << metrics;
+  EXPECT_EQ(metrics, scssl::test::read_text(b + "/metrics.csv"));
+  // The copied .h5ad carries the embedding where anndata looks for it.
+  torch::Tensor emb = scssl::test::read_obsm(a + "/kang2018_pbmc_ctrl_stim_4samples.h5ad", "X_pca");
+  EXPECT_EQ(emb.size(0), 1556);
+  EXPECT_EQ(emb.size(1), 50);
+  const std::string run = scssl::test::read_text(a + "/run.json");
+  EXPECT_NE(run.find("\"status\": \"ok\""), std::string::npos);
+  EXPECT_NE(run.find("\"stage\": \"preprocess\""), std::string::npos);
+  EXPECT_NE(run.find("\"libtorch\""), std::string::npos);
+  // The resolved config reproduces the run.
+  auto again = run_command(host("--quiet run " + a + "/config.resolved.toml --output " + out.dir));
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(metrics, scssl::test::read_text(run_folder_of(again.output) + "/metrics.csv"));
+}
+
+TEST(Cli, MissingConfigFile) { expect_clean_failure("/nonexistent/run.toml", "/nonexistent/run.toml"); }
+
+TEST(Cli, MissingDataFile) {
+  expect_clean_failure(quickstart() + " --set dataset.path=/nonexistent/data.h5ad",
+                       "/nonexistent/data.h5ad");
+}
+
+TEST(Cli, MissingObsKey) {
+  expect_clean_failure(quickstart() + " --set dataset.label_key=celltype", "celltype");
+}
+
+TEST(Cli, NotAnHdf5File) {
+  const std::string path = scssl::test::temp_dir("text") + "/notes.h5ad";
+  std::ofstream(path) << "these are notes, not data\n";
+  expect_clean_failure(quickstart() + " --set dataset.path=" + path, "notes.h5ad");
+}
+
+TEST(Cli, TruncatedFile) {
+  const std::string path = scssl::test::temp_dir("trunc") + "/truncated.h5ad";
+  fs::copy_file(scssl::test::repo_file("tests/data/reference/triana_rna_adt.h5ad"), path);
+  fs::resize_file(path, fs::file_size(path) / 2);
+  expect_clean_failure(quickstart() + " --set dataset.path=" + path, "truncated.h5ad");
+}
+
+TEST(Cli, NaNInX) {
+  const std::string path = edited_copy("with_nan", [](std::vector<float>& d) { d[5] = NAN; });
+  expect_clean_failure(quickstart() + " --set dataset.path=" + path, "NaN");
+}
+
+TEST(Cli, NegativeCounts) {
+  const std::string path = edited_copy("negative", [](std::vector<float>& d) { d[7] = -3; });
+  expect_clean_failure(quickstart() + " --set dataset.path=" + path +
+                           " --set evaluation.query_batches=PBMC_200AB",
+                       "negative");
+}
+
+TEST(Cli, UnknownPlugin) {
+  expect_clean_failure(quickstart() + " --set method.plugin=nope", "no method plugin named 'nope'");
+}
+
+TEST(Cli, UnknownParameter) {
+  expect_clean_failure(quickstart() + " --set method.n_comps=3", "unknown parameter 'n_comps'");
+}
+
+TEST(Cli, ParameterOfTheWrongType) {
+  expect_clean_failure(quickstart() + " --set method.n_components=many", "'n_components'");
+}
+
+TEST(Cli, UnknownQueryBatch) {
+  expect_clean_failure(quickstart() + " --set evaluation.query_batches=[\\\"stim999\\\"]", "stim999");
+}

@@ -1,0 +1,122 @@
+// The seven generic SSL methods end to end through scssl-host: the training loss falls, one seed
+// gives one embedding, a resumed run equals an uninterrupted one, DSBN and multimodal shapes.
+#include <filesystem>
+#include <regex>
+
+#include "support.hpp"
+
+namespace fs = std::filesystem;
+using scssl::test::run_command;
+
+namespace {
+
+const char* kMethods[] = {"simclr", "moco", "simsiam", "nnclr", "byol", "vicreg", "barlowtwins"};
+
+// Runs a method config with overrides; returns the run folder (fails the test on error).
+std::string run(const std::string& config, const std::string& sets) {
+  static const std::string out = scssl::test::temp_dir("methods");
+  auto r = run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR +
+                       " --quiet run " + scssl::test::repo_file(config) + " --output " + out + " " + sets);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  std::smatch m;
+  return std::regex_search(r.output, m, std::regex("run folder: (\\S+)")) ? m[1].str() : "";
+}
+
+torch::Tensor embedding(const std::string& run_dir) {
+  scssl::h5::File f = scssl::h5::File::open(run_dir + "/embedding.h5");
+  scssl::h5::Dataset d = f.root().dataset("embedding");
+  auto shape = d.shape();
+  torch::Tensor t = torch::empty({shape.at(0), shape.at(1)});
+  d.read(scssl::h5::NumType::Float32, t.data_ptr<float>());
+  return t;
+}
+
+// The "loss" series of history.csv, one value per epoch.
+std::vector<double> losses(const std::string& run_dir) {
+  std::vector<double> out;
+  std::istringstream in(scssl::test::read_text(run_dir + "/history.csv"));
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("loss,", 0) == 0) out.push_back(std::stod(line.substr(line.rfind(',') + 1)));
+  return out;
+}
+
+// Few epochs, every cell in training, no evaluation: what the loss tests need.
+// One thread: these tiny models gain nothing from more, and tests may share the cores.
+const std::string kShort =
+    "--set train.epochs=6 --set evaluation.evaluators=[] --set evaluation.query_batches=[] "
+    "--set run.threads=1";
+
+}  // namespace
+
+class EveryMethod : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(EveryMethod, LossFallsOverAFewEpochs) {
+  const std::string method = GetParam();
+  // MoCo's first 8 steps (2048 keys / 256) contrast against the bank's random initial vectors,
+  // which are easy negatives; its loss rises until the bank holds real keys (epoch 2 of 6 steps).
+  const size_t from = method == "moco" ? 2 : 0;
+  const std::string dir = run("configs/methods/" + method + ".toml", kShort);
+  std::vector<double> l = losses(dir);
+  ASSERT_EQ(l.size(), 6u);
+  EXPECT_LT(l.back(), l[from]) << method << ": loss went from " << l[from] << " to " << l.back();
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, EveryMethod, ::testing::ValuesIn(kMethods));
+
+TEST(Training, SameSeedGivesIdenticalEmbeddings) {
+  for (const char* m : {"vicreg", "moco"}) {
+    const std::string config = std::string("configs/methods/") + m + ".toml";
+    torch::Tensor a = embedding(run(config, kShort));
+    torch::Tensor b = embedding(run(config, kShort));
+    EXPECT_TRUE(a.equal(b)) << m;
+    torch::Tensor c = embedding(run(config, kShort + " --set run.seed=1"));
+    EXPECT_FALSE(a.equal(c)) << m << ": another seed should give another embedding";
+  }
+}
+
+TEST(Training, ResumedRunEqualsUninterruptedRun) {
+  const std::string config = "configs/methods/vicreg.toml";
+  const std::string common = "--set evaluation.evaluators=[] --set evaluation.query_batches=[] "
+                             "--set train.checkpoint_every=2 --set run.threads=1";
+  const std::string straight = run(config, common + " --set train.epochs=4");
+  const std::string first_half = run(config, common + " --set train.epochs=2");
+  ASSERT_TRUE(fs::exists(first_half + "/checkpoints/checkpoint.pt"));
+  const std::string resumed = run(config, common + " --set train.epochs=4 --set train.resume_from=" +
+                                              first_half + "/checkpoints");
+  EXPECT_TRUE(embedding(straight).equal(embedding(resumed)));
+  // The resumed run trained epochs 3 and 4 only.
+  EXPECT_EQ(losses(resumed).size(), 2u);
+}
+
+TEST(Training, DomainSpecificBatchNormTrainsAndChangesTheEmbedding) {
+  const std::string config = "configs/methods/vicreg.toml";
+  torch::Tensor plain = embedding(run(config, kShort));
+  torch::Tensor dsbn = embedding(run(config, kShort + " --set method.dsbn=true"));
+  EXPECT_EQ(dsbn.sizes(), plain.sizes());
+  EXPECT_TRUE(torch::isfinite(dsbn).all().item<bool>());
+  EXPECT_FALSE(dsbn.equal(plain));
+}
+
+TEST(Training, MultimodalEmbeddingSizes) {
+  // 250 cells (RNA + ADT); 152 reference cells, so batches of 64.
+  const std::string config = "configs/methods/vicreg.toml";
+  const std::string base = "--set train.epochs=2 --set train.batch_size=64 --set method.multimodal=true "
+                           "--set run.threads=1 --set dataset.path=" +
+                           scssl::test::repo_file("datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad") +
+                           " --set evaluation.query_batches=[\\\"PBMC_200AB\\\"]";
+  EXPECT_EQ(embedding(run(config, base + " --set method.integrate=add")).size(1), 64);
+  EXPECT_EQ(embedding(run(config, base + " --set method.integrate=mean")).size(1), 64);
+  EXPECT_EQ(embedding(run(config, base + " --set method.integrate=concat")).size(1), 128);
+  EXPECT_EQ(embedding(run(config, base + " --set method.integrate=clip")).size(1), 128);
+  EXPECT_EQ(embedding(run(config, base + " --set method.integrate=concat --set method.predict_only_rna=true"))
+                .size(1),
+            64);
+}
+
+TEST(Training, MultimodalOnUnimodalDataIsRefused) {
+  auto r = run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR +
+                       " --quiet run " + scssl::test::repo_file("configs/methods/simclr.toml") +
+                       " --output " + scssl::test::temp_dir("refuse") + " --set method.multimodal=true");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("needs two modalities"), std::string::npos) << r.output;
+}

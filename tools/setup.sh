@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package the build, the tests and the main job need, then configures
+# and builds the whole tree into build/ (or $SCSSL_BUILD_DIR). Safe to run again: packages that
+# are present are not reinstalled and the build is incremental.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${SCSSL_BUILD_DIR:-$repo/build}
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config
+  libtorch-dev libopenblas0-pthread              # LibTorch (CPU) and a fast BLAS for it
+  libboost-dev libboost-program-options-dev      # Boost.DLL (header-only) and Program_options
+  libhdf5-dev libtomlplusplus-dev libspdlog-dev
+  libgtest-dev googletest nlohmann-json3-dev     # tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "== installing: ${missing[*]}"
+  as_root=()
+  [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+  "${as_root[@]}" apt-get update
+  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# ccache must not mistake the shared precompiled header for a different one.
+export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+echo "== configuring $build"
+cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
+echo "== building (a first build takes several minutes on 2 cores)"
+cmake --build "$build"

@@ -425,6 +425,22 @@ TEST_F(H5ad, LargerCscAndDenseMatricesMatchCsr) {
   }
 }
 
+TEST_F(H5ad, AllZeroMatricesHaveNoStoredValues) {
+  const std::string dense = write_current(file("zeros_dense.h5ad"), [](const h5::Group& root) {
+    std::vector<float> zeros(20, 0.0f);
+    root.write("X", h5::NumType::Float32, zeros.data(), {4, 5});
+  });
+  const std::string csc = write_current(file("zeros_csc.h5ad"), [](const h5::Group& root) {
+    write_sparse(root, "X", "csc_matrix", 4, 5, std::vector<int32_t>(6, 0), std::vector<int32_t>{},
+                 std::vector<float>{});
+  });
+  for (const std::string& path : {dense, csc}) {
+    CellData d = load(path);
+    EXPECT_EQ(d.modalities[0].X.nnz(), 0);
+    EXPECT_TRUE(torch::equal(dense_of(d.modalities[0].X), torch::zeros({4, 5})));
+  }
+}
+
 TEST_F(H5ad, NumericBatchAndLabelColumnsBecomeCategories) {
   const std::string path = write_current(file("numeric_keys.h5ad"), write_csr_x, [](const h5::Group& root) {
     h5::Group obs = root.group("obs");

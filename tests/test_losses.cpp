@@ -91,3 +91,15 @@ TEST(DomainBatchNorm, NormalisesEachBatchSeparately) {
   EXPECT_NEAR(y[0][0].item<float>(), -1, 1e-3);
   EXPECT_NEAR(y[3][0].item<float>(), 1, 1e-3);
 }
+
+TEST(DomainBatchNorm, UnseenDomainUsesTheAverageOfTrainedOnes) {
+  nn::DomainBatchNorm bn(1, 3);  // domain 2 never appears in training (a held-out batch)
+  torch::Tensor x = t({{1}, {3}, {100}, {300}});
+  torch::Tensor d = torch::tensor({0, 0, 1, 1}, torch::kInt64);
+  for (int i = 0; i < 200; ++i) bn->forward(x, d);  // running statistics converge
+  bn->eval();
+  torch::NoGradGuard no_grad;
+  // Domains 0 and 1 have running means 2 and 200: their average 101 maps to about 0.
+  torch::Tensor y = bn->forward(t({{101}}), torch::tensor({2}, torch::kInt64));
+  EXPECT_NEAR(y[0][0].item<float>(), 0.f, 1e-3);
+}

@@ -113,6 +113,15 @@ TEST(Training, MultimodalEmbeddingSizes) {
             64);
 }
 
+TEST(Training, ClipIntegrationWorksForMethodsWithBanks) {
+  const std::string data = "--set dataset.path=" +
+      scssl::test::repo_file("datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad") +
+      " --set evaluation.query_batches=[\\\"PBMC_200AB\\\"] --set train.epochs=2 --set train.batch_size=64"
+      " --set method.multimodal=true --set method.integrate=clip --set run.threads=1";
+  for (const char* m : {"moco", "nnclr", "byol"})
+    EXPECT_EQ(embedding(run(std::string("configs/methods/") + m + ".toml", data)).size(1), 128) << m;
+}
+
 TEST(Training, MultimodalOnUnimodalDataIsRefused) {
   auto r = run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR +
                        " --quiet run " + scssl::test::repo_file("configs/methods/simclr.toml") +

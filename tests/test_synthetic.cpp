@@ -1,5 +1,4 @@
 // The synthetic dataset plugin, loaded through the registry like any other data set.
-#include <chrono>
 #include <cmath>
 #include <map>
 
@@ -169,19 +168,4 @@ TEST(Synthetic, InvalidParametersAreRefused) {
   EXPECT_NE(message({{"de_fraction", 1.5}}).find("'de_fraction'"), std::string::npos);
   EXPECT_NE(message({{"mean_library_size", -1.0}}).find("'mean_library_size'"), std::string::npos);
   EXPECT_NE(message({{"n_proteins", int64_t{-1}}}).find("'n_proteins'"), std::string::npos);
-}
-
-TEST(Synthetic, HundredThousandCellsInSeconds) {
-  const auto t0 = std::chrono::steady_clock::now();
-  CellData d = generate({{"n_cells", int64_t{100000}}, {"n_genes", int64_t{2000}}});
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const int64_t nnz = d.modalities[0].X.nnz();
-  std::printf("synthetic 100000 x 2000: %.2f s, %lld non-zeros (%.1f%%)\n", seconds,
-              static_cast<long long>(nnz), 100.0 * static_cast<double>(nnz) / 2e8);
-  RecordProperty("synthetic_100k_seconds", std::to_string(seconds));
-  EXPECT_EQ(d.n_cells(), 100000);
-  EXPECT_EQ(d.modalities[0].X.indptr[100000].item<int64_t>(), nnz);
-#ifdef NDEBUG
-  EXPECT_LT(seconds, 15.0);
-#endif
 }

@@ -303,7 +303,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   if (seed < 0) r.fail("run.seed", run.get("seed"), "must not be negative");
   cfg.seed = static_cast<uint64_t>(seed);
   cfg.threads = static_cast<int>(r.get(run, "run", "threads", int64_t{0}));
-  if (cfg.threads < 0) r.fail("run.threads", run.get("threads"), "must be 0 (all cores) or more");
+  if (cfg.threads < 0) r.fail("run.threads", run.get("threads"), "must be 0 (default: one OpenMP thread) or more");
   cfg.write_h5ad = r.get(run, "run", "write_h5ad", cfg.write_h5ad);
   cfg.save_model = r.get(run, "run", "save_model", cfg.save_model);
 

@@ -32,7 +32,7 @@ struct RunConfig {
   std::string name = "run";
   std::string output_dir = "runs";
   uint64_t seed = 0;
-  int threads = 0;  // 0: all cores
+  int threads = 0;  // OpenMP threads; 0: one (OpenBLAS uses every core on its own)
   bool write_h5ad = true;
   bool save_model = false;
 

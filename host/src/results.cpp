@@ -163,6 +163,8 @@ void write_h5ad_with_embedding(const std::string& source_h5ad, const std::string
     std::error_code ec;
     fs::copy_file(source_h5ad, tmp, fs::copy_options::overwrite_existing, ec);
     if (ec) throw IoError("cannot copy '" + source_h5ad + "' to the run folder: " + ec.message());
+    // The copy inherits the source's permissions; a read-only input must still be writable here.
+    fs::permissions(tmp, fs::perms::owner_write, fs::perm_options::add, ec);
     h5::add_obsm_array(tmp, key, e.data_ptr<float>(), e.size(0), e.size(1));
   });
 }

@@ -10,6 +10,35 @@ DomainBatchNormImpl::DomainBatchNormImpl(int64_t features, int64_t n_domains, bo
   for (int64_t d = 0; d < std::max<int64_t>(1, n_domains); ++d)
     norms_->push_back(torch::nn::BatchNorm1d(
         torch::nn::BatchNorm1dOptions(features).affine(affine).momentum(0.1).eps(1e-5)));
+  seen_ = register_buffer("seen", torch::zeros({std::max<int64_t>(1, n_domains)}, torch::kUInt8));
+}
+
+torch::Tensor DomainBatchNormImpl::average_of_seen(const torch::Tensor& part) {
+  torch::Tensor mean = torch::zeros({features_}, part.options());
+  torch::Tensor var = torch::zeros({features_}, part.options());
+  torch::Tensor weight = affine_ ? torch::zeros({features_}, part.options()) : torch::Tensor();
+  torch::Tensor bias = affine_ ? torch::zeros({features_}, part.options()) : torch::Tensor();
+  double n = 0;
+  const torch::Tensor seen = seen_.cpu();
+  for (size_t d = 0; d < norms_->size(); ++d) {
+    if (seen[d].item<uint8_t>() == 0) continue;
+    auto bn = norms_[d]->as<torch::nn::BatchNorm1d>();
+    mean += bn->running_mean;
+    var += bn->running_var;
+    if (affine_) {
+      weight += bn->weight;
+      bias += bn->bias;
+    }
+    n += 1;
+  }
+  if (n == 0) {  // nothing trained yet: the statistics BatchNorm starts from
+    var.fill_(1);
+    if (affine_) weight.fill_(1);
+    n = 1;
+  }
+  return torch::batch_norm(part, affine_ ? weight / n : torch::Tensor(),
+                           affine_ ? bias / n : torch::Tensor(), mean / n, var / n, false, 0.1,
+                           1e-5, false);
 }
 
 torch::Tensor DomainBatchNormImpl::forward(const torch::Tensor& x, const torch::Tensor& domains) {
@@ -23,35 +52,18 @@ torch::Tensor DomainBatchNormImpl::forward(const torch::Tensor& x, const torch::
     torch::Tensor rows = (d == domain).nonzero().flatten();
     torch::Tensor part = x.index_select(0, rows);
     torch::Tensor y;
-    if (domain >= 0 && domain < static_cast<int64_t>(norms_->size())) {
+    const bool known = domain >= 0 && domain < static_cast<int64_t>(norms_->size());
+    if (known && is_training()) {
       auto bn = norms_[domain]->as<torch::nn::BatchNorm1d>();
+      seen_[domain] = 1;
       // A lone row has no batch statistics; normalise it with the running ones instead.
-      y = (is_training() && part.size(0) < 2)
-              ? torch::batch_norm(part, bn->weight, bn->bias, bn->running_mean, bn->running_var,
-                                  false, 0.1, 1e-5, false)
-              : bn->forward(part);
+      y = part.size(0) < 2 ? torch::batch_norm(part, bn->weight, bn->bias, bn->running_mean,
+                                               bn->running_var, false, 0.1, 1e-5, false)
+                           : bn->forward(part);
+    } else if (known && seen_[domain].item<uint8_t>() != 0) {
+      y = norms_[domain]->as<torch::nn::BatchNorm1d>()->forward(part);
     } else {
-      // An unseen domain: the average of every domain's running statistics and affine weights.
-      torch::Tensor mean = torch::zeros({features_}, x.options());
-      torch::Tensor var = torch::zeros({features_}, x.options());
-      torch::Tensor weight, bias;
-      if (affine_) {
-        weight = torch::zeros({features_}, x.options());
-        bias = torch::zeros({features_}, x.options());
-      }
-      for (const auto& m : *norms_) {
-        auto bn = m->as<torch::nn::BatchNorm1d>();
-        mean += bn->running_mean;
-        var += bn->running_var;
-        if (affine_) {
-          weight += bn->weight;
-          bias += bn->bias;
-        }
-      }
-      const double n = static_cast<double>(norms_->size());
-      y = torch::batch_norm(part, affine_ ? weight / n : torch::Tensor(),
-                            affine_ ? bias / n : torch::Tensor(), mean / n, var / n, false, 0.1,
-                            1e-5, false);
+      y = average_of_seen(part);
     }
     out.index_copy_(0, rows, y);
   }

@@ -165,7 +165,8 @@ void SslMethod::fit(const CellData& train, const TrainOptions& options) {
   TrainCallbacks callbacks;
   const bool clip = integrate_ == "clip" && used.size() > 1;
   callbacks.loss = [this, clip](const TrainBatch& b) { return clip ? clip_loss(b) : loss(b); };
-  callbacks.after_step = [this](const TrainBatch& b) { after_step(b); };
+  // With CLIP the method's own objective (and its banks / momentum updates) is not used.
+  if (!clip) callbacks.after_step = [this](const TrainBatch& b) { after_step(b); };
   trainer.fit(train, *model_, callbacks);
 }
 

@@ -352,6 +352,15 @@ struct Csr {
   int64_t rows = 0, cols = 0;
 };
 
+// A tensor holding a copy of a vector (an empty vector's data() may be null, which from_blob
+// does not take).
+template <class T>
+torch::Tensor tensor_of(const std::vector<T>& v, torch::ScalarType type) {
+  torch::Tensor t = torch::empty({static_cast<int64_t>(v.size())}, type);
+  if (!v.empty()) std::memcpy(t.data_ptr(), v.data(), v.size() * sizeof(T));
+  return t;
+}
+
 // Elements per block when reading in pieces (bounded memory for dense and CSC input).
 constexpr int64_t kBlockElements = 1 << 22;
 
@@ -508,9 +517,9 @@ Csr read_dense(const Dataset& d, int64_t rows, int64_t cols) {
   Csr m;
   m.rows = rows;
   m.cols = cols;
-  m.indptr = torch::from_blob(indptr.data(), {rows + 1}, torch::kInt64).clone();
-  m.indices = torch::from_blob(indices.data(), {(int64_t)indices.size()}, torch::kInt32).clone();
-  m.values = torch::from_blob(values.data(), {(int64_t)values.size()}, torch::kFloat32).clone();
+  m.indptr = tensor_of(indptr, torch::kInt64);
+  m.indices = tensor_of(indices, torch::kInt32);
+  m.values = tensor_of(values, torch::kFloat32);
   return m;
 }
 
@@ -611,10 +620,10 @@ scssl::Column to_column(RawColumn raw) {
   c.name = std::move(raw.name);
   c.categorical = raw.categorical;
   if (raw.categorical) {
-    c.codes = torch::from_blob(raw.codes.data(), {(int64_t)raw.codes.size()}, torch::kInt32).clone();
+    c.codes = tensor_of(raw.codes, torch::kInt32);
     c.categories = std::move(raw.categories);
   } else {
-    c.values = torch::from_blob(raw.values.data(), {(int64_t)raw.values.size()}, torch::kFloat64).clone();
+    c.values = tensor_of(raw.values, torch::kFloat64);
   }
   return c;
 }

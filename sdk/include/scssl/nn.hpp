@@ -10,16 +10,19 @@ namespace scssl::nn {
 
 // BatchNorm1d, or one BatchNorm1d per batch (domain-specific BN) when n_domains > 1. Rows whose
 // domain was never seen in training (e.g. a held-out query batch) are normalised in evaluation
-// with the average of all domains' running statistics.
+// with the average of the trained domains' running statistics and affine weights.
 class DomainBatchNormImpl : public torch::nn::Module {
  public:
   DomainBatchNormImpl(int64_t features, int64_t n_domains, bool affine = true);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& domains);
 
  private:
+  torch::Tensor average_of_seen(const torch::Tensor& x);
+
   int64_t features_;
   bool affine_;
   torch::nn::ModuleList norms_;
+  torch::Tensor seen_;  // 1 for every domain that had rows in a training batch
 };
 TORCH_MODULE(DomainBatchNorm);
 

@@ -158,3 +158,19 @@ TEST(Cli, ParameterOfTheWrongType) {
 TEST(Cli, UnknownQueryBatch) {
   expect_clean_failure(quickstart() + " --set evaluation.query_batches=[\\\"stim999\\\"]", "stim999");
 }
+
+TEST(Cli, EvaluatorNeedingQueryBatchesIsRefusedBeforeAnyRun) {
+  OutputFolder out;
+  auto r = run_command(host("run " + quickstart() + " --set evaluation.query_batches=[] --output " + out.dir));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("must name the held-out batches"), std::string::npos) << r.output;
+  // Refused while reading the config: no run folder was created.
+  EXPECT_EQ(std::distance(fs::directory_iterator(out.dir), fs::directory_iterator()), 1);
+}
+
+TEST(Cli, UsageErrorsExitWithTwo) {
+  EXPECT_EQ(run_command(host("frobnicate")).exit_code, 2);
+  EXPECT_EQ(run_command(host("describe")).exit_code, 2);
+  EXPECT_EQ(run_command(host("list extra")).exit_code, 2);
+  EXPECT_EQ(run_command(std::string(SCSSL_TEST_HOST) + " --no-such-option list").exit_code, 2);
+}

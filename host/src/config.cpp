@@ -356,6 +356,13 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
     t.resume_from = fs::absolute(t.resume_from).lexically_normal().string();
   if (t.epochs < 0) r.fail("train.epochs", train.get("epochs"), "must not be negative");
   if (t.batch_size < 2) r.fail("train.batch_size", train.get("batch_size"), "must be at least 2");
+  if (!(t.learning_rate > 0))
+    r.fail("train.learning_rate", train.get("learning_rate"), "must be positive");
+  if (t.weight_decay < 0) r.fail("train.weight_decay", train.get("weight_decay"), "must not be negative");
+  if (!(t.gamma > 0)) r.fail("train.gamma", train.get("gamma"), "must be positive");
+  if (t.step_size < 1) r.fail("train.step_size", train.get("step_size"), "must be at least 1");
+  if (t.checkpoint_every < 0)
+    r.fail("train.checkpoint_every", train.get("checkpoint_every"), "must be 0 (none) or more");
   t.seed = cfg.seed;
   t.num_threads = cfg.threads;
 
@@ -390,6 +397,10 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
       r.fail("evaluation." + n, node, "must be a section of that evaluator's parameters");
     cfg.evaluators.push_back(r.plugin(node ? *node->as_table() : empty, "evaluation." + n,
                                       SCSSL_KIND_EVALUATOR, registry, {}, n));
+    const auto* table = static_cast<const scssl_evaluator_table*>(cfg.evaluators.back().plugin->info->table);
+    if ((table->requirements & SCSSL_NEEDS_QUERY_BATCHES) && cfg.query_batches.empty())
+      r.fail("evaluation.query_batches", eval.get("query_batches"),
+             "must name the held-out batches: evaluator '" + n + "' needs them");
   }
   return cfg;
 }

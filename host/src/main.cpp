@@ -256,7 +256,10 @@ int main(int argc, char** argv) {
     }
     Registry registry;
     load_plugins(registry, plugin_folders(plugin_dirs, !no_defaults));
-    if (command == "list") return cmd_list(registry);
+    if (command == "list") {
+      if (!args.empty()) throw po::error("list takes no arguments");
+      return cmd_list(registry);
+    }
     if (command == "describe") {
       if (args.size() != 1) throw po::error("describe takes one plugin name");
       return cmd_describe(registry, args[0]);

@@ -80,8 +80,8 @@ void check_requirements(const Method& method, const CellData& data) {
         throw BadData(who + " needs raw counts, but modality '" + m.name + "' has none");
 }
 
-// Settings that can only be checked against the data: per-modality preprocessing sections and
-// evaluators that need held-out query batches. Checked before any training.
+// Settings that can only be checked against the data (per-modality preprocessing sections);
+// checked before any training.
 void check_config_against_data(const RunConfig& cfg, const CellData& data) {
   for (const auto& [name, options] : cfg.preprocess_by_modality) {
     if (data.modality_index(name) >= 0) continue;
@@ -90,12 +90,6 @@ void check_config_against_data(const RunConfig& cfg, const CellData& data) {
     throw InvalidArgument("[preprocess." + name + "] is configured, but the data set has no modality '" +
                           name + "' (modalities: " + have + ")");
   }
-  for (const auto& e : cfg.evaluators)
-    if ((static_cast<const scssl_evaluator_table*>(e.plugin->info->table)->requirements &
-         SCSSL_NEEDS_QUERY_BATCHES) &&
-        cfg.query_batches.empty())
-      throw InvalidArgument("evaluator '" + e.plugin->name() +
-                            "' needs held-out batches: set evaluation.query_batches");
 }
 
 std::string plugin_json(const LoadedPlugin& p) {
@@ -204,6 +198,10 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
 
     Method method(*cfg.method.plugin, cfg.method.params, services);
     check_requirements(method, data);
+    // Evaluators are created now, so that a bad evaluator parameter stops the run before training.
+    std::vector<std::unique_ptr<Evaluator>> evaluators;
+    for (const auto& e : cfg.evaluators)
+      evaluators.push_back(std::make_unique<Evaluator>(*e.plugin, e.params, services));
 
     // The unintegrated representation (scIB's X_pre): PCA of the first modality, all cells;
     // computed only when an evaluator asks for it.
@@ -264,12 +262,11 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
     meter.finish();
     if (cfg.save_model) method.save((dir / "model").string());
 
-    for (const auto& e : cfg.evaluators) {
-      meter.begin("evaluate:" + e.plugin->name());
-      Evaluator evaluator(*e.plugin, e.params, services);
-      auto values = evaluator.evaluate(data, embedding, unintegrated, cfg.query_batches);
+    for (auto& evaluator : evaluators) {
+      meter.begin("evaluate:" + evaluator->name());
+      auto values = evaluator->evaluate(data, embedding, unintegrated, cfg.query_batches);
       const StageRecord& s = meter.finish();
-      spdlog::info("{}: {} metric(s) in {:.2f} s", e.plugin->name(), values.size(), s.wall_seconds);
+      spdlog::info("{}: {} metric(s) in {:.2f} s", evaluator->name(), values.size(), s.wall_seconds);
       out.metrics.insert(out.metrics.end(), values.begin(), values.end());
     }
     write_file_atomic((dir / "metrics.json").string(), metrics_json(out.metrics) + "\n");

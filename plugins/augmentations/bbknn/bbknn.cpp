@@ -4,18 +4,11 @@
 // interpolates, a * x + (1 - a) * x_n, or switches gene-wise, keeping x with probability alpha and
 // taking x_n otherwise. The bench drew neighbours from bbknn's trimmed, symmetrised connectivity
 // graph; these are the plain per-batch lists that graph starts from.
-#include <sstream>
 
 #include "scssl/graphs.hpp"
 #include "scssl/plugin.hpp"
 
 namespace {
-
-std::string number(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
 
 class Bbknn final : public scssl::IAugmentation {
  public:
@@ -41,7 +34,7 @@ class Bbknn final : public scssl::IAugmentation {
           std::to_string(k_));
     if (!(alpha_ >= 0 && alpha_ <= 1))
       throw scssl::InvalidArgument("bbknn: parameter 'alpha' must be between 0 and 1, got " +
-                                   number(alpha_));
+                                   scssl::format_param(alpha_));
     if (n_pcs_ < 1)
       throw scssl::InvalidArgument("bbknn: parameter 'n_pcs' must be at least 1, got " +
                                    std::to_string(n_pcs_));

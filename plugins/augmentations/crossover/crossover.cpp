@@ -1,18 +1,11 @@
 // crossover: every cell takes the values of int(fraction * G) random genes from one other,
 // randomly chosen cell of the training data (methods.md §0.6). Only the augmented view changes;
 // CLEAR's code also wrote the cell's values back into the donor, which a view cannot do.
-#include <sstream>
 
 #include "scssl/graphs.hpp"
 #include "scssl/plugin.hpp"
 
 namespace {
-
-std::string number(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
 
 class CrossOver final : public scssl::IAugmentation {
  public:
@@ -25,7 +18,7 @@ class CrossOver final : public scssl::IAugmentation {
       : IAugmentation(host), fraction_(params.get_float("fraction")) {
     if (!(fraction_ >= 0 && fraction_ <= 1))
       throw scssl::InvalidArgument("crossover: parameter 'fraction' must be between 0 and 1, got " +
-                                   number(fraction_));
+                                   scssl::format_param(fraction_));
   }
 
   void prepare(const scssl::CellData& train, int modality) override {

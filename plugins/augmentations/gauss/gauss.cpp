@@ -1,18 +1,11 @@
 // gauss: adds N(0, sigma^2) noise to exactly int(fraction * G) distinct random genes of every
 // cell (methods.md §0.6). The defaults are the bench's CLEAR-style pipeline (0.8, 0.2); CLEAR's
 // own code ignored its sigma argument and always used 0.5.
-#include <sstream>
 
 #include "scssl/graphs.hpp"
 #include "scssl/plugin.hpp"
 
 namespace {
-
-std::string number(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
 
 class Gauss final : public scssl::IAugmentation {
  public:
@@ -29,10 +22,10 @@ class Gauss final : public scssl::IAugmentation {
         sigma_(params.get_float("sigma")) {
     if (!(fraction_ >= 0 && fraction_ <= 1))
       throw scssl::InvalidArgument("gauss: parameter 'fraction' must be between 0 and 1, got " +
-                                   number(fraction_));
+                                   scssl::format_param(fraction_));
     if (!(sigma_ >= 0) || std::isinf(sigma_))
       throw scssl::InvalidArgument("gauss: parameter 'sigma' must be a finite number >= 0, got " +
-                                   number(sigma_));
+                                   scssl::format_param(sigma_));
   }
 
   void apply(torch::Tensor& batch, const torch::Tensor&, int, torch::Generator& rng) override {

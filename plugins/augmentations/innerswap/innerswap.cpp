@@ -4,17 +4,10 @@
 // The swaps are applied one after another, so the result is always a permutation of the cell's
 // values. The Python references assign all pairs at once with numpy/torch fancy indexing, which
 // drops and duplicates values where pairs share a gene; only those overlapping cases differ.
-#include <sstream>
 
 #include "scssl/plugin.hpp"
 
 namespace {
-
-std::string number(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
 
 class InnerSwap final : public scssl::IAugmentation {
  public:
@@ -27,7 +20,7 @@ class InnerSwap final : public scssl::IAugmentation {
       : IAugmentation(host), fraction_(params.get_float("fraction")) {
     if (!(fraction_ >= 0 && fraction_ <= 1))
       throw scssl::InvalidArgument("innerswap: parameter 'fraction' must be between 0 and 1, got " +
-                                   number(fraction_));
+                                   scssl::format_param(fraction_));
   }
 
   void apply(torch::Tensor& batch, const torch::Tensor&, int, torch::Generator& rng) override {

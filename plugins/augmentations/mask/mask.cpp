@@ -1,18 +1,11 @@
 // mask: picks exactly int(fraction * G) distinct genes of every cell (methods.md §0.6). Two
 // conventions exist and both are offered: CLEAR sets the picked genes to 0 ("zero"); the
 // scSSL-Bench code multiplies by the pick, i.e. keeps only those genes ("keep").
-#include <sstream>
 
 #include "scssl/graphs.hpp"
 #include "scssl/plugin.hpp"
 
 namespace {
-
-std::string number(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
 
 class Mask final : public scssl::IAugmentation {
  public:
@@ -28,7 +21,7 @@ class Mask final : public scssl::IAugmentation {
       : IAugmentation(host), fraction_(params.get_float("fraction")) {
     if (!(fraction_ >= 0 && fraction_ <= 1))
       throw scssl::InvalidArgument("mask: parameter 'fraction' must be between 0 and 1, got " +
-                                   number(fraction_));
+                                   scssl::format_param(fraction_));
     const std::string& mode = params.get_string("mode");
     if (mode != "zero" && mode != "keep")
       throw scssl::InvalidArgument("mask: parameter 'mode' must be \"zero\" or \"keep\", got \"" +

@@ -8,18 +8,11 @@
 //   view 1:  a * x_anc + (1 - a) * x_anc_nn      x_anc: random MNN partner (the cell itself when
 //                                                it has none), x_anc_nn: its same-batch neighbour
 // with a = alpha ("fixed", scSSL-Bench) or a ~ U(alpha, 1) per cell ("uniform", CLAIRE).
-#include <sstream>
 
 #include "scssl/graphs.hpp"
 #include "scssl/plugin.hpp"
 
 namespace {
-
-std::string number(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
 
 class Mnn final : public scssl::IAugmentation {
  public:
@@ -48,7 +41,7 @@ class Mnn final : public scssl::IAugmentation {
                                    std::to_string(k_anchor_));
     if (!(alpha_ >= 0 && alpha_ <= 1))
       throw scssl::InvalidArgument("mnn: parameter 'alpha' must be between 0 and 1, got " +
-                                   number(alpha_));
+                                   scssl::format_param(alpha_));
     if (n_pcs_ < 1)
       throw scssl::InvalidArgument("mnn: parameter 'n_pcs' must be at least 1, got " +
                                    std::to_string(n_pcs_));

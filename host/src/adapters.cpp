@@ -44,6 +44,37 @@ HostServices::HostServices() {
   api_.record = [](void* self, const char* series, int64_t step, double value) {
     static_cast<HostServices*>(self)->on_record(series, step, value);
   };
+  api_.neighbors = [](void* self, int64_t k, DLTensor* indices, DLTensor* distances,
+                      scssl_error* error) {
+    return detail::guarded(error, [&] {
+      auto* services = static_cast<HostServices*>(self);
+      if (!services->on_neighbors)
+        throw Error(SCSSL_ERR_INTERNAL, "neighbour lists are only offered during evaluation");
+      if (k < 1) throw InvalidArgument("neighbour lists need k >= 1");
+      const Neighbors& nn = services->on_neighbors(k);
+      *indices = to_dl(nn.indices);
+      *distances = to_dl(nn.distances);
+    });
+  };
+}
+
+NeighborCache::NeighborCache(torch::Tensor embedding, int64_t min_k)
+    : embedding_(std::move(embedding)), min_k_(min_k) {}
+
+const Neighbors& NeighborCache::get(int64_t k) {
+  const int64_t n = embedding_.size(0);
+  k = std::min(k, n);
+  if (searched_k() < k) {
+    full_ = knn_self(embedding_, std::min(n, std::max(k, min_k_)));
+    prefixes_.clear();
+  }
+  if (k == searched_k()) return full_;
+  auto it = prefixes_.find(k);
+  if (it == prefixes_.end())
+    it = prefixes_.emplace(k, Neighbors{full_.indices.slice(1, 0, k).contiguous(),
+                                        full_.distances.slice(1, 0, k).contiguous()})
+             .first;
+  return it->second;
 }
 
 void check_status(scssl_status status, const scssl_error& error, const std::string& doing) {

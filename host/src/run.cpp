@@ -164,7 +164,7 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
   torch::manual_seed(cfg.seed);
 
   StageMeter meter;
-  std::string data_json = "null", embedding_json = "null";
+  std::string data_json = "null", embedding_json = "null", neighbors_json = "null";
   std::exception_ptr failure;
   std::string error;
   try {
@@ -262,6 +262,8 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
     meter.finish();
     if (cfg.save_model) method.save((dir / "model").string());
 
+    NeighborCache neighbors(embedding);
+    services.on_neighbors = [&neighbors](int64_t k) -> const Neighbors& { return neighbors.get(k); };
     for (auto& evaluator : evaluators) {
       meter.begin("evaluate:" + evaluator->name());
       auto values = evaluator->evaluate(data, embedding, unintegrated, cfg.query_batches);
@@ -269,6 +271,9 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
       spdlog::info("{}: {} metric(s) in {:.2f} s", evaluator->name(), values.size(), s.wall_seconds);
       out.metrics.insert(out.metrics.end(), values.begin(), values.end());
     }
+    services.on_neighbors = nullptr;
+    if (neighbors.searched_k() > 0)
+      neighbors_json = "{\"backend\": \"exact\", \"k\": " + std::to_string(neighbors.searched_k()) + "}";
     write_file_atomic((dir / "metrics.json").string(), metrics_json(out.metrics) + "\n");
     write_file_atomic((dir / "metrics.csv").string(), metrics_csv(out.metrics));
   } catch (const std::exception& e) {
@@ -305,6 +310,7 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
       << "},\n  \"plugins\": [" << plugins << "\n  ]"
       << ",\n  \"data\": " << data_json
       << ",\n  \"embedding\": " << embedding_json
+      << ",\n  \"neighbors\": " << neighbors_json
       << ",\n  \"stages\": " << stages_json(meter.stages()) << "\n}\n";
   write_file_atomic((dir / "history.csv").string(), history.str());
   write_file_atomic((dir / "run.json").string(), run.str());

@@ -11,8 +11,12 @@ namespace {
 constexpr int64_t kQueryBlock = 512;
 }
 
-Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, int64_t k,
-                    Distance distance) {
+namespace {
+
+// Shared by knn_exact and knn_self; with self_first the query rows are the reference rows and
+// each row's own index is ranked before everything else.
+Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int64_t k,
+                 Distance distance, bool self_first) {
   TORCH_CHECK(reference.dim() == 2 && query.dim() == 2 && reference.size(1) == query.size(1),
               "knn_exact: reference and query must be matrices with the same number of columns");
   // float64 keeps distance ties exact enough that "smaller index first" is reproducible.
@@ -45,10 +49,12 @@ Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, 
         const double* row = dist + i * n_ref;
         std::iota(order.begin(), order.end(), 0);
         std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
+          const bool a_self = self_first && a == begin + i, b_self = self_first && b == begin + i;
+          if (a_self != b_self) return a_self;
           return row[a] < row[b] || (row[a] == row[b] && a < b);
         });
         for (int64_t j = 0; j < k; ++j) {
-          const double v = row[order[j]];
+          const double v = self_first && order[j] == begin + i ? 0.0 : row[order[j]];
           out_idx[(begin + i) * k + j] = order[j];
           out_dist[(begin + i) * k + j] =
               static_cast<float>(distance == Distance::Euclidean ? std::sqrt(v) : v);
@@ -57,6 +63,17 @@ Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, 
     });
   }
   return out;
+}
+
+}  // namespace
+
+Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, int64_t k,
+                    Distance distance) {
+  return search(reference, query, k, distance, false);
+}
+
+Neighbors knn_self(const torch::Tensor& x, int64_t k) {
+  return search(x, x, k, Distance::Euclidean, true);
 }
 
 }  // namespace scssl

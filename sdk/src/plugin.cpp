@@ -33,6 +33,16 @@ void HostContext::record(const std::string& series, int64_t step, double value) 
   if (api_ && api_->record) api_->record(api_->host_data, series.c_str(), step, value);
 }
 
+std::pair<torch::Tensor, torch::Tensor> HostContext::neighbors(int64_t k) const {
+  if (!api_ || !api_->neighbors) throw Error(SCSSL_ERR_INTERNAL, "this host offers no neighbour lists");
+  DLTensor indices{}, distances{};
+  scssl_error error{};
+  scssl_status status = api_->neighbors(api_->host_data, k, &indices, &distances, &error);
+  if (status != SCSSL_OK) throw Error(status, error.message);
+  return {from_dl(indices, nullptr, "neighbour indices"),
+          from_dl(distances, nullptr, "neighbour distances")};
+}
+
 TrainOptions TrainOptions::from_c(const scssl_train_options& c) {
   TrainOptions o;
   o.epochs = c.epochs;

@@ -171,6 +171,12 @@ typedef struct scssl_host_api {
   int32_t (*augmentation_count)(void* host_data, int32_t modality);
   /* One point of a named series (e.g. "loss" per epoch); the host keeps it with the results. */
   void (*record)(void* host_data, const char* series, int64_t step, double value);
+  /* Inside an evaluator's evaluate(): the k nearest neighbours of every cell in the embedding
+   * being evaluated (Euclidean; column 0 is the cell itself, then by distance, ties by the lower
+   * index). One search at the largest k asked for serves every evaluator of the embedding.
+   * indices int64 [n, k] and distances float32 [n, k] stay valid until evaluate() returns. */
+  scssl_status (*neighbors)(void* host_data, int64_t k, DLTensor* indices, DLTensor* distances,
+                            scssl_error* error);
 } scssl_host_api;
 
 /* ---- the four kinds and their function tables --------------------------------------------------- */

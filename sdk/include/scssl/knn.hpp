@@ -17,4 +17,8 @@ struct Neighbors {
 Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, int64_t k,
                     Distance distance = Distance::Euclidean);
 
+// The k nearest rows of x to every row of x, the row itself always first (distance 0), then the
+// k - 1 nearest others, ties by the smaller index: the scIB metrics' convention (metrics.md §1.2).
+Neighbors knn_self(const torch::Tensor& x, int64_t k);
+
 }  // namespace scssl

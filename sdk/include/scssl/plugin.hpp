@@ -47,6 +47,9 @@ class HostContext {
   int augmentation_count(int modality) const;
   // One point of a named series, kept by the host with the run's results (history.csv).
   void record(const std::string& series, int64_t step, double value) const;
+  // Evaluators only: the shared k-nearest-neighbour lists of the embedding being evaluated
+  // (self first). {indices int64 [n, k], distances float32 [n, k]}, valid during evaluate().
+  std::pair<torch::Tensor, torch::Tensor> neighbors(int64_t k) const;
 
  private:
   const scssl_host_api* api_;

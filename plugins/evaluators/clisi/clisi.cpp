@@ -1,0 +1,40 @@
+// cLISI (metrics.md §2.6): how pure each cell's 90-neighbourhood is in cell types. The median LISI
+// over cells, rescaled to (L - median) / (L - 1): 1 = every neighbourhood a single type.
+#include <limits>
+
+#include "scssl/lisi.hpp"
+#include "scssl/plugin.hpp"
+
+namespace {
+
+class Clisi final : public scssl::IEvaluator {
+ public:
+  static std::vector<scssl_param_spec> parameters() {
+    return {{"k", SCSSL_PARAM_INT, "90", "neighbours per cell (perplexity k / 3), as scib-metrics"}};
+  }
+  static uint64_t requirements() { return SCSSL_NEEDS_LABELS; }
+  static std::vector<scssl_metric_spec> metrics() {
+    return {{"clisi", SCSSL_GROUP_BIO, 1, "cell-type LISI, scaled so that 1 means pure neighbourhoods"}};
+  }
+  Clisi(const scssl::ParamSet& p, scssl::HostContext& host) : IEvaluator(host), k_(p.get_int("k")) {
+    if (k_ < 3) throw scssl::InvalidArgument("clisi: k must be at least 3");
+  }
+  void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
+    const scssl::Column* labels = ctx.data.labels();
+    if (labels == nullptr || !labels->categorical)
+      throw scssl::BadData("clisi needs cell-type labels (set dataset.label_key)");
+    auto [indices, distances] = host_.neighbors(k_);
+    const double median = scssl::nanmedian(
+        scssl::lisi_per_cell(indices, distances, labels->codes, labels->categories.size()));
+    const double n_labels = static_cast<double>(scssl::count_present(labels->codes));
+    sink.report("clisi", n_labels > 1 ? (n_labels - median) / (n_labels - 1)
+                                      : std::numeric_limits<double>::quiet_NaN());
+  }
+
+ private:
+  int64_t k_;
+};
+
+}  // namespace
+
+SCSSL_PLUGIN(Clisi, "clisi", "1.0.0", "cLISI: cell-type purity of each cell's 90 nearest neighbours (scIB)")

@@ -1,0 +1,40 @@
+// iLISI (metrics.md §3.2): how well batches mix in each cell's 90-neighbourhood. The median LISI
+// over cells, rescaled to (median - 1) / (B - 1): 1 = every neighbourhood as mixed as B batches allow.
+#include <limits>
+
+#include "scssl/lisi.hpp"
+#include "scssl/plugin.hpp"
+
+namespace {
+
+class Ilisi final : public scssl::IEvaluator {
+ public:
+  static std::vector<scssl_param_spec> parameters() {
+    return {{"k", SCSSL_PARAM_INT, "90", "neighbours per cell (perplexity k / 3), as scib-metrics"}};
+  }
+  static uint64_t requirements() { return SCSSL_NEEDS_BATCH; }
+  static std::vector<scssl_metric_spec> metrics() {
+    return {{"ilisi", SCSSL_GROUP_BATCH, 1, "batch LISI, scaled so that 1 means fully mixed neighbourhoods"}};
+  }
+  Ilisi(const scssl::ParamSet& p, scssl::HostContext& host) : IEvaluator(host), k_(p.get_int("k")) {
+    if (k_ < 3) throw scssl::InvalidArgument("ilisi: k must be at least 3");
+  }
+  void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
+    const scssl::Column* batches = ctx.data.batches();
+    if (batches == nullptr || !batches->categorical)
+      throw scssl::BadData("ilisi needs batch labels (set dataset.batch_key)");
+    auto [indices, distances] = host_.neighbors(k_);
+    const double median = scssl::nanmedian(
+        scssl::lisi_per_cell(indices, distances, batches->codes, batches->categories.size()));
+    const double n_batches = static_cast<double>(scssl::count_present(batches->codes));
+    sink.report("ilisi", n_batches > 1 ? (median - 1) / (n_batches - 1)
+                                      : std::numeric_limits<double>::quiet_NaN());
+  }
+
+ private:
+  int64_t k_;
+};
+
+}  // namespace
+
+SCSSL_PLUGIN(Ilisi, "ilisi", "1.0.0", "iLISI: batch mixing in each cell's 90 nearest neighbours (scIB)")

@@ -1,0 +1,85 @@
+// Isolated labels, ASW variant as in scib-metrics 0.5.1 (metrics.md §2.3): cell types found in the
+// fewest batches are the "isolated" ones; each is scored by the mean rescaled silhouette (s + 1)/2
+// of its cells, where s is the silhouette over ALL cell types computed once (not isolated-vs-rest),
+// and the metric is the unweighted mean over isolated labels. The threshold is the minimum number
+// of batches any label occurs in, so the set is never empty; if every label is in every batch all
+// labels count (scib-metrics' behaviour, unlike scib's NaN). Cells missing a label or a batch take
+// no part.
+#include <limits>
+#include <set>
+
+#include "scssl/plugin.hpp"
+#include "scssl/silhouette.hpp"
+
+namespace {
+
+class IsolatedLabels final : public scssl::IEvaluator {
+ public:
+  static uint64_t requirements() { return SCSSL_NEEDS_LABELS | SCSSL_NEEDS_BATCH; }
+  static std::vector<scssl_metric_spec> metrics() {
+    return {{"isolated_labels", SCSSL_GROUP_BIO, 1,
+             "mean over the labels in the fewest batches of their mean (silhouette + 1) / 2"}};
+  }
+
+  IsolatedLabels(const scssl::ParamSet&, scssl::HostContext& host) : IEvaluator(host) {}
+
+  void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
+    const scssl::Column* labels = ctx.data.labels();
+    const scssl::Column* batches = ctx.data.batches();
+    if (labels == nullptr || !labels->categorical)
+      throw scssl::BadData("isolated_labels needs categorical cell-type labels (set dataset.label_key)");
+    if (batches == nullptr || !batches->categorical)
+      throw scssl::BadData("isolated_labels needs categorical batch labels (set dataset.batch_key)");
+    if (!ctx.embedding.defined() || ctx.embedding.dim() != 2 ||
+        ctx.embedding.size(0) != ctx.data.n_cells())
+      throw scssl::BadData("isolated_labels: the embedding must have one row per cell");
+
+    const int32_t* label = labels->codes.data_ptr<int32_t>();
+    const int32_t* batch = batches->codes.data_ptr<int32_t>();
+    std::vector<int64_t> keep;
+    const int64_t n_labels = static_cast<int64_t>(labels->categories.size());
+    std::vector<std::set<int32_t>> batches_of(n_labels);
+    for (int64_t i = 0; i < ctx.data.n_cells(); ++i) {
+      if (label[i] < 0 || batch[i] < 0) continue;
+      keep.push_back(i);
+      batches_of[label[i]].insert(batch[i]);
+    }
+    if (keep.empty()) {
+      host_.warn("isolated_labels: no cell has both a label and a batch; reporting NaN");
+      sink.report("isolated_labels", std::numeric_limits<double>::quiet_NaN());
+      return;
+    }
+    // Threshold = fewest batches of any label that has cells (categories without cells ignored).
+    size_t threshold = std::numeric_limits<size_t>::max();
+    for (const auto& b : batches_of)
+      if (!b.empty()) threshold = std::min(threshold, b.size());
+
+    torch::Tensor ids = torch::tensor(keep, torch::kInt64);
+    torch::Tensor codes = labels->codes.to(torch::kInt64).index_select(0, ids);
+    torch::Tensor s = scssl::silhouette_samples(ctx.embedding.index_select(0, ids), codes);
+    const double* sp = s.data_ptr<double>();
+    std::vector<double> sum(n_labels, 0.0);
+    std::vector<int64_t> count(n_labels, 0);
+    for (size_t j = 0; j < keep.size(); ++j) {
+      sum[label[keep[j]]] += (sp[j] + 1.0) / 2.0;
+      ++count[label[keep[j]]];
+    }
+    double total = 0;
+    int64_t n_isolated = 0;
+    std::string names;
+    for (int64_t l = 0; l < n_labels; ++l) {
+      if (batches_of[l].empty() || batches_of[l].size() > threshold) continue;
+      total += sum[l] / static_cast<double>(count[l]);
+      ++n_isolated;
+      names += (names.empty() ? "" : ", ") + labels->categories[l];
+    }
+    host_.debug("isolated_labels: threshold " + std::to_string(threshold) + " batch(es); " +
+                std::to_string(n_isolated) + " isolated label(s): " + names);
+    sink.report("isolated_labels", total / static_cast<double>(n_isolated));
+  }
+};
+
+}  // namespace
+
+SCSSL_PLUGIN(IsolatedLabels, "isolated_labels", "1.0.0",
+             "scIB isolated labels (ASW variant): silhouette of the labels found in the fewest batches")

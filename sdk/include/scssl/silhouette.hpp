@@ -1,0 +1,24 @@
+// Exact silhouette coefficients (metrics.md §2.1), shared by the scIB silhouette evaluators.
+// All pairs are used, but the n x n distance matrix is never held: distances are produced one row
+// block at a time and immediately reduced to per-cluster sums, so memory is O(block x n + n x k).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+namespace scssl {
+
+// The silhouette s_i of every row of `x` (float [n, d]) with cluster `codes` (integer [n], every
+// value >= 0; codes need not be contiguous). Returns float64 [n].
+//   a_i = mean distance to the other members of i's cluster,
+//   b_i = smallest mean distance to the members of another cluster,
+//   s_i = (b_i - a_i) / max(a_i, b_i).
+// As sklearn's silhouette_samples: s_i = 0 for a singleton cluster, for a_i = b_i = 0, and for
+// every cell when only one cluster is present. Distances are Euclidean, computed in float64.
+// `block_rows` <= 0 picks a block size that keeps one block's distances around 256 MiB.
+// Throws BadData on a non-finite embedding, a negative code or mismatched sizes.
+torch::Tensor silhouette_samples(const torch::Tensor& x, const torch::Tensor& codes,
+                                 int64_t block_rows = 0);
+
+}  // namespace scssl

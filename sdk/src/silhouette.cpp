@@ -1,0 +1,92 @@
+#include "scssl/silhouette.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "scssl/params.hpp"
+
+namespace scssl {
+
+torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor& codes_in,
+                                 int64_t block_rows) {
+  if (x_in.dim() != 2) throw BadData("silhouette: the embedding must be a 2-D matrix");
+  const int64_t n = x_in.size(0);
+  if (codes_in.dim() != 1 || codes_in.size(0) != n)
+    throw BadData("silhouette: need one cluster code per embedding row (" + std::to_string(n) +
+                  " rows, " + std::to_string(codes_in.numel()) + " codes)");
+  torch::Tensor result = torch::zeros({n}, torch::kFloat64);
+  if (n == 0) return result;
+  if (!torch::isfinite(x_in).all().item<bool>())
+    throw BadData("silhouette: the embedding contains NaN or infinite values");
+
+  // Cluster codes made contiguous (0..k-1) so per-cluster sums index a small table.
+  torch::Tensor codes64 = codes_in.to(torch::kInt64).contiguous();
+  if (codes64.min().item<int64_t>() < 0)
+    throw BadData("silhouette: cluster codes must be >= 0 (drop cells with missing codes first)");
+  torch::Tensor unique, dense;
+  std::tie(unique, dense, std::ignore) =
+      torch::_unique2(codes64, /*sorted=*/true, /*return_inverse=*/true, /*return_counts=*/false);
+  const int64_t k = unique.numel();
+  if (k < 2) return result;  // one cluster: silhouette undefined, 0 as in sklearn
+
+  // Cells ordered by cluster, so each cluster is one contiguous range of distance columns and its
+  // sum is a single narrow().sum() instead of a scatter.
+  torch::Tensor order = torch::argsort(dense);
+  torch::Tensor sorted_codes = dense.index_select(0, order);
+  torch::Tensor counts_t = torch::bincount(sorted_codes, {}, k);
+  std::vector<int64_t> counts(counts_t.data_ptr<int64_t>(), counts_t.data_ptr<int64_t>() + k);
+  std::vector<int64_t> start(k + 1, 0);
+  for (int64_t c = 0; c < k; ++c) start[c + 1] = start[c] + counts[c];
+
+  // float64 throughout: the |a|^2 + |b|^2 - 2ab expansion cancels badly in float32 for close
+  // points, and the reference values are float64. Centring first shrinks the norms that cancel.
+  torch::Tensor x = x_in.to(torch::kFloat64).index_select(0, order);
+  x = x - x.mean(0, /*keepdim=*/true);
+  torch::Tensor sq = (x * x).sum(1);  // [n]
+
+  if (block_rows <= 0) block_rows = std::clamp<int64_t>((int64_t{1} << 25) / n, 1, 1024);
+
+  torch::Tensor s_sorted = torch::zeros({n}, torch::kFloat64);
+  double* s = s_sorted.data_ptr<double>();
+  const int64_t* own = sorted_codes.data_ptr<int64_t>();
+  block_rows = std::min(block_rows, n);
+  // One distance buffer for all blocks, filled in place: a fresh block-sized allocation per block
+  // costs more in page faults than the arithmetic on small machines.
+  torch::Tensor buffer = torch::empty({block_rows, n}, torch::kFloat64);
+  // Cluster-major, so each cluster's sums are one contiguous output row.
+  torch::Tensor sums = torch::empty({k, block_rows}, torch::kFloat64);
+  const torch::Tensor xt = x.t();
+  const torch::Tensor sq_cols = sq.unsqueeze(0);
+  for (int64_t r0 = 0; r0 < n; r0 += block_rows) {
+    const int64_t rows = std::min(block_rows, n - r0);
+    torch::Tensor dist = buffer.narrow(0, 0, rows);
+    // |x_i - x_j|^2 = |x_i|^2 + |x_j|^2 - 2 x_i.x_j, the product part by BLAS.
+    torch::mm_out(dist, x.narrow(0, r0, rows), xt);
+    dist.mul_(-2.0).add_(sq_cols).add_(sq.narrow(0, r0, rows).unsqueeze(1));
+    dist.clamp_min_(0.0).sqrt_();
+    // A cell's distance to itself is exactly 0; rounding would otherwise add a tiny term to a_i.
+    dist.diagonal(r0).zero_();
+    for (int64_t c = 0; c < k; ++c) {
+      torch::Tensor out = sums[c].narrow(0, 0, rows);
+      torch::sum_out(out, dist.narrow(1, start[c], counts[c]), {1});
+    }
+    const double* S = sums.data_ptr<double>();
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = r0 + r;
+      const int64_t ci = own[i];
+      if (counts[ci] < 2) continue;  // singleton: s = 0
+      const double a = S[ci * block_rows + r] / static_cast<double>(counts[ci] - 1);
+      double b = std::numeric_limits<double>::infinity();
+      for (int64_t c = 0; c < k; ++c)
+        if (c != ci) b = std::min(b, S[c * block_rows + r] / static_cast<double>(counts[c]));
+      const double m = std::max(a, b);
+      s[i] = m > 0 ? (b - a) / m : 0.0;  // a = b = 0 (duplicates): 0, as sklearn's nan_to_num
+    }
+  }
+  // Back to the caller's row order.
+  result.index_copy_(0, order, s_sorted);
+  return result;
+}
+
+}  // namespace scssl

@@ -169,6 +169,27 @@ void write_h5ad_with_embedding(const std::string& source_h5ad, const std::string
   });
 }
 
+std::vector<MetricValue> scib_aggregates(const std::vector<MetricValue>& metrics) {
+  double sum[2] = {0, 0};
+  int count[2] = {0, 0};
+  bool any = false;
+  for (const auto& m : metrics) {
+    if (m.group != SCSSL_GROUP_BIO && m.group != SCSSL_GROUP_BATCH) continue;
+    any = true;
+    if (!std::isfinite(m.value)) continue;
+    const int g = m.group == SCSSL_GROUP_BIO ? 0 : 1;
+    sum[g] += m.value;
+    ++count[g];
+  }
+  if (!any) return {};
+  const double nan = std::nan("");
+  const double bio = count[0] ? sum[0] / count[0] : nan;
+  const double batch = count[1] ? sum[1] / count[1] : nan;
+  return {{"aggregate", "bio_conservation", bio, SCSSL_GROUP_OTHER, true},
+          {"aggregate", "batch_correction", batch, SCSSL_GROUP_OTHER, true},
+          {"aggregate", "total", 0.6 * bio + 0.4 * batch, SCSSL_GROUP_OTHER, true}};
+}
+
 std::string metrics_table(const std::vector<MetricValue>& metrics) {
   size_t w_eval = 9, w_metric = 6, w_group = 5;
   for (const auto& m : metrics) {

@@ -34,6 +34,12 @@ void write_embedding_file(const std::string& path, const torch::Tensor& embeddin
 void write_h5ad_with_embedding(const std::string& source_h5ad, const std::string& target,
                                const std::string& key, const torch::Tensor& embedding);
 
+// scIB aggregates of one embedding: Bio conservation = mean of the bio-group metrics, Batch
+// correction = mean of the batch-group metrics (NaN metrics skipped), Total = 0.6 Bio + 0.4 Batch.
+// Which metric counts where comes from each metric's own group. Empty when no bio or batch metric
+// was computed; an aggregate without any finite metric is NaN.
+std::vector<MetricValue> scib_aggregates(const std::vector<MetricValue>& metrics);
+
 // The results as an aligned text table for the terminal.
 std::string metrics_table(const std::vector<MetricValue>& metrics);
 

@@ -272,6 +272,8 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
       out.metrics.insert(out.metrics.end(), values.begin(), values.end());
     }
     services.on_neighbors = nullptr;
+    const auto aggregates = scib_aggregates(out.metrics);
+    out.metrics.insert(out.metrics.end(), aggregates.begin(), aggregates.end());
     if (neighbors.searched_k() > 0)
       neighbors_json = "{\"backend\": \"exact\", \"k\": " + std::to_string(neighbors.searched_k()) + "}";
     write_file_atomic((dir / "metrics.json").string(), metrics_json(out.metrics) + "\n");

@@ -64,13 +64,10 @@ void install_progress(HostServices& services, bool show) {
   };
 }
 
-void check_requirements(const Method& method, const CellData& data) {
-  const uint64_t needs = method.requirements();
-  const std::string who = "method '" + method.name() + "'";
-  if ((needs & SCSSL_NEEDS_BATCH) && data.batches() == nullptr)
-    throw BadData(who + " needs batch labels, but the data set has none (set dataset.batch_key)");
-  if ((needs & SCSSL_NEEDS_LABELS) && data.labels() == nullptr)
-    throw BadData(who + " needs cell-type labels, but the data set has none (set dataset.label_key)");
+// What a plugin declares it needs from the data (scssl_requirement bits), checked before training.
+void check_requirements(uint64_t needs, const std::string& who, const CellData& data) {
+  if (needs & SCSSL_NEEDS_BATCH) data.require_batches(who);
+  if (needs & SCSSL_NEEDS_LABELS) data.require_labels(who);
   if ((needs & SCSSL_NEEDS_SECOND_MODALITY) && data.modalities.size() < 2)
     throw BadData(who + " needs two modalities (e.g. RNA and ADT), but the data set has " +
                   std::to_string(data.modalities.size()));
@@ -197,7 +194,10 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
                                                           meter.stages().front().wall_seconds);
 
     Method method(*cfg.method.plugin, cfg.method.params, services);
-    check_requirements(method, data);
+    check_requirements(method.requirements(), "method '" + method.name() + "'", data);
+    for (const auto& e : cfg.evaluators)
+      check_requirements(static_cast<const scssl_evaluator_table*>(e.plugin->info->table)->requirements,
+                         "evaluator '" + e.plugin->name() + "'", data);
     // Evaluators are created now, so that a bad evaluator parameter stops the run before training.
     std::vector<std::unique_ptr<Evaluator>> evaluators;
     for (const auto& e : cfg.evaluators)

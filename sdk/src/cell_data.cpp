@@ -184,6 +184,20 @@ const Column* CellData::find_column(const std::string& name) const {
   return nullptr;
 }
 
+const Column& CellData::require_labels(const std::string& who) const {
+  const Column* c = labels();
+  if (c == nullptr || !c->categorical)
+    throw BadData(who + " needs categorical cell-type labels (set dataset.label_key)");
+  return *c;
+}
+
+const Column& CellData::require_batches(const std::string& who) const {
+  const Column* c = batches();
+  if (c == nullptr || !c->categorical)
+    throw BadData(who + " needs categorical batch labels (set dataset.batch_key)");
+  return *c;
+}
+
 int CellData::modality_index(const std::string& name) const {
   for (size_t i = 0; i < modalities.size(); ++i)
     if (modalities[i].name == name) return static_cast<int>(i);

@@ -20,9 +20,7 @@ class Clisi final : public scssl::IEvaluator {
     if (k_ < 3) throw scssl::InvalidArgument("clisi: k must be at least 3");
   }
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
-    const scssl::Column* labels = ctx.data.labels();
-    if (labels == nullptr || !labels->categorical)
-      throw scssl::BadData("clisi needs cell-type labels (set dataset.label_key)");
+    const scssl::Column* labels = &ctx.data.require_labels("clisi");
     auto [indices, distances] = host_.neighbors(k_);
     const double median = scssl::nanmedian(
         scssl::lisi_per_cell(indices, distances, labels->codes, labels->categories.size()));

@@ -73,9 +73,7 @@ class GraphConnectivity final : public scssl::IEvaluator {
     if (k_ < 1) throw scssl::InvalidArgument("graph_connectivity: k must be at least 1");
   }
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
-    const scssl::Column* labels = ctx.data.labels();
-    if (labels == nullptr || !labels->categorical)
-      throw scssl::BadData("graph_connectivity needs cell-type labels (set dataset.label_key)");
+    const scssl::Column* labels = &ctx.data.require_labels("graph_connectivity");
     torch::Tensor indices = host_.neighbors(k_).first;
     const int64_t n = indices.size(0), k = indices.size(1);
     std::vector<std::vector<int64_t>> members(labels->categories.size());

@@ -20,9 +20,7 @@ class Ilisi final : public scssl::IEvaluator {
     if (k_ < 3) throw scssl::InvalidArgument("ilisi: k must be at least 3");
   }
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
-    const scssl::Column* batches = ctx.data.batches();
-    if (batches == nullptr || !batches->categorical)
-      throw scssl::BadData("ilisi needs batch labels (set dataset.batch_key)");
+    const scssl::Column* batches = &ctx.data.require_batches("ilisi");
     auto [indices, distances] = host_.neighbors(k_);
     const double median = scssl::nanmedian(
         scssl::lisi_per_cell(indices, distances, batches->codes, batches->categories.size()));

@@ -24,12 +24,8 @@ class IsolatedLabels final : public scssl::IEvaluator {
   IsolatedLabels(const scssl::ParamSet&, scssl::HostContext& host) : IEvaluator(host) {}
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
-    const scssl::Column* labels = ctx.data.labels();
-    const scssl::Column* batches = ctx.data.batches();
-    if (labels == nullptr || !labels->categorical)
-      throw scssl::BadData("isolated_labels needs categorical cell-type labels (set dataset.label_key)");
-    if (batches == nullptr || !batches->categorical)
-      throw scssl::BadData("isolated_labels needs categorical batch labels (set dataset.batch_key)");
+    const scssl::Column* labels = &ctx.data.require_labels("isolated_labels");
+    const scssl::Column* batches = &ctx.data.require_batches("isolated_labels");
     if (!ctx.embedding.defined() || ctx.embedding.dim() != 2 ||
         ctx.embedding.size(0) != ctx.data.n_cells())
       throw scssl::BadData("isolated_labels: the embedding must have one row per cell");

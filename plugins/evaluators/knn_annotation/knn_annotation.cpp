@@ -37,15 +37,11 @@ class KnnAnnotation final : public scssl::IEvaluator {
   }
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
-    const scssl::Column* labels = ctx.data.labels();
-    const scssl::Column* batches = ctx.data.batches();
-    if (labels == nullptr || !labels->categorical)
-      throw scssl::BadData("knn_annotation needs cell-type labels (set dataset.label_key)");
+    const scssl::Column* labels = &ctx.data.require_labels("knn_annotation");
+    const scssl::Column* batches = &ctx.data.require_batches("knn_annotation");
     if (ctx.query_batches.empty())
       throw scssl::InvalidArgument(
           "knn_annotation needs the held-out batches: set evaluation.query_batches");
-    if (batches == nullptr || !batches->categorical)
-      throw scssl::BadData("knn_annotation needs batch labels (set dataset.batch_key)");
 
     std::vector<char> is_query(batches->categories.size(), 0);
     for (const auto& q : ctx.query_batches) {

@@ -35,9 +35,7 @@ class ModalityPrediction final : public scssl::IEvaluator {
                            "' (it needs paired RNA + protein data)");
     const scssl::Modality& protein = ctx.data.modalities[m];
     const scssl::Matrix& stored = protein.counts.empty() ? protein.X : protein.counts;
-    const scssl::Column* batches = ctx.data.batches();
-    if (batches == nullptr || !batches->categorical)
-      throw scssl::BadData("modality_prediction needs batch labels (set dataset.batch_key)");
+    const scssl::Column* batches = &ctx.data.require_batches("modality_prediction");
     std::vector<char> is_query(batches->categories.size(), 0);
     for (const auto& q : ctx.query_batches) {
       auto it = std::find(batches->categories.begin(), batches->categories.end(), q);

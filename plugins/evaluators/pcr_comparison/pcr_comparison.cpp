@@ -41,9 +41,7 @@ class PcrComparison final : public scssl::IEvaluator {
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     constexpr double nan = std::numeric_limits<double>::quiet_NaN();
-    const scssl::Column* batches = ctx.data.batches();
-    if (batches == nullptr || !batches->categorical)
-      throw scssl::BadData("pcr_comparison needs categorical batch labels (set dataset.batch_key)");
+    const scssl::Column* batches = &ctx.data.require_batches("pcr_comparison");
     const int64_t n = ctx.data.n_cells();
     if (!ctx.embedding.defined() || ctx.embedding.dim() != 2 || ctx.embedding.size(0) != n)
       throw scssl::BadData("pcr_comparison: the embedding must have one row per cell");

@@ -24,12 +24,8 @@ class SilhouetteBatch final : public scssl::IEvaluator {
   SilhouetteBatch(const scssl::ParamSet&, scssl::HostContext& host) : IEvaluator(host) {}
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
-    const scssl::Column* labels = ctx.data.labels();
-    const scssl::Column* batches = ctx.data.batches();
-    if (labels == nullptr || !labels->categorical)
-      throw scssl::BadData("silhouette_batch needs categorical cell-type labels (set dataset.label_key)");
-    if (batches == nullptr || !batches->categorical)
-      throw scssl::BadData("silhouette_batch needs categorical batch labels (set dataset.batch_key)");
+    const scssl::Column* labels = &ctx.data.require_labels("silhouette_batch");
+    const scssl::Column* batches = &ctx.data.require_batches("silhouette_batch");
     if (!ctx.embedding.defined() || ctx.embedding.dim() != 2 ||
         ctx.embedding.size(0) != ctx.data.n_cells())
       throw scssl::BadData("silhouette_batch: the embedding must have one row per cell");

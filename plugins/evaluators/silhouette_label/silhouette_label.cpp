@@ -19,9 +19,7 @@ class SilhouetteLabel final : public scssl::IEvaluator {
   SilhouetteLabel(const scssl::ParamSet&, scssl::HostContext& host) : IEvaluator(host) {}
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
-    const scssl::Column* labels = ctx.data.labels();
-    if (labels == nullptr || !labels->categorical)
-      throw scssl::BadData("silhouette_label needs categorical cell-type labels (set dataset.label_key)");
+    const scssl::Column* labels = &ctx.data.require_labels("silhouette_label");
     if (!ctx.embedding.defined() || ctx.embedding.dim() != 2 ||
         ctx.embedding.size(0) != ctx.data.n_cells())
       throw scssl::BadData("silhouette_label: the embedding must have one row per cell");

@@ -77,6 +77,10 @@ struct CellData {
   // The batch / label column, or nullptr when the data set has none.
   const Column* batches() const { return batch_key.empty() ? nullptr : find_column(batch_key); }
   const Column* labels() const { return label_key.empty() ? nullptr : find_column(label_key); }
+  // The categorical cell-type / batch column, or BadData "<who> needs cell-type labels (set
+  // dataset.label_key)" (likewise for batches).
+  const Column& require_labels(const std::string& who) const;
+  const Column& require_batches(const std::string& who) const;
   // Index of a modality by name, or -1.
   int modality_index(const std::string& name) const;
 

@@ -401,14 +401,20 @@ torch::Tensor read_pointers(const Dataset& d, int64_t major, int64_t nnz, const 
                 std::to_string(row) + ", column " + std::to_string(col) + ")");
 }
 
-Csr read_csr(const Group& g, int64_t rows, int64_t cols) {
+// The values and index arrays of a sparse matrix group: numeric and integer, of one length.
+std::pair<Dataset, Dataset> sparse_arrays(const Group& g, const char* index_what) {
   Dataset data = g.dataset("data"), indices = g.dataset("indices");
   require_numeric(data, "matrix values");
-  require_integers(indices, "column indices");
-  const int64_t nnz = data.length_1d();
-  if (indices.length_1d() != nnz)
+  require_integers(indices, index_what);
+  if (indices.length_1d() != data.length_1d())
     indices.fail("has " + std::to_string(indices.length_1d()) + " entries but '" + data.key() +
-                 "' has " + std::to_string(nnz));
+                 "' has " + std::to_string(data.length_1d()));
+  return {data, indices};
+}
+
+Csr read_csr(const Group& g, int64_t rows, int64_t cols) {
+  auto [data, indices] = sparse_arrays(g, "column indices");
+  const int64_t nnz = data.length_1d();
   Csr m;
   m.rows = rows;
   m.cols = cols;
@@ -434,13 +440,8 @@ Csr read_csr(const Group& g, int64_t rows, int64_t cols) {
 // CSC -> CSR by counting and scattering, reading the CSC arrays in blocks: the peak is the CSR
 // result plus one block, never a dense matrix.
 Csr read_csc(const Group& g, int64_t rows, int64_t cols) {
-  Dataset data = g.dataset("data"), indices = g.dataset("indices");
-  require_numeric(data, "matrix values");
-  require_integers(indices, "row indices");
+  auto [data, indices] = sparse_arrays(g, "row indices");
   const int64_t nnz = data.length_1d();
-  if (indices.length_1d() != nnz)
-    indices.fail("has " + std::to_string(indices.length_1d()) + " entries but '" + data.key() +
-                 "' has " + std::to_string(nnz));
   torch::Tensor colptr_t = read_pointers(g.dataset("indptr"), cols, nnz, "column");
   const int64_t* colptr = colptr_t.data_ptr<int64_t>();
 

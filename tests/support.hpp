@@ -49,12 +49,9 @@ inline CellData load_h5ad(const std::string& path, const std::string& batch_key 
 
 // obsm/<key> of an .h5ad as float32 [n, d].
 inline torch::Tensor read_obsm(const std::string& path, const std::string& key) {
-  h5::File f = h5::File::open(path);
-  h5::Dataset d = f.root().dataset("obsm/" + key);
-  auto shape = d.shape();
-  torch::Tensor t = torch::empty({shape.at(0), shape.at(1)}, torch::kFloat32);
-  d.read(h5::NumType::Float32, t.data_ptr<float>());
-  return t;
+  int64_t rows = 0, cols = 0;
+  std::vector<float> values = h5::read_obsm_array(path, key, rows, cols);
+  return torch::from_blob(values.data(), {rows, cols}, torch::kFloat32).clone();
 }
 
 inline std::string read_text(const std::string& path) {

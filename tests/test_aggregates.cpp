@@ -43,7 +43,7 @@ TEST(ScibAggregates, MatchTheReferenceValuesOfTheSameMetrics) {
   torch::Tensor pre = test::read_obsm(dir + "kang_ctrl_stim.h5ad", "X_pca");
   host::HostServices services;
   host::NeighborCache cache(emb);
-  services.on_neighbors = [&cache](int64_t k) -> const Neighbors& { return cache.get(k); };
+  services.serve_neighbors(&cache);
   std::vector<MetricValue> all;
   for (const char* name : {"isolated_labels", "silhouette_label", "clisi", "silhouette_batch", "ilisi",
                            "graph_connectivity", "pcr_comparison"}) {

@@ -13,7 +13,7 @@ std::map<std::string, double> score(const CellData& data, const torch::Tensor& e
                                     int64_t* searched_k = nullptr) {
   host::HostServices services;
   host::NeighborCache cache(embedding);
-  services.on_neighbors = [&cache](int64_t k) -> const Neighbors& { return cache.get(k); };
+  services.serve_neighbors(&cache);
   std::map<std::string, double> out;
   for (const auto& name : evaluators) {
     const host::LoadedPlugin& p = test::plugins().get(name, SCSSL_KIND_EVALUATOR);

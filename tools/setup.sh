@@ -11,6 +11,9 @@ packages=(
   libtorch-dev libopenblas0-pthread              # LibTorch (CPU) and a fast BLAS for it
   libboost-dev libboost-program-options-dev      # Boost.DLL (header-only) and Program_options
   libhdf5-dev libtomlplusplus-dev libspdlog-dev
+  libigraph-dev                                  # Leiden clustering (leiden_nmi_ari)
+  libeigen3-dev libspectra-dev                   # sparse eigensolver for kBET's diffusion map
+  libhnswlib-dev                                 # approximate neighbour index for large n
   libgtest-dev googletest nlohmann-json3-dev     # tests
 )
 

@@ -56,25 +56,29 @@ HostServices::HostServices() {
       *distances = to_dl(nn.distances);
     });
   };
+  api_.connectivities = [](void* self, int64_t k, DLTensor* indptr, DLTensor* indices,
+                           DLTensor* weights, scssl_error* error) {
+    return detail::guarded(error, [&] {
+      auto* services = static_cast<HostServices*>(self);
+      if (!services->on_connectivities)
+        throw Error(SCSSL_ERR_INTERNAL, "connectivities are only offered during evaluation");
+      if (k < 2) throw InvalidArgument("connectivities need k >= 2");
+      const SparseGraph& graph = services->on_connectivities(k);
+      *indptr = to_dl(graph.indptr);
+      *indices = to_dl(graph.indices);
+      *weights = to_dl(graph.weights);
+    });
+  };
 }
 
-NeighborCache::NeighborCache(torch::Tensor embedding, int64_t min_k)
-    : embedding_(std::move(embedding)), min_k_(min_k) {}
-
-const Neighbors& NeighborCache::get(int64_t k) {
-  const int64_t n = embedding_.size(0);
-  k = std::min(k, n);
-  if (searched_k() < k) {
-    full_ = knn_self(embedding_, std::min(n, std::max(k, min_k_)));
-    prefixes_.clear();
+void HostServices::serve_neighbors(NeighborCache* cache) {
+  if (!cache) {
+    on_neighbors = nullptr;
+    on_connectivities = nullptr;
+    return;
   }
-  if (k == searched_k()) return full_;
-  auto it = prefixes_.find(k);
-  if (it == prefixes_.end())
-    it = prefixes_.emplace(k, Neighbors{full_.indices.slice(1, 0, k).contiguous(),
-                                        full_.distances.slice(1, 0, k).contiguous()})
-             .first;
-  return it->second;
+  on_neighbors = [cache](int64_t k) -> const Neighbors& { return cache->get(k); };
+  on_connectivities = [cache](int64_t k) -> const SparseGraph& { return cache->connectivities(k); };
 }
 
 void check_status(scssl_status status, const scssl_error& error, const std::string& doing) {

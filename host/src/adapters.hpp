@@ -2,6 +2,7 @@
 // status + message into an exception, and keeps the library alive while its results live.
 #pragma once
 
+#include <cmath>
 #include <functional>
 #include <map>
 #include <memory>
@@ -11,6 +12,7 @@
 #include "registry.hpp"
 #include "scssl/cell_data.hpp"
 #include "scssl/knn.hpp"
+#include "neighbors.hpp"
 #include "scssl/plugin.hpp"
 
 namespace scssl::host {
@@ -34,27 +36,14 @@ class HostServices {
   std::function<void(const std::string& series, int64_t step, double value)> on_record;
   // Neighbour lists for evaluators (see NeighborCache); default: none offered.
   std::function<const Neighbors&(int64_t k)> on_neighbors;
+  std::function<const SparseGraph&(int64_t k)> on_connectivities;
+  // Routes on_neighbors and on_connectivities to `cache` (nullptr: stop offering them).
+  void serve_neighbors(NeighborCache* cache);
 
   const scssl_host_api* api() const { return &api_; }
 
  private:
   scssl_host_api api_{};
-};
-
-// The neighbour lists of one embedding, computed once at the largest k asked for (at least
-// min_k, 90 for the scIB metrics) and served as prefixes to every evaluator.
-class NeighborCache {
- public:
-  explicit NeighborCache(torch::Tensor embedding, int64_t min_k = 90);
-  const Neighbors& get(int64_t k);
-  // The k of the search done so far (0 if none), for the results.
-  int64_t searched_k() const { return full_.indices.defined() ? full_.indices.size(1) : 0; }
-
- private:
-  torch::Tensor embedding_;
-  int64_t min_k_;
-  Neighbors full_;
-  std::map<int64_t, Neighbors> prefixes_;
 };
 
 // Throws scssl::Error with the plugin's message, prefixed by what was being done.
@@ -107,6 +96,7 @@ struct MetricValue {
   double value;
   scssl_metric_group group;
   bool higher_is_better;
+  double seconds = std::nan("");  // wall time of the evaluator that reported it
 };
 
 class Evaluator {

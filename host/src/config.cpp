@@ -270,7 +270,7 @@ const PreprocessOptions& RunConfig::preprocess_for(const std::string& modality) 
 }
 
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides,
-                          const Registry& registry) {
+                          const Registry& registry, ConfigUse use) {
   RunConfig cfg;
   toml::table root;
   if (!path.empty()) {
@@ -332,8 +332,16 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
         read_preprocess(r, *node.as_table(), "preprocess." + modality, cfg.preprocess);
   }
 
-  if (!root.get("method")) r.fail("method", nullptr, "section is missing");
-  cfg.method = r.plugin(section("method"), "method", SCSSL_KIND_METHOD, registry, {});
+  // Scoring stored embeddings needs no method: a run config's training sections are ignored.
+  if (use == ConfigUse::Evaluate) {
+    root.erase("method");
+    root.erase("train");
+    root.erase("augmentation");
+  }
+  if (use == ConfigUse::Run) {
+    if (!root.get("method")) r.fail("method", nullptr, "section is missing");
+    cfg.method = r.plugin(section("method"), "method", SCSSL_KIND_METHOD, registry, {});
+  }
 
   const toml::table& train = section("train");
   r.only(train, "train", {"epochs", "batch_size", "learning_rate", "weight_decay", "schedule",
@@ -385,12 +393,21 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 
   const toml::table& eval = section("evaluation");
   const StringList names = r.get(eval, "evaluation", "evaluators", StringList{});
-  std::set<std::string> eval_known = {"evaluators", "query_batches", "unintegrated_components"};
+  std::set<std::string> eval_known = {"evaluators", "query_batches", "unintegrated_components",
+                                      "neighbors", "exact_max_cells"};
   for (const auto& n : names) eval_known.insert(n);
   r.only(eval, "evaluation", eval_known);
   cfg.query_batches = r.get(eval, "evaluation", "query_batches", StringList{});
   cfg.unintegrated_components =
       r.get(eval, "evaluation", "unintegrated_components", cfg.unintegrated_components);
+  cfg.neighbors.backend = r.get(eval, "evaluation", "neighbors", cfg.neighbors.backend);
+  if (cfg.neighbors.backend != "auto" && cfg.neighbors.backend != "exact" && cfg.neighbors.backend != "hnsw")
+    r.fail("evaluation.neighbors", eval.get("neighbors"), "must be \"auto\", \"exact\" or \"hnsw\"");
+  if (cfg.neighbors.backend == "hnsw" && !hnsw_available())
+    r.fail("evaluation.neighbors", eval.get("neighbors"),
+           "\"hnsw\" is not available: this build has no hnswlib (use \"exact\")");
+  cfg.neighbors.exact_max_cells =
+      r.get(eval, "evaluation", "exact_max_cells", cfg.neighbors.exact_max_cells);
   for (const auto& n : names) {
     const toml::node* node = eval.get(n);
     if (node && !node->is_table())
@@ -417,6 +434,7 @@ std::string RunConfig::resolved_toml() const {
   toml::table pre = preprocess_table(preprocess);
   for (const auto& [m, o] : preprocess_by_modality) pre.insert(m, preprocess_table(o));
   root.insert("preprocess", pre);
+  if (method.plugin) {
   root.insert("method", plugin_table(method, true));
   root.insert("train", toml::table{{"epochs", train.epochs},
                                    {"batch_size", train.batch_size},
@@ -438,6 +456,7 @@ std::string RunConfig::resolved_toml() const {
     }
     root.insert("augmentation", augs);
   }
+  }
   toml::table eval;
   StringList names;
   for (const auto& e : evaluators) {
@@ -447,6 +466,8 @@ std::string RunConfig::resolved_toml() const {
   eval.insert("evaluators", to_toml_list(names));
   eval.insert("query_batches", to_toml_list(query_batches));
   eval.insert("unintegrated_components", unintegrated_components);
+  eval.insert("neighbors", neighbors.backend);
+  eval.insert("exact_max_cells", neighbors.exact_max_cells);
   root.insert("evaluation", eval);
   std::ostringstream out;
   out << "# Resolved configuration: every setting of this run, defaults included.\n" << root << "\n";

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "neighbors.hpp"
 #include "registry.hpp"
 #include "scssl/params.hpp"
 #include "scssl/plugin.hpp"
@@ -39,21 +40,26 @@ struct RunConfig {
   PluginChoice dataset;
   PreprocessOptions preprocess;                         // for every modality...
   std::map<std::string, PreprocessOptions> preprocess_by_modality;  // ...unless overridden
-  PluginChoice method;
+  PluginChoice method;  // no plugin when read for evaluation
   TrainOptions train;
   std::vector<AugmentationChoice> augmentations;
   std::vector<std::string> query_batches;
   std::vector<PluginChoice> evaluators;
   int64_t unintegrated_components = 50;
+  NeighborOptions neighbors;
 
   const PreprocessOptions& preprocess_for(const std::string& modality) const;
   // The configuration with every default written out, as TOML.
   std::string resolved_toml() const;
 };
 
+// What a config is read for: a run (method and training required) or `scssl-host evaluate`
+// (scoring stored embeddings: [method], [train] and [[augmentation]] are ignored).
+enum class ConfigUse { Run, Evaluate };
+
 // Reads a run config; `overrides` are "section.key=value" strings (value in TOML syntax, or a
 // bare string). Every error names the file, the key and, where known, the line.
 RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides,
-                          const Registry& registry);
+                          const Registry& registry, ConfigUse use = ConfigUse::Run);
 
 }  // namespace scssl::host

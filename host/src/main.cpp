@@ -1,4 +1,4 @@
-// scssl-host: the command-line front end. Subcommands: list, describe, run, validate.
+// scssl-host: the command-line front end. Subcommands: list, describe, run, evaluate, validate.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
@@ -32,6 +32,9 @@ const char* kUsage =
     "  describe NAME             a plugin's summary and every parameter\n"
     "  run CONFIG.toml [--set section.key=value]... [--output DIR]\n"
     "                            one run end to end; prints the results and the run folder\n"
+    "  evaluate DATA.h5ad --embedding KEY [--embedding KEY]... [options]\n"
+    "                            scores embeddings stored in obsm (from any tool) with the\n"
+    "                            evaluators; writes the same result files as a run\n"
     "  validate FILE.so          checks one plugin library (for plugin authors' CI)\n"
     "\n"
     "Plugins are looked up in every --plugins DIR, the folders of $SCSSL_PLUGIN_PATH (':'-separated)\n"
@@ -193,8 +196,98 @@ int cmd_run(const Registry& registry, const std::vector<std::string>& args, bool
   po::notify(vm);
   RunConfig cfg = load_run_config(config, sets, registry);
   if (!output.empty()) cfg.output_dir = output;
-  RunOutcome outcome = execute_run(cfg, registry, {command_line, !quiet});
+  RunOutcome outcome = execute_run(cfg, {command_line, !quiet});
   std::cout << "\n" << metrics_table(outcome.metrics) << "\nrun folder: " << outcome.run_dir << "\n";
+  return 0;
+}
+
+// A TOML string literal, for settings built from command-line arguments.
+std::string toml_quote(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string toml_list(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) out += (i ? ", " : "") + toml_quote(items[i]);
+  return out + "]";
+}
+
+// "a,b" and repeated options alike become one list.
+std::vector<std::string> split_commas(const std::vector<std::string>& values) {
+  std::vector<std::string> out;
+  for (const auto& v : values)
+    for (size_t start = 0; start <= v.size();) {
+      size_t comma = v.find(',', start);
+      if (comma == std::string::npos) comma = v.size();
+      if (comma > start) out.push_back(v.substr(start, comma - start));
+      start = comma + 1;
+    }
+  return out;
+}
+
+int cmd_evaluate(const Registry& registry, const std::vector<std::string>& args, bool quiet,
+                 const std::string& command_line) {
+  po::options_description opts("evaluate options");
+  std::string data, config, output, name, batch_key, label_key, unintegrated;
+  std::vector<std::string> embeddings, evaluators, query, sets;
+  bool min_max = false;
+  opts.add_options()("data", po::value(&data)->required(), "the .h5ad file")(
+      "embedding,e", po::value(&embeddings)->composing()->required(), "obsm key to score (repeatable)")(
+      "config", po::value(&config), "a run config whose [dataset], [preprocess] and [evaluation] are used")(
+      "evaluators", po::value(&evaluators)->composing(),
+      "comma-separated evaluators; default: every installed scIB metric; 'all': every evaluator")(
+      "batch-key", po::value(&batch_key), "obs column of the batches")(
+      "label-key", po::value(&label_key), "obs column of the cell types")(
+      "query-batches", po::value(&query)->composing(), "held-out batches for annotation/modality")(
+      "unintegrated-key", po::value(&unintegrated), "obsm key of the unintegrated PCA (PCR's X_pre)")(
+      "min-max-scale", po::bool_switch(&min_max), "also scale metrics across the embeddings")(
+      "name", po::value(&name), "name of the result folder (default: evaluate)")(
+      "set", po::value(&sets)->composing(), "override one setting: section.key=value")(
+      "output,o", po::value(&output), "folder for the result folder");
+  po::positional_options_description pos;
+  pos.add("data", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+
+  std::vector<std::string> overrides;
+  if (config.empty()) overrides.push_back("dataset.plugin=\"h5ad\"");
+  overrides.push_back("dataset.path=" + toml_quote(data));
+  if (vm.count("batch-key")) overrides.push_back("dataset.batch_key=" + toml_quote(batch_key));
+  if (vm.count("label-key")) overrides.push_back("dataset.label_key=" + toml_quote(label_key));
+  if (vm.count("query-batches")) overrides.push_back("evaluation.query_batches=" + toml_list(split_commas(query)));
+  if (config.empty() || vm.count("name")) overrides.push_back("run.name=" + toml_quote(name.empty() ? "evaluate" : name));
+  std::vector<std::string> chosen = split_commas(evaluators);
+  if (chosen.empty() && config.empty()) chosen = {"scib"};
+  if (chosen == std::vector<std::string>{"scib"} || chosen == std::vector<std::string>{"all"}) {
+    const bool everything = chosen.front() == "all";
+    chosen.clear();
+    for (const auto* p : registry.plugins(SCSSL_KIND_EVALUATOR)) {
+      const auto* t = static_cast<const scssl_evaluator_table*>(p->info->table);
+      bool scib = false;
+      for (int64_t i = 0; i < t->n_metrics; ++i)
+        scib |= t->metrics[i].group == SCSSL_GROUP_BIO || t->metrics[i].group == SCSSL_GROUP_BATCH;
+      if (everything || scib) chosen.push_back(p->name());
+    }
+  }
+  if (!chosen.empty()) overrides.push_back("evaluation.evaluators=" + toml_list(chosen));
+  overrides.insert(overrides.end(), sets.begin(), sets.end());
+
+  RunConfig cfg = load_run_config(config, overrides, registry, ConfigUse::Evaluate);
+  if (!output.empty()) cfg.output_dir = output;
+  EvaluationOutcome outcome =
+      execute_evaluation(cfg, {embeddings, unintegrated, min_max}, {command_line, !quiet});
+  for (size_t i = 0; i < embeddings.size(); ++i) {
+    std::cout << "\nobsm['" << embeddings[i] << "']\n" << metrics_table(outcome.metrics[i]);
+    if (!outcome.scaled.empty())
+      std::cout << "min-max scaled across the embeddings:\n" << metrics_table(outcome.scaled[i]);
+  }
+  std::cout << "\nresults: " << outcome.dir << "\n";
   return 0;
 }
 
@@ -265,6 +358,7 @@ int main(int argc, char** argv) {
       return cmd_describe(registry, args[0]);
     }
     if (command == "run") return cmd_run(registry, args, quiet, command_line);
+    if (command == "evaluate") return cmd_evaluate(registry, args, quiet, command_line);
     throw po::error("unknown command '" + command + "' (see scssl-host --help)");
   } catch (const po::error& e) {
     spdlog::error("{}", e.what());

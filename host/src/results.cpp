@@ -2,11 +2,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "scssl/h5.hpp"
@@ -117,7 +119,8 @@ std::string metrics_json(const std::vector<MetricValue>& metrics) {
     out << (i ? ",\n  " : "\n  ") << "{\"evaluator\": " << json_string(m.evaluator)
         << ", \"metric\": " << json_string(m.name) << ", \"group\": " << json_string(group_name(m.group))
         << ", \"higher_is_better\": " << (m.higher_is_better ? "true" : "false")
-        << ", \"value\": " << json_number(m.value) << "}";
+        << ", \"value\": " << json_number(m.value) << ", \"seconds\": " << json_number(m.seconds)
+        << "}";
   }
   out << (metrics.empty() ? "]" : "\n]");
   return out.str();
@@ -125,11 +128,12 @@ std::string metrics_json(const std::vector<MetricValue>& metrics) {
 
 std::string metrics_csv(const std::vector<MetricValue>& metrics) {
   std::ostringstream out;
-  out << "evaluator,metric,group,higher_is_better,value\n";
+  out << "evaluator,metric,group,higher_is_better,value,seconds\n";
   for (const auto& m : metrics) {
     out << m.evaluator << "," << m.name << "," << group_name(m.group) << ","
         << (m.higher_is_better ? "true" : "false") << ","
-        << (std::isfinite(m.value) ? json_number(m.value) : "nan") << "\n";
+        << (std::isfinite(m.value) ? json_number(m.value) : "nan") << ","
+        << (std::isfinite(m.seconds) ? json_number(m.seconds) : "") << "\n";
   }
   return out.str();
 }
@@ -169,12 +173,16 @@ void write_h5ad_with_embedding(const std::string& source_h5ad, const std::string
   });
 }
 
+namespace {
+bool is_scib_group(scssl_metric_group g) { return g == SCSSL_GROUP_BIO || g == SCSSL_GROUP_BATCH; }
+}  // namespace
+
 std::vector<MetricValue> scib_aggregates(const std::vector<MetricValue>& metrics) {
   double sum[2] = {0, 0};
   int count[2] = {0, 0};
   bool any = false;
   for (const auto& m : metrics) {
-    if (m.group != SCSSL_GROUP_BIO && m.group != SCSSL_GROUP_BATCH) continue;
+    if (!is_scib_group(m.group)) continue;
     any = true;
     if (!std::isfinite(m.value)) continue;
     const int g = m.group == SCSSL_GROUP_BIO ? 0 : 1;
@@ -190,6 +198,67 @@ std::vector<MetricValue> scib_aggregates(const std::vector<MetricValue>& metrics
           {"aggregate", "total", 0.6 * bio + 0.4 * batch, SCSSL_GROUP_OTHER, true}};
 }
 
+std::vector<std::vector<MetricValue>> min_max_scaled(
+    const std::vector<std::vector<MetricValue>>& per_embedding) {
+  std::map<std::string, std::pair<double, double>> range;  // metric -> (min, max) of finite values
+  for (const auto& metrics : per_embedding)
+    for (const auto& m : metrics) {
+      if (!is_scib_group(m.group) || !std::isfinite(m.value)) continue;
+      auto [it, fresh] = range.try_emplace(m.name, m.value, m.value);
+      if (!fresh) it->second = {std::min(it->second.first, m.value), std::max(it->second.second, m.value)};
+    }
+  std::vector<std::vector<MetricValue>> out;
+  for (const auto& metrics : per_embedding) {
+    std::vector<MetricValue> scaled;
+    for (MetricValue m : metrics) {
+      if (!is_scib_group(m.group)) continue;
+      m.seconds = std::nan("");
+      if (std::isfinite(m.value)) {
+        const auto [lo, hi] = range.at(m.name);
+        // sklearn's MinMaxScaler maps a constant column to 0.
+        m.value = hi > lo ? (m.value - lo) / (hi - lo) : 0.0;
+      }
+      scaled.push_back(m);
+    }
+    const auto aggregates = scib_aggregates(scaled);
+    scaled.insert(scaled.end(), aggregates.begin(), aggregates.end());
+    out.push_back(std::move(scaled));
+  }
+  return out;
+}
+
+std::string comparison_csv(const std::vector<std::string>& embeddings,
+                           const std::vector<std::vector<MetricValue>>& metrics,
+                           const std::vector<std::vector<MetricValue>>& scaled) {
+  // Columns in order of first appearance; a metric an embedding lacks is left empty.
+  std::vector<std::string> columns;
+  std::vector<std::map<std::string, double>> rows(embeddings.size());
+  auto collect = [&](const std::vector<std::vector<MetricValue>>& table, const char* suffix) {
+    for (size_t i = 0; i < table.size(); ++i)
+      for (const auto& m : table[i]) {
+        const std::string column = m.name + suffix;
+        if (std::find(columns.begin(), columns.end(), column) == columns.end()) columns.push_back(column);
+        rows[i][column] = m.value;
+      }
+  };
+  collect(metrics, "");
+  collect(scaled, "_scaled");
+  std::ostringstream out;
+  out << "embedding";
+  for (const auto& c : columns) out << "," << c;
+  out << "\n";
+  for (size_t i = 0; i < embeddings.size(); ++i) {
+    out << embeddings[i];
+    for (const auto& c : columns) {
+      out << ",";
+      auto it = rows[i].find(c);
+      if (it != rows[i].end()) out << (std::isfinite(it->second) ? json_number(it->second) : "nan");
+    }
+    out << "\n";
+  }
+  return out.str();
+}
+
 std::string metrics_table(const std::vector<MetricValue>& metrics) {
   size_t w_eval = 9, w_metric = 6, w_group = 5;
   for (const auto& m : metrics) {
@@ -199,14 +268,16 @@ std::string metrics_table(const std::vector<MetricValue>& metrics) {
   }
   std::ostringstream out;
   char line[512];
-  std::snprintf(line, sizeof line, "%-*s  %-*s  %-*s  %10s\n", (int)w_eval, "evaluator",
-                (int)w_metric, "metric", (int)w_group, "group", "value");
+  std::snprintf(line, sizeof line, "%-*s  %-*s  %-*s  %10s  %9s\n", (int)w_eval, "evaluator",
+                (int)w_metric, "metric", (int)w_group, "group", "value", "seconds");
   out << line;
-  out << std::string(w_eval + w_metric + w_group + 16, '-') << "\n";
+  out << std::string(w_eval + w_metric + w_group + 27, '-') << "\n";
   for (const auto& m : metrics) {
-    std::snprintf(line, sizeof line, "%-*s  %-*s  %-*s  %10.4f\n", (int)w_eval,
+    char seconds[32] = "";
+    if (std::isfinite(m.seconds)) std::snprintf(seconds, sizeof seconds, "%9.2f", m.seconds);
+    std::snprintf(line, sizeof line, "%-*s  %-*s  %-*s  %10.4f  %9s\n", (int)w_eval,
                   m.evaluator.c_str(), (int)w_metric, m.name.c_str(), (int)w_group,
-                  group_name(m.group), m.value);
+                  group_name(m.group), m.value, seconds);
     out << line;
   }
   return out.str();

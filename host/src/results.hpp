@@ -40,6 +40,18 @@ void write_h5ad_with_embedding(const std::string& source_h5ad, const std::string
 // was computed; an aggregate without any finite metric is NaN.
 std::vector<MetricValue> scib_aggregates(const std::vector<MetricValue>& metrics);
 
+// Min-max scaling across the embeddings of one data set (metrics.md §1.5): each bio/batch metric
+// becomes (x - min) / (max - min) over the embeddings (0 where all are equal; NaN stays NaN),
+// followed by the aggregates recomputed from the scaled values. Other metrics are left out.
+std::vector<std::vector<MetricValue>> min_max_scaled(
+    const std::vector<std::vector<MetricValue>>& per_embedding);
+
+// One row per embedding, one column per metric (raw), then the scaled metrics and aggregates as
+// "<name>_scaled" columns when `scaled` is not empty.
+std::string comparison_csv(const std::vector<std::string>& embeddings,
+                           const std::vector<std::vector<MetricValue>>& metrics,
+                           const std::vector<std::vector<MetricValue>>& scaled);
+
 // The results as an aligned text table for the terminal.
 std::string metrics_table(const std::vector<MetricValue>& metrics);
 

@@ -14,6 +14,7 @@
 
 #include "augmentation_pipeline.hpp"
 #include "results.hpp"
+#include "scssl/h5.hpp"
 #include "scssl/pca.hpp"
 
 namespace fs = std::filesystem;
@@ -108,6 +109,143 @@ std::string hostname() {
   return buf;
 }
 
+
+// Loads the data set and preprocesses every modality; `info` receives the data summary of run.json
+// (an open JSON object the caller completes).
+CellData load_and_preprocess(const RunConfig& cfg, HostServices& services, StageMeter& meter,
+                             std::ostringstream& info) {
+  meter.begin("load");
+  CellData data = load_dataset(*cfg.dataset.plugin, cfg.dataset.params, services);
+  spdlog::info("loaded {} cells: {}", data.n_cells(), [&] {
+    std::string s;
+    for (const auto& m : data.modalities)
+      s += (s.empty() ? "" : ", ") + m.name + " " + std::to_string(m.features.size()) + " features";
+    return s;
+  }());
+  meter.finish();
+
+  check_config_against_data(cfg, data);
+  meter.begin("preprocess");
+  info << "{\"n_cells\": " << data.n_cells() << ", \"modalities\": [";
+  for (size_t i = 0; i < data.modalities.size(); ++i) {
+    Modality& m = data.modalities[i];
+    const size_t before = m.features.size();
+    preprocess_modality(m, cfg.preprocess_for(m.name), data.batches());
+    spdlog::info("preprocessed {}: {} of {} features kept", m.name, m.features.size(), before);
+    info << (i ? ", " : "") << "{\"name\": " << json_string(m.name)
+         << ", \"features_in\": " << before << ", \"features_kept\": " << m.features.size() << "}";
+  }
+  info << "]";
+  const StageRecord& pre = meter.finish();
+  spdlog::info("read and preprocessed in {:.2f} s", pre.wall_seconds + meter.stages().front().wall_seconds);
+  return data;
+}
+
+uint64_t evaluator_needs(const PluginChoice& e) {
+  return static_cast<const scssl_evaluator_table*>(e.plugin->info->table)->requirements;
+}
+
+// The configured evaluators, created up front so that a bad parameter or a data set lacking what
+// an evaluator needs stops everything before the expensive part.
+std::vector<std::unique_ptr<Evaluator>> make_evaluators(const RunConfig& cfg, const CellData& data,
+                                                        HostServices& services) {
+  std::vector<std::unique_ptr<Evaluator>> evaluators;
+  for (const auto& e : cfg.evaluators)
+    check_requirements(evaluator_needs(e), "evaluator '" + e.plugin->name() + "'", data);
+  for (const auto& e : cfg.evaluators)
+    evaluators.push_back(std::make_unique<Evaluator>(*e.plugin, e.params, services));
+  return evaluators;
+}
+
+// The unintegrated representation (scIB's X_pre): PCA of the first modality, all cells; computed
+// only when an evaluator asks for it.
+torch::Tensor unintegrated_pca(const RunConfig& cfg, const CellData& data, StageMeter& meter) {
+  if (std::none_of(cfg.evaluators.begin(), cfg.evaluators.end(),
+                   [](const PluginChoice& e) { return evaluator_needs(e) & SCSSL_NEEDS_UNINTEGRATED; }))
+    return {};
+  meter.begin("unintegrated_pca");
+  const Matrix& x = data.modalities.front().X;
+  torch::Tensor pcs = fit_pca(x, cfg.unintegrated_components).transform(x);
+  meter.finish();
+  return pcs;
+}
+
+// Scores one embedding: one neighbour search serves every evaluator; each metric carries its
+// evaluator's wall time; the scIB aggregates follow. `neighbors_json` records the search.
+std::vector<MetricValue> score_embedding(std::vector<std::unique_ptr<Evaluator>>& evaluators,
+                                         const RunConfig& cfg, const CellData& data,
+                                         const torch::Tensor& embedding,
+                                         const torch::Tensor& unintegrated, HostServices& services,
+                                         StageMeter& meter, std::string& neighbors_json) {
+  std::vector<MetricValue> metrics;
+  NeighborCache neighbors(embedding, cfg.neighbors);
+  services.serve_neighbors(&neighbors);
+  for (auto& evaluator : evaluators) {
+    meter.begin("evaluate:" + evaluator->name());
+    auto values = evaluator->evaluate(data, embedding, unintegrated, cfg.query_batches);
+    const StageRecord& s = meter.finish();
+    spdlog::info("{}: {} metric(s) in {:.2f} s", evaluator->name(), values.size(), s.wall_seconds);
+    for (auto& v : values) v.seconds = s.wall_seconds;
+    metrics.insert(metrics.end(), values.begin(), values.end());
+  }
+  services.serve_neighbors(nullptr);
+  const auto aggregates = scib_aggregates(metrics);
+  metrics.insert(metrics.end(), aggregates.begin(), aggregates.end());
+  if (neighbors.searched_k() > 0)
+    neighbors_json = "{\"backend\": " + json_string(neighbors.backend()) +
+                     ", \"k\": " + std::to_string(neighbors.searched_k()) + "}";
+  return metrics;
+}
+
+// run.json: what ran, with which plugins and versions, how it ended, and the cost of each stage.
+struct RunRecord {
+  std::string name;
+  std::vector<const LoadedPlugin*> plugins;
+  std::string data_json = "null", embedding_json = "null", neighbors_json = "null";
+  std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
+
+  std::string json(const RunConfig& cfg, const RunSettings& settings, const StageMeter& meter,
+                   const std::string* error) const {
+    const auto finished = std::chrono::system_clock::now();
+    std::string listed_json;
+    std::set<const LoadedPlugin*> listed;
+    for (const auto* p : plugins)
+      if (p && listed.insert(p).second)
+        listed_json += (listed_json.empty() ? "\n    " : ",\n    ") + plugin_json(*p);
+    double peak = 0;
+    for (const auto& s : meter.stages()) peak = std::max(peak, s.peak_rss_mb);
+    std::ostringstream run;
+    run << "{\n  \"status\": " << json_string(error ? "failed" : "ok")
+        << ",\n  \"error\": " << (error ? json_string(*error) : "null")
+        << ",\n  \"name\": " << json_string(name)
+        << ",\n  \"config\": " << json_string(cfg.config_path)
+        << ",\n  \"command\": " << json_string(settings.command_line)
+        << ",\n  \"seed\": " << cfg.seed << ",\n  \"threads\": " << torch::get_num_threads()
+        << ",\n  \"started\": " << json_string(iso_time(started))
+        << ",\n  \"finished\": " << json_string(iso_time(finished))
+        << ",\n  \"wall_seconds\": " << json_number(std::chrono::duration<double>(finished - started).count())
+        << ",\n  \"peak_rss_mb\": " << json_number(peak)
+        << ",\n  \"host\": " << json_string(hostname())
+        << ",\n  \"versions\": {\"scssl\": " << json_string(SCSSL_VERSION)
+        << ", \"abi\": " << SCSSL_ABI_VERSION << ", \"libtorch\": " << json_string(TORCH_VERSION)
+        << "},\n  \"plugins\": [" << listed_json << "\n  ]"
+        << ",\n  \"data\": " << data_json
+        << ",\n  \"embedding\": " << embedding_json
+        << ",\n  \"neighbors\": " << neighbors_json
+        << ",\n  \"stages\": " << stages_json(meter.stages()) << "\n}\n";
+    return run.str();
+  }
+};
+
+// Run-wide settings: the log file, progress display, thread count and seed.
+void start_services(const RunConfig& cfg, const RunSettings& settings, HostServices& services) {
+  install_progress(services, settings.show_progress);
+  // One OpenMP thread unless asked: OpenBLAS runs its own pool on every core for the matrix
+  // products, and a second OpenMP pool on top made training 2.7x slower on a 2-core machine.
+  torch::set_num_threads(cfg.threads > 0 ? cfg.threads : 1);
+  torch::manual_seed(cfg.seed);
+}
+
 }  // namespace
 
 void split_query(const CellData& data, const std::vector<std::string>& query_batches,
@@ -139,8 +277,12 @@ void split_query(const CellData& data, const std::vector<std::string>& query_bat
   query_ids = torch::tensor(qry, torch::kInt64);
 }
 
-RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const RunSettings& settings) {
-  const auto started = std::chrono::system_clock::now();
+RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
+  RunRecord record;
+  record.name = cfg.name;
+  record.plugins = {cfg.dataset.plugin, cfg.method.plugin};
+  for (const auto& a : cfg.augmentations) record.plugins.push_back(a.choice.plugin);
+  for (const auto& e : cfg.evaluators) record.plugins.push_back(e.plugin);
   RunOutcome out;
   out.run_dir = create_run_directory(cfg.output_dir, cfg.name);
   const fs::path dir(out.run_dir);
@@ -149,78 +291,29 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
   write_file_atomic((dir / "config.resolved.toml").string(), cfg.resolved_toml());
 
   HostServices services;
-  install_progress(services, settings.show_progress);
+  start_services(cfg, settings, services);
   std::ostringstream history;  // series recorded by plugins (e.g. the training loss per epoch)
   history << "series,step,value\n";
   services.on_record = [&history](const std::string& series, int64_t step, double value) {
     history << series << "," << step << "," << (std::isfinite(value) ? json_number(value) : "nan") << "\n";
   };
-  // One OpenMP thread unless asked: OpenBLAS runs its own pool on every core for the matrix
-  // products, and a second OpenMP pool on top made training 2.7x slower on a 2-core machine.
-  torch::set_num_threads(cfg.threads > 0 ? cfg.threads : 1);
-  torch::manual_seed(cfg.seed);
 
   StageMeter meter;
-  std::string data_json = "null", embedding_json = "null", neighbors_json = "null";
   std::exception_ptr failure;
   std::string error;
   try {
-    meter.begin("load");
-    CellData data = load_dataset(*cfg.dataset.plugin, cfg.dataset.params, services);
-    spdlog::info("loaded {} cells: {}", data.n_cells(), [&] {
-      std::string s;
-      for (const auto& m : data.modalities)
-        s += (s.empty() ? "" : ", ") + m.name + " " + std::to_string(m.features.size()) + " features";
-      return s;
-    }());
-    meter.finish();
-
-    check_config_against_data(cfg, data);
-    meter.begin("preprocess");
     std::ostringstream info;
-    info << "{\"n_cells\": " << data.n_cells() << ", \"modalities\": [";
-    for (size_t i = 0; i < data.modalities.size(); ++i) {
-      Modality& m = data.modalities[i];
-      const size_t before = m.features.size();
-      preprocess_modality(m, cfg.preprocess_for(m.name), data.batches());
-      spdlog::info("preprocessed {}: {} of {} features kept", m.name, m.features.size(), before);
-      info << (i ? ", " : "") << "{\"name\": " << json_string(m.name)
-                << ", \"features_in\": " << before << ", \"features_kept\": " << m.features.size()
-                << "}";
-    }
-    info << "]";
-    const StageRecord& pre = meter.finish();
-    spdlog::info("read and preprocessed in {:.2f} s", pre.wall_seconds +
-                                                          meter.stages().front().wall_seconds);
-
+    CellData data = load_and_preprocess(cfg, services, meter, info);
     Method method(*cfg.method.plugin, cfg.method.params, services);
     check_requirements(method.requirements(), "method '" + method.name() + "'", data);
-    for (const auto& e : cfg.evaluators)
-      check_requirements(static_cast<const scssl_evaluator_table*>(e.plugin->info->table)->requirements,
-                         "evaluator '" + e.plugin->name() + "'", data);
-    // Evaluators are created now, so that a bad evaluator parameter stops the run before training.
-    std::vector<std::unique_ptr<Evaluator>> evaluators;
-    for (const auto& e : cfg.evaluators)
-      evaluators.push_back(std::make_unique<Evaluator>(*e.plugin, e.params, services));
-
-    // The unintegrated representation (scIB's X_pre): PCA of the first modality, all cells;
-    // computed only when an evaluator asks for it.
-    torch::Tensor unintegrated;
-    if (std::any_of(cfg.evaluators.begin(), cfg.evaluators.end(), [](const PluginChoice& e) {
-          return static_cast<const scssl_evaluator_table*>(e.plugin->info->table)->requirements &
-                 SCSSL_NEEDS_UNINTEGRATED;
-        })) {
-      meter.begin("unintegrated_pca");
-      const Matrix& x = data.modalities.front().X;
-      unintegrated = fit_pca(x, cfg.unintegrated_components).transform(x);
-      meter.finish();
-    }
+    auto evaluators = make_evaluators(cfg, data, services);
+    torch::Tensor unintegrated = unintegrated_pca(cfg, data, meter);
 
     torch::Tensor reference_ids, query_ids;
     split_query(data, cfg.query_batches, reference_ids, query_ids);
     info << ", \"n_reference\": " << reference_ids.size(0) << ", \"n_query\": " << query_ids.size(0)
          << "}";
-    data_json = info.str();
+    record.data_json = info.str();
     CellData train = query_ids.size(0) == 0 ? data : data.select_cells(reference_ids);
     CellDataView train_view(train);
     spdlog::info("training on {} reference cells, {} query cells held out", train.n_cells(),
@@ -256,26 +349,15 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
         write_h5ad_with_embedding(source, h5ad_copy, key, embedding);
       }
     }
-    embedding_json = "{\"dim\": " + std::to_string(embedding.size(1)) + ", \"file\": \"embedding.h5\"" +
-                     ", \"h5ad\": " + (h5ad_copy.empty() ? "null" : json_string(fs::path(h5ad_copy).filename().string())) +
-                     ", \"obsm_key\": " + json_string(key) + "}";
+    record.embedding_json =
+        "{\"dim\": " + std::to_string(embedding.size(1)) + ", \"file\": \"embedding.h5\"" +
+        ", \"h5ad\": " + (h5ad_copy.empty() ? "null" : json_string(fs::path(h5ad_copy).filename().string())) +
+        ", \"obsm_key\": " + json_string(key) + "}";
     meter.finish();
     if (cfg.save_model) method.save((dir / "model").string());
 
-    NeighborCache neighbors(embedding);
-    services.on_neighbors = [&neighbors](int64_t k) -> const Neighbors& { return neighbors.get(k); };
-    for (auto& evaluator : evaluators) {
-      meter.begin("evaluate:" + evaluator->name());
-      auto values = evaluator->evaluate(data, embedding, unintegrated, cfg.query_batches);
-      const StageRecord& s = meter.finish();
-      spdlog::info("{}: {} metric(s) in {:.2f} s", evaluator->name(), values.size(), s.wall_seconds);
-      out.metrics.insert(out.metrics.end(), values.begin(), values.end());
-    }
-    services.on_neighbors = nullptr;
-    const auto aggregates = scib_aggregates(out.metrics);
-    out.metrics.insert(out.metrics.end(), aggregates.begin(), aggregates.end());
-    if (neighbors.searched_k() > 0)
-      neighbors_json = "{\"backend\": \"exact\", \"k\": " + std::to_string(neighbors.searched_k()) + "}";
+    out.metrics = score_embedding(evaluators, cfg, data, embedding, unintegrated, services, meter,
+                                  record.neighbors_json);
     write_file_atomic((dir / "metrics.json").string(), metrics_json(out.metrics) + "\n");
     write_file_atomic((dir / "metrics.csv").string(), metrics_csv(out.metrics));
   } catch (const std::exception& e) {
@@ -285,38 +367,93 @@ RunOutcome execute_run(const RunConfig& cfg, const Registry& registry, const Run
     log.record_error(error);
   }
 
-  const auto finished = std::chrono::system_clock::now();
-  std::ostringstream run;
-  std::vector<const LoadedPlugin*> used = {cfg.dataset.plugin, cfg.method.plugin};
-  for (const auto& a : cfg.augmentations) used.push_back(a.choice.plugin);
-  for (const auto& e : cfg.evaluators) used.push_back(e.plugin);
-  std::string plugins;
-  std::set<const LoadedPlugin*> listed;
-  for (const auto* p : used)
-    if (listed.insert(p).second) plugins += (plugins.empty() ? "\n    " : ",\n    ") + plugin_json(*p);
-  double peak = 0;
-  for (const auto& s : meter.stages()) peak = std::max(peak, s.peak_rss_mb);
-  run << "{\n  \"status\": " << json_string(failure ? "failed" : "ok")
-      << ",\n  \"error\": " << (failure ? json_string(error) : "null")
-      << ",\n  \"name\": " << json_string(cfg.name)
-      << ",\n  \"config\": " << json_string(cfg.config_path)
-      << ",\n  \"command\": " << json_string(settings.command_line)
-      << ",\n  \"seed\": " << cfg.seed << ",\n  \"threads\": " << torch::get_num_threads()
-      << ",\n  \"started\": " << json_string(iso_time(started))
-      << ",\n  \"finished\": " << json_string(iso_time(finished))
-      << ",\n  \"wall_seconds\": " << json_number(std::chrono::duration<double>(finished - started).count())
-      << ",\n  \"peak_rss_mb\": " << json_number(peak)
-      << ",\n  \"host\": " << json_string(hostname())
-      << ",\n  \"versions\": {\"scssl\": " << json_string(SCSSL_VERSION)
-      << ", \"abi\": " << SCSSL_ABI_VERSION << ", \"libtorch\": " << json_string(TORCH_VERSION)
-      << "},\n  \"plugins\": [" << plugins << "\n  ]"
-      << ",\n  \"data\": " << data_json
-      << ",\n  \"embedding\": " << embedding_json
-      << ",\n  \"neighbors\": " << neighbors_json
-      << ",\n  \"stages\": " << stages_json(meter.stages()) << "\n}\n";
   write_file_atomic((dir / "history.csv").string(), history.str());
-  write_file_atomic((dir / "run.json").string(), run.str());
+  write_file_atomic((dir / "run.json").string(),
+                    record.json(cfg, settings, meter, failure ? &error : nullptr));
   if (failure) std::rethrow_exception(failure);
+  return out;
+}
+
+EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationRequest& request,
+                                     const RunSettings& settings) {
+  if (request.obsm_keys.empty()) throw InvalidArgument("evaluate needs at least one embedding (obsm key)");
+  if (!cfg.dataset.params.has("path"))
+    throw InvalidArgument("evaluate reads embeddings from the data set's .h5ad file, but dataset plugin '" +
+                          cfg.dataset.plugin->name() + "' has no 'path'");
+  const std::string source = cfg.dataset.params.get_string("path");
+  EvaluationOutcome out;
+  out.dir = create_run_directory(cfg.output_dir, cfg.name);
+  const fs::path dir(out.dir);
+  RunLog log((dir / "run.log").string());
+  spdlog::info("evaluation folder: {}", out.dir);
+  write_file_atomic((dir / "config.resolved.toml").string(), cfg.resolved_toml());
+
+  HostServices services;
+  start_services(cfg, settings, services);
+  RunRecord summary;  // the folder's own run.json: the shared stages and how it all ended
+  summary.name = cfg.name;
+  summary.plugins = {cfg.dataset.plugin};
+  for (const auto& e : cfg.evaluators) summary.plugins.push_back(e.plugin);
+  StageMeter setup;
+  try {
+    // The whole input is read and checked before anything is scored.
+    std::ostringstream info;
+    CellData data = load_and_preprocess(cfg, services, setup, info);
+    auto read_key = [&](const std::string& key) {
+      int64_t rows = 0, cols = 0;
+      std::vector<float> values = h5::read_obsm_array(source, key, rows, cols);
+      if (rows != data.n_cells())
+        throw BadData(source + ": obsm['" + key + "'] has " + std::to_string(rows) +
+                      " rows but the data set has " + std::to_string(data.n_cells()) + " cells");
+      return torch::from_blob(values.data(), {rows, cols}, torch::kFloat32).clone();
+    };
+    std::vector<torch::Tensor> embeddings;
+    for (const auto& key : request.obsm_keys) embeddings.push_back(read_key(key));
+    auto evaluators = make_evaluators(cfg, data, services);
+    torch::Tensor unintegrated = request.unintegrated_key.empty()
+                                     ? unintegrated_pca(cfg, data, setup)
+                                     : read_key(request.unintegrated_key);
+    torch::Tensor reference_ids, query_ids;
+    split_query(data, cfg.query_batches, reference_ids, query_ids);
+    info << ", \"n_reference\": " << reference_ids.size(0) << ", \"n_query\": " << query_ids.size(0) << "}";
+    summary.data_json = info.str();
+
+    // One run-style folder per embedding, so that every tool reading runs reads these too.
+    for (size_t i = 0; i < embeddings.size(); ++i) {
+      const std::string& key = request.obsm_keys[i];
+      const fs::path sub = dir / key;
+      fs::create_directories(sub);
+      RunRecord record = summary;
+      record.name = cfg.name + "/" + key;
+      record.started = std::chrono::system_clock::now();
+      record.embedding_json = "{\"dim\": " + std::to_string(embeddings[i].size(1)) +
+                              ", \"h5ad\": " + json_string(source) + ", \"obsm_key\": " + json_string(key) + "}";
+      StageMeter meter;
+      try {
+        spdlog::info("scoring obsm['{}'] ({} dimensions)", key, embeddings[i].size(1));
+        out.metrics.push_back(score_embedding(evaluators, cfg, data, embeddings[i], unintegrated,
+                                              services, meter, record.neighbors_json));
+      } catch (const std::exception& e) {
+        const std::string error = e.what();
+        meter.finish();
+        write_file_atomic((sub / "run.json").string(), record.json(cfg, settings, meter, &error));
+        throw;
+      }
+      write_file_atomic((sub / "metrics.json").string(), metrics_json(out.metrics.back()) + "\n");
+      write_file_atomic((sub / "metrics.csv").string(), metrics_csv(out.metrics.back()));
+      write_file_atomic((sub / "run.json").string(), record.json(cfg, settings, meter, nullptr));
+    }
+    if (request.min_max_scale) out.scaled = min_max_scaled(out.metrics);
+    write_file_atomic((dir / "comparison.csv").string(),
+                      comparison_csv(request.obsm_keys, out.metrics, out.scaled));
+  } catch (const std::exception& e) {
+    const std::string error = e.what();
+    setup.finish();
+    log.record_error(error);
+    write_file_atomic((dir / "run.json").string(), summary.json(cfg, settings, setup, &error));
+    throw;
+  }
+  write_file_atomic((dir / "run.json").string(), summary.json(cfg, settings, setup, nullptr));
   return out;
 }
 

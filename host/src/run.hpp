@@ -23,8 +23,27 @@ struct RunSettings {
 
 // Runs everything; on failure the run directory keeps what was written so far plus run.json with
 // status "failed" and the error, and the error is rethrown.
-RunOutcome execute_run(const RunConfig& config, const Registry& registry,
-                       const RunSettings& settings);
+RunOutcome execute_run(const RunConfig& config, const RunSettings& settings);
+
+// `scssl-host evaluate`: scores embeddings already stored in the data set's .h5ad (obsm keys).
+struct EvaluationRequest {
+  std::vector<std::string> obsm_keys;
+  std::string unintegrated_key;  // obsm key of scIB's X_pre; "": PCA of the preprocessed data
+  bool min_max_scale = false;    // also scale each metric across the embeddings
+};
+
+struct EvaluationOutcome {
+  std::string dir;
+  std::vector<std::vector<MetricValue>> metrics;  // per embedding, aggregates included
+  std::vector<std::vector<MetricValue>> scaled;   // per embedding; empty unless min_max_scale
+};
+
+// Reads and checks every embedding first, then writes <output_dir>/<name>-<time>/ holding
+// config.resolved.toml, run.log, run.json, comparison.csv and one folder per obsm key with the
+// files a run writes (metrics.json, metrics.csv, run.json). A failure keeps what was written,
+// records the error in run.json and rethrows.
+EvaluationOutcome execute_evaluation(const RunConfig& config, const EvaluationRequest& request,
+                                     const RunSettings& settings);
 
 // Cells whose batch is one of `query_batches` (query) and the others (reference). Throws BadData
 // naming a query batch the data does not have.

@@ -1427,4 +1427,35 @@ void add_obsm_array(const std::string& h5ad_path, const std::string& key, const 
   f.flush();
 }
 
+std::vector<float> read_obsm_array(const std::string& h5ad_path, const std::string& key,
+                                   int64_t& rows, int64_t& cols) {
+  File f = File::open(h5ad_path);
+  const Group& root = f.root();
+  const std::string where = h5ad_path + ": obsm['" + key + "']";
+  if (root.kind("obsm") != Kind::Group) throw BadData(h5ad_path + ": has no obsm group");
+  Group obsm = root.group("obsm");
+  switch (obsm.kind(key)) {
+    case Kind::Dataset: break;
+    case Kind::Missing: {
+      std::string have;
+      for (const auto& name : obsm.children()) have += (have.empty() ? "" : ", ") + name;
+      throw BadData(where + " does not exist (obsm keys: " + (have.empty() ? "none" : have) + ")");
+    }
+    default: throw BadData(where + " is not a numeric array (a data frame or group)");
+  }
+  Dataset d = obsm.dataset(key);
+  const std::vector<int64_t> shape = d.shape();
+  if (shape.size() != 2 || shape[0] < 1 || shape[1] < 1)
+    throw BadData(where + " must be a non-empty 2-d array (cells x dimensions)");
+  rows = shape[0];
+  cols = shape[1];
+  std::vector<float> values(static_cast<size_t>(rows * cols));
+  d.read(NumType::Float32, values.data());
+  for (size_t i = 0; i < values.size(); ++i)
+    if (!std::isfinite(values[i]))
+      throw BadData(where + " has a non-finite value at cell " + std::to_string(i / cols) +
+                    ", dimension " + std::to_string(i % cols));
+  return values;
+}
+
 }  // namespace scssl::h5

@@ -43,6 +43,18 @@ std::pair<torch::Tensor, torch::Tensor> HostContext::neighbors(int64_t k) const 
           from_dl(distances, nullptr, "neighbour distances")};
 }
 
+SparseGraph HostContext::connectivities(int64_t k) const {
+  if (!api_ || !api_->connectivities)
+    throw Error(SCSSL_ERR_INTERNAL, "this host offers no neighbour connectivities");
+  DLTensor indptr{}, indices{}, weights{};
+  scssl_error error{};
+  scssl_status status = api_->connectivities(api_->host_data, k, &indptr, &indices, &weights, &error);
+  if (status != SCSSL_OK) throw Error(status, error.message);
+  return {from_dl(indptr, nullptr, "connectivity indptr"),
+          from_dl(indices, nullptr, "connectivity indices"),
+          from_dl(weights, nullptr, "connectivity weights")};
+}
+
 TrainOptions TrainOptions::from_c(const scssl_train_options& c) {
   TrainOptions o;
   o.epochs = c.epochs;

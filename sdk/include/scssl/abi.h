@@ -177,6 +177,12 @@ typedef struct scssl_host_api {
    * indices int64 [n, k] and distances float32 [n, k] stay valid until evaluate() returns. */
   scssl_status (*neighbors)(void* host_data, int64_t k, DLTensor* indices, DLTensor* distances,
                             scssl_error* error);
+  /* Inside evaluate(): the fuzzy (UMAP-style) connectivities of those k-neighbour lists
+   * (metrics.md §1.3), computed once per k for the embedding: a symmetric CSR matrix without
+   * diagonal, columns ascending within a row. indptr int64 [n + 1], indices int64 [nnz], weights
+   * float64 [nnz]; valid until evaluate() returns. */
+  scssl_status (*connectivities)(void* host_data, int64_t k, DLTensor* indptr, DLTensor* indices,
+                                 DLTensor* weights, scssl_error* error);
 } scssl_host_api;
 
 /* ---- the four kinds and their function tables --------------------------------------------------- */

@@ -261,4 +261,10 @@ void write_embedding_h5(const std::string& path, const std::string& dataset_name
 void add_obsm_array(const std::string& h5ad_path, const std::string& key, const float* data,
                     int64_t rows, int64_t cols);
 
+// An embedding stored as obsm/<key> (a 2-d numeric dataset, as anndata, scanpy and scvi-tools
+// write them), converted to float32 row-major; `cols` receives the width. A missing key names the
+// keys the file has; a data frame, a wrong shape or a non-finite value is BadData.
+std::vector<float> read_obsm_array(const std::string& h5ad_path, const std::string& key,
+                                   int64_t& rows, int64_t& cols);
+
 }  // namespace scssl::h5

@@ -21,4 +21,16 @@ Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, 
 // k - 1 nearest others, ties by the smaller index: the scIB metrics' convention (metrics.md §1.2).
 Neighbors knn_self(const torch::Tensor& x, int64_t k);
 
+// A sparse n x n matrix in CSR form, columns ascending within each row.
+struct SparseGraph {
+  torch::Tensor indptr;   // int64 [n + 1]
+  torch::Tensor indices;  // int64 [nnz]
+  torch::Tensor weights;  // float64 [nnz]
+};
+
+// UMAP's fuzzy connectivities of self-first neighbour lists (metrics.md §1.3: rho, bisection for
+// sigma with target log2 k, fuzzy union W = A + A^T - A o A^T), symmetric and without diagonal.
+// Negative indices (missing neighbours) are ignored.
+SparseGraph fuzzy_connectivities(const Neighbors& nn);
+
 }  // namespace scssl

@@ -26,6 +26,7 @@
 
 #include "scssl/abi.h"
 #include "scssl/cell_data.hpp"
+#include "scssl/knn.hpp"
 #include "scssl/params.hpp"
 
 namespace scssl {
@@ -50,6 +51,9 @@ class HostContext {
   // Evaluators only: the shared k-nearest-neighbour lists of the embedding being evaluated
   // (self first). {indices int64 [n, k], distances float32 [n, k]}, valid during evaluate().
   std::pair<torch::Tensor, torch::Tensor> neighbors(int64_t k) const;
+  // Evaluators only: the fuzzy connectivities of those k-neighbour lists (metrics.md §1.3),
+  // computed once per k for the embedding; valid during evaluate().
+  SparseGraph connectivities(int64_t k) const;
 
  private:
   const scssl_host_api* api_;

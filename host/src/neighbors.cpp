@@ -1,0 +1,117 @@
+#include "neighbors.hpp"
+
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "scssl/params.hpp"
+
+#ifdef SCSSL_HAVE_HNSWLIB
+#include <hnswlib/hnswlib.h>
+#endif
+
+namespace scssl::host {
+
+bool hnsw_available() {
+#ifdef SCSSL_HAVE_HNSWLIB
+  return true;
+#else
+  return false;
+#endif
+}
+
+#ifdef SCSSL_HAVE_HNSWLIB
+Neighbors knn_self_hnsw(const torch::Tensor& input, int64_t k) {
+  torch::Tensor x = input.to(torch::kCPU, torch::kFloat32).contiguous();
+  const int64_t n = x.size(0), d = x.size(1);
+  k = std::min(k, n);
+  const float* data = x.data_ptr<float>();
+  hnswlib::L2Space space(static_cast<size_t>(d));
+  hnswlib::HierarchicalNSW<float> index(&space, static_cast<size_t>(n), 16, 200, 100);
+  for (int64_t i = 0; i < n; ++i) index.addPoint(data + i * d, static_cast<size_t>(i));
+  // A wide beam keeps recall near 1 at k = 90; a few extra candidates absorb self and ties.
+  const auto beam = static_cast<size_t>(std::max<int64_t>(2 * k, 200));
+  index.setEf(beam);
+  const auto candidates = static_cast<size_t>(std::min<int64_t>(n, k + 8));
+
+  Neighbors out{torch::empty({n, k}, torch::kInt64), torch::empty({n, k}, torch::kFloat32)};
+  int64_t* out_idx = out.indices.data_ptr<int64_t>();
+  float* out_dist = out.distances.data_ptr<float>();
+  auto search_rows = [&](int64_t lo, int64_t hi) {
+    std::vector<std::pair<double, int64_t>> found;
+    for (int64_t i = lo; i < hi; ++i) {
+      auto heap = index.searchKnn(data + i * d, candidates);
+      found.clear();
+      for (; !heap.empty(); heap.pop()) {
+        const auto j = static_cast<int64_t>(heap.top().second);
+        if (j == i) continue;
+        double sq = 0.0;
+        for (int64_t c = 0; c < d; ++c) {
+          const double diff = static_cast<double>(data[i * d + c]) - data[j * d + c];
+          sq += diff * diff;
+        }
+        found.emplace_back(sq, j);
+      }
+      std::sort(found.begin(), found.end());
+      out_idx[i * k] = i;
+      out_dist[i * k] = 0.0f;
+      for (int64_t col = 1; col < k; ++col) {
+        const bool have = col - 1 < static_cast<int64_t>(found.size());
+        out_idx[i * k + col] = have ? found[col - 1].second : -1;
+        out_dist[i * k + col] = have ? static_cast<float>(std::sqrt(found[col - 1].first)) : 0.0f;
+      }
+    }
+  };
+  const int64_t workers = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  std::vector<std::thread> threads;
+  const int64_t chunk = (n + workers - 1) / workers;
+  for (int64_t w = 0; w < workers; ++w)
+    threads.emplace_back(search_rows, std::min(n, w * chunk), std::min(n, (w + 1) * chunk));
+  for (auto& t : threads) t.join();
+  return out;
+}
+#else
+Neighbors knn_self_hnsw(const torch::Tensor&, int64_t) {
+  throw InvalidArgument("this build has no approximate neighbour backend (hnswlib was not found)");
+}
+#endif
+
+NeighborCache::NeighborCache(torch::Tensor embedding, const NeighborOptions& options, int64_t min_k)
+    : embedding_(std::move(embedding)), min_k_(min_k) {
+  if (options.backend == "exact" || options.backend == "hnsw")
+    backend_ = options.backend;
+  else if (options.backend == "auto")
+    backend_ = embedding_.size(0) > options.exact_max_cells && hnsw_available() ? "hnsw" : "exact";
+  else
+    throw InvalidArgument("unknown neighbour backend '" + options.backend +
+                          "' (expected auto, exact or hnsw)");
+  if (backend_ == "hnsw" && !hnsw_available())
+    throw InvalidArgument("neighbour backend 'hnsw' is not available: this build has no hnswlib");
+}
+
+const Neighbors& NeighborCache::get(int64_t k) {
+  const int64_t n = embedding_.size(0);
+  k = std::min(k, n);
+  if (searched_k() < k) {
+    const int64_t wanted = std::min(n, std::max(k, min_k_));
+    full_ = backend_ == "hnsw" ? knn_self_hnsw(embedding_, wanted) : knn_self(embedding_, wanted);
+    prefixes_.clear();
+    connectivities_.clear();
+  }
+  if (k == searched_k()) return full_;
+  auto it = prefixes_.find(k);
+  if (it == prefixes_.end())
+    it = prefixes_.emplace(k, Neighbors{full_.indices.slice(1, 0, k).contiguous(),
+                                        full_.distances.slice(1, 0, k).contiguous()})
+             .first;
+  return it->second;
+}
+
+const SparseGraph& NeighborCache::connectivities(int64_t k) {
+  k = std::min(k, embedding_.size(0));
+  auto it = connectivities_.find(k);
+  if (it == connectivities_.end()) it = connectivities_.emplace(k, fuzzy_connectivities(get(k))).first;
+  return it->second;
+}
+
+}  // namespace scssl::host

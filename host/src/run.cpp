@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "augmentation_pipeline.hpp"
 #include "results.hpp"
@@ -177,6 +178,12 @@ std::vector<MetricValue> score_embedding(std::vector<std::unique_ptr<Evaluator>>
                                          const torch::Tensor& embedding,
                                          const torch::Tensor& unintegrated, HostServices& services,
                                          StageMeter& meter, std::string& neighbors_json) {
+  // No training loop competes with OpenBLAS here, so the evaluators' own loops get every core.
+  struct ThreadsFor {
+    int saved = torch::get_num_threads();
+    explicit ThreadsFor(int n) { torch::set_num_threads(n); }
+    ~ThreadsFor() { torch::set_num_threads(saved); }
+  } threads(cfg.threads > 0 ? cfg.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   std::vector<MetricValue> metrics;
   NeighborCache neighbors(embedding, cfg.neighbors);
   services.serve_neighbors(&neighbors);

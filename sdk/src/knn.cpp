@@ -34,34 +34,36 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
   const int64_t n_ref = ref.size(0), n_query = qry.size(0);
   k = std::min(k, n_ref);
   Neighbors out{torch::empty({n_query, k}, torch::kInt64), torch::empty({n_query, k}, torch::kFloat32)};
-  torch::Tensor ref_sq = ref.pow(2).sum(1);
+  const bool cosine = distance == Distance::Cosine;
+  const torch::Tensor ref_sq_t = ref.pow(2).sum(1).contiguous(), qry_sq_t = qry.pow(2).sum(1).contiguous();
+  const double* r_sq = ref_sq_t.data_ptr<double>();
+  const double* qry_sq = qry_sq_t.data_ptr<double>();
   int64_t* out_idx = out.indices.data_ptr<int64_t>();
   float* out_dist = out.distances.data_ptr<float>();
   const int64_t block = query_block(n_ref);
   for (int64_t begin = 0; begin < n_query; begin += block) {
     const int64_t end = std::min(n_query, begin + block);
     torch::Tensor q = qry.slice(0, begin, end);
-    torch::Tensor d;
-    if (distance == Distance::Cosine)
-      d = 1.0 - torch::matmul(q, ref.t());
-    else
-      d = (q.pow(2).sum(1, true) + ref_sq.unsqueeze(0) - 2.0 * torch::matmul(q, ref.t()))
-              .clamp_min(0);
-    d = d.contiguous();
-    const double* dist = d.data_ptr<double>();
+    // Squared distances are formed row by row in the selection loop from this one product.
+    const torch::Tensor gram = torch::matmul(q, ref.t()).contiguous();
+    const double* G = gram.data_ptr<double>();
     at::parallel_for(0, end - begin, 16, [&](int64_t lo, int64_t hi) {
       // A bounded max-heap of (distance, index): one comparison rejects most reference rows, and
       // the lexicographic order breaks distance ties by the smaller index.
       std::vector<std::pair<double, int64_t>> heap;
       heap.reserve(k);
       for (int64_t i = lo; i < hi; ++i) {
-        const double* row = dist + i * n_ref;
+        const double* g = G + i * n_ref;
+        const double q_sq = qry_sq[begin + i];
+        auto distance_of = [&](int64_t j) {
+          return cosine ? 1.0 - g[j] : std::max(0.0, q_sq + r_sq[j] - 2.0 * g[j]);
+        };
         const int64_t self = self_first ? begin + i : -1;
         const int64_t wanted = self_first ? k - 1 : k;
         heap.clear();
         for (int64_t j = 0; j < n_ref && wanted > 0; ++j) {
           if (j == self) continue;
-          const std::pair<double, int64_t> candidate{row[j], j};
+          const std::pair<double, int64_t> candidate{distance_of(j), j};
           if (static_cast<int64_t>(heap.size()) < wanted) {
             heap.push_back(candidate);
             std::push_heap(heap.begin(), heap.end());

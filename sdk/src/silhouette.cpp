@@ -1,6 +1,9 @@
 #include "scssl/silhouette.hpp"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -50,39 +53,42 @@ torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor&
   torch::Tensor s_sorted = torch::zeros({n}, torch::kFloat64);
   double* s = s_sorted.data_ptr<double>();
   const int64_t* own = sorted_codes.data_ptr<int64_t>();
+  const double* sq_all = sq.data_ptr<double>();
   block_rows = std::min(block_rows, n);
-  // One distance buffer for all blocks, filled in place: a fresh block-sized allocation per block
-  // costs more in page faults than the arithmetic on small machines.
+  // One product buffer for all blocks: a fresh block-sized allocation per block costs more in
+  // page faults than the arithmetic on small machines.
   torch::Tensor buffer = torch::empty({block_rows, n}, torch::kFloat64);
-  // Cluster-major, so each cluster's sums are one contiguous output row.
-  torch::Tensor sums = torch::empty({k, block_rows}, torch::kFloat64);
   const torch::Tensor xt = x.t();
-  const torch::Tensor sq_cols = sq.unsqueeze(0);
   for (int64_t r0 = 0; r0 < n; r0 += block_rows) {
     const int64_t rows = std::min(block_rows, n - r0);
-    torch::Tensor dist = buffer.narrow(0, 0, rows);
-    // |x_i - x_j|^2 = |x_i|^2 + |x_j|^2 - 2 x_i.x_j, the product part by BLAS.
-    torch::mm_out(dist, x.narrow(0, r0, rows), xt);
-    dist.mul_(-2.0).add_(sq_cols).add_(sq.narrow(0, r0, rows).unsqueeze(1));
-    dist.clamp_min_(0.0).sqrt_();
-    // A cell's distance to itself is exactly 0; rounding would otherwise add a tiny term to a_i.
-    dist.diagonal(r0).zero_();
-    for (int64_t c = 0; c < k; ++c) {
-      torch::Tensor out = sums[c].narrow(0, 0, rows);
-      torch::sum_out(out, dist.narrow(1, start[c], counts[c]), {1});
-    }
-    const double* S = sums.data_ptr<double>();
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = r0 + r;
-      const int64_t ci = own[i];
-      if (counts[ci] < 2) continue;  // singleton: s = 0
-      const double a = S[ci * block_rows + r] / static_cast<double>(counts[ci] - 1);
-      double b = std::numeric_limits<double>::infinity();
-      for (int64_t c = 0; c < k; ++c)
-        if (c != ci) b = std::min(b, S[c * block_rows + r] / static_cast<double>(counts[c]));
-      const double m = std::max(a, b);
-      s[i] = m > 0 ? (b - a) / m : 0.0;  // a = b = 0 (duplicates): 0, as sklearn's nan_to_num
-    }
+    torch::Tensor gram = buffer.narrow(0, 0, rows);
+    torch::mm_out(gram, x.narrow(0, r0, rows), xt);  // x_i.x_j by BLAS
+    const double* G = gram.data_ptr<double>();
+    // |x_i - x_j| = sqrt(|x_i|^2 + |x_j|^2 - 2 x_i.x_j), summed per cluster in one pass over the
+    // block (the columns of a cluster are contiguous).
+    at::parallel_for(0, rows, 8, [&](int64_t lo, int64_t hi) {
+      std::vector<double> sums(k);
+      for (int64_t r = lo; r < hi; ++r) {
+        const int64_t i = r0 + r;
+        const int64_t ci = own[i];
+        if (counts[ci] < 2) continue;  // singleton: s = 0
+        const double* g = G + r * n;
+        for (int64_t c = 0; c < k; ++c) {
+          double total = 0.0;
+          for (int64_t j = start[c]; j < start[c + 1]; ++j)
+            total += std::sqrt(std::max(0.0, sq_all[i] + sq_all[j] - 2.0 * g[j]));
+          sums[c] = total;
+        }
+        // A cell's distance to itself is exactly 0; rounding would otherwise add a tiny term.
+        sums[ci] -= std::sqrt(std::max(0.0, 2.0 * sq_all[i] - 2.0 * g[i]));
+        const double a = sums[ci] / static_cast<double>(counts[ci] - 1);
+        double b = std::numeric_limits<double>::infinity();
+        for (int64_t c = 0; c < k; ++c)
+          if (c != ci) b = std::min(b, sums[c] / static_cast<double>(counts[c]));
+        const double m = std::max(a, b);
+        s[i] = m > 0 ? (b - a) / m : 0.0;  // a = b = 0 (duplicates): 0, as sklearn's nan_to_num
+      }
+    });
   }
   // Back to the caller's row order.
   result.index_copy_(0, order, s_sorted);

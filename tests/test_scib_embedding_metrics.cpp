@@ -146,6 +146,20 @@ TEST(Silhouette, IndependentOfBlockSize) {
   EXPECT_THROW(silhouette_samples(x, c - 1), Error);  // a negative code
 }
 
+// Computing only some rows gives exactly those rows of the full result, and 0 elsewhere.
+TEST(Silhouette, SelectedRowsMatchTheFullComputation) {
+  torch::manual_seed(4);
+  torch::Tensor x = torch::randn({41, 6});
+  torch::Tensor c = torch::randint(0, 3, {41}, torch::kInt64);
+  torch::Tensor wanted = torch::rand({41}) < 0.3;
+  torch::Tensor full = silhouette_samples(x, c);
+  for (int64_t b : {0, 2, 41}) {
+    torch::Tensor part = silhouette_samples(x, c, b, wanted);
+    EXPECT_LT((part - torch::where(wanted, full, torch::zeros_like(full))).abs().max().item<double>(), 1e-12) << b;
+  }
+  EXPECT_THROW(silhouette_samples(x, c, 0, torch::ones({40}, torch::kBool)), Error);
+}
+
 // Two tight, far-apart cell types: silhouette label -> 1.
 TEST(ScibEmbeddingMetrics, SeparatedLabelsGiveSilhouetteLabelNearOne) {
   CellData data = toy({0, 1, 0, 1, 0, 1, 0, 1}, 2, {0, 0, 0, 0, 1, 1, 1, 1}, 2);

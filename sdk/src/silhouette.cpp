@@ -12,7 +12,7 @@
 namespace scssl {
 
 torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor& codes_in,
-                                 int64_t block_rows) {
+                                 int64_t block_rows, const torch::Tensor& wanted) {
   if (x_in.dim() != 2) throw BadData("silhouette: the embedding must be a 2-D matrix");
   const int64_t n = x_in.size(0);
   if (codes_in.dim() != 1 || codes_in.size(0) != n)
@@ -20,6 +20,8 @@ torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor&
                   " rows, " + std::to_string(codes_in.numel()) + " codes)");
   torch::Tensor result = torch::zeros({n}, torch::kFloat64);
   if (n == 0) return result;
+  if (wanted.defined() && (wanted.dim() != 1 || wanted.size(0) != n))
+    throw BadData("silhouette: the row selection must have one entry per embedding row");
   if (!torch::isfinite(x_in).all().item<bool>())
     throw BadData("silhouette: the embedding contains NaN or infinite values");
 
@@ -33,8 +35,7 @@ torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor&
   const int64_t k = unique.numel();
   if (k < 2) return result;  // one cluster: silhouette undefined, 0 as in sklearn
 
-  // Cells ordered by cluster, so each cluster is one contiguous range of distance columns and its
-  // sum is a single narrow().sum() instead of a scatter.
+  // Cells ordered by cluster, so each cluster is one contiguous range of distance columns.
   torch::Tensor order = torch::argsort(dense);
   torch::Tensor sorted_codes = dense.index_select(0, order);
   torch::Tensor counts_t = torch::bincount(sorted_codes, {}, k);
@@ -54,22 +55,28 @@ torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor&
   double* s = s_sorted.data_ptr<double>();
   const int64_t* own = sorted_codes.data_ptr<int64_t>();
   const double* sq_all = sq.data_ptr<double>();
-  block_rows = std::min(block_rows, n);
+  // Positions (in cluster order) whose silhouette is computed.
+  const torch::Tensor positions =
+      wanted.defined() ? torch::nonzero(wanted.to(torch::kBool).index_select(0, order)).flatten()
+                       : torch::arange(n, torch::kInt64);
+  const int64_t n_rows = positions.numel();
+  const int64_t* position = positions.data_ptr<int64_t>();
+  block_rows = std::min(block_rows, std::max<int64_t>(1, n_rows));
   // One product buffer for all blocks: a fresh block-sized allocation per block costs more in
   // page faults than the arithmetic on small machines.
   torch::Tensor buffer = torch::empty({block_rows, n}, torch::kFloat64);
   const torch::Tensor xt = x.t();
-  for (int64_t r0 = 0; r0 < n; r0 += block_rows) {
-    const int64_t rows = std::min(block_rows, n - r0);
+  for (int64_t r0 = 0; r0 < n_rows; r0 += block_rows) {
+    const int64_t rows = std::min(block_rows, n_rows - r0);
     torch::Tensor gram = buffer.narrow(0, 0, rows);
-    torch::mm_out(gram, x.narrow(0, r0, rows), xt);  // x_i.x_j by BLAS
+    torch::mm_out(gram, wanted.defined() ? x.index_select(0, positions.narrow(0, r0, rows))
+                                         : x.narrow(0, r0, rows),
+                  xt);  // x_i.x_j by BLAS
     const double* G = gram.data_ptr<double>();
-    // |x_i - x_j| = sqrt(|x_i|^2 + |x_j|^2 - 2 x_i.x_j), summed per cluster in one pass over the
-    // block (the columns of a cluster are contiguous).
     at::parallel_for(0, rows, 8, [&](int64_t lo, int64_t hi) {
       std::vector<double> sums(k);
       for (int64_t r = lo; r < hi; ++r) {
-        const int64_t i = r0 + r;
+        const int64_t i = position[r0 + r];
         const int64_t ci = own[i];
         if (counts[ci] < 2) continue;  // singleton: s = 0
         const double* g = G + r * n;

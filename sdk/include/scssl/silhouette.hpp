@@ -17,8 +17,10 @@ namespace scssl {
 // As sklearn's silhouette_samples: s_i = 0 for a singleton cluster, for a_i = b_i = 0, and for
 // every cell when only one cluster is present. Distances are Euclidean, computed in float64.
 // `block_rows` <= 0 picks a block size that keeps one block's distances around 256 MiB.
+// `wanted` (bool [n], optional): only these rows' s_i are computed (still against every cell); the
+// others are returned as 0. Costs |wanted| x n distances instead of n x n.
 // Throws BadData on a non-finite embedding, a negative code or mismatched sizes.
 torch::Tensor silhouette_samples(const torch::Tensor& x, const torch::Tensor& codes,
-                                 int64_t block_rows = 0);
+                                 int64_t block_rows = 0, const torch::Tensor& wanted = {});
 
 }  // namespace scssl

@@ -1,4 +1,5 @@
-// scssl-host: the command-line front end. Subcommands: list, describe, run, evaluate, validate.
+// scssl-host: the command-line front end. Subcommands: list, describe, run, evaluate, sweep,
+// validate.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
@@ -13,9 +14,11 @@
 
 #include "adapters.hpp"
 #include "config.hpp"
+#include "fetch.hpp"
 #include "registry.hpp"
 #include "results.hpp"
 #include "run.hpp"
+#include "sweep.hpp"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -35,7 +38,10 @@ const char* kUsage =
     "  evaluate DATA.h5ad --embedding KEY [--embedding KEY]... [options]\n"
     "                            scores embeddings stored in obsm (from any tool) with the\n"
     "                            evaluators; writes the same result files as a run\n"
+    "  sweep SWEEP.toml [--executor local|slurm] [--workers N] [--dry-run] [--output DIR]\n"
+    "                            a grid of runs (resumable), collected into results.csv\n"
     "  validate FILE.so          checks one plugin library (for plugin authors' CI)\n"
+    "  fetch MANIFEST.toml [--into DIR] [--force]  downloads and checks a catalog data set\n"
     "\n"
     "Plugins are looked up in every --plugins DIR, the folders of $SCSSL_PLUGIN_PATH (':'-separated)\n"
     "and the plugin folder next to this program.\n";
@@ -185,10 +191,11 @@ int cmd_run(const Registry& registry, const std::vector<std::string>& args, bool
   po::options_description opts("run options");
   std::string config;
   std::vector<std::string> sets;
-  std::string output;
+  std::string output, run_dir;
   opts.add_options()("config", po::value(&config)->required(), "run configuration (TOML)")(
       "set", po::value(&sets)->composing(), "override one setting: section.key=value")(
-      "output,o", po::value(&output), "folder for the run directory (overrides run.output_dir)");
+      "output,o", po::value(&output), "folder for the run directory (overrides run.output_dir)")(
+      "run-dir", po::value(&run_dir), "exactly this new or empty run folder (used by sweeps)");
   po::positional_options_description pos;
   pos.add("config", 1);
   po::variables_map vm;
@@ -196,7 +203,7 @@ int cmd_run(const Registry& registry, const std::vector<std::string>& args, bool
   po::notify(vm);
   RunConfig cfg = load_run_config(config, sets, registry);
   if (!output.empty()) cfg.output_dir = output;
-  RunOutcome outcome = execute_run(cfg, {command_line, !quiet});
+  RunOutcome outcome = execute_run(cfg, {command_line, !quiet, run_dir});
   std::cout << "\n" << metrics_table(outcome.metrics) << "\nrun folder: " << outcome.run_dir << "\n";
   return 0;
 }
@@ -291,6 +298,33 @@ int cmd_evaluate(const Registry& registry, const std::vector<std::string>& args,
   return 0;
 }
 
+int cmd_sweep(const Registry& registry, const std::vector<std::string>& args,
+              const std::vector<std::string>& plugin_dirs) {
+  po::options_description opts("sweep options");
+  std::string file;
+  SweepOptions options;
+  options.plugin_dirs = plugin_dirs;
+  opts.add_options()("sweep", po::value(&file)->required(), "sweep file (TOML)")(
+      "executor", po::value(&options.executor), "local or slurm (overrides the file)")(
+      "workers", po::value(&options.workers), "local: runs at once (0: one per core)")(
+      "dry-run", po::bool_switch(&options.dry_run), "slurm: only write the job script")(
+      "output,o", po::value(&options.output_dir), "folder for the sweep folder");
+  po::positional_options_description pos;
+  pos.add("sweep", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  SweepOutcome outcome = run_sweep(load_sweep(file), registry, options);
+  int64_t ok = 0, failed = 0, pending = 0;
+  for (const auto& r : outcome.runs) (r.status == "ok" ? ok : r.status == "failed" ? failed : pending)++;
+  std::cout << "\n" << outcome.runs.size() << " runs: " << ok << " ok (" << outcome.skipped
+            << " of them complete before), " << failed << " failed, " << pending << " not run\n";
+  for (const auto& r : outcome.runs)
+    if (r.status == "failed") std::cout << "  failed " << r.id << ": " << r.error << "\n";
+  std::cout << "results: " << outcome.dir << "/results.csv\n";
+  return failed > 0 ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -343,6 +377,7 @@ int main(int argc, char** argv) {
       throw po::error("unknown option '" + (args.empty() ? command : args.front()) + "' before the command");
     args.erase(args.begin());
 
+    if (command == "fetch") return run_fetch(args);
     if (command == "validate") {
       if (args.size() != 1) throw po::error("validate takes one plugin file");
       return cmd_validate(args[0]);
@@ -358,6 +393,7 @@ int main(int argc, char** argv) {
       return cmd_describe(registry, args[0]);
     }
     if (command == "run") return cmd_run(registry, args, quiet, command_line);
+    if (command == "sweep") return cmd_sweep(registry, args, plugin_folders(plugin_dirs, !no_defaults));
     if (command == "evaluate") return cmd_evaluate(registry, args, quiet, command_line);
     throw po::error("unknown command '" + command + "' (see scssl-host --help)");
   } catch (const po::error& e) {

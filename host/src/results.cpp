@@ -72,6 +72,15 @@ std::string create_run_directory(const std::string& output_dir, const std::strin
   throw IoError("too many runs named '" + base.string() + "'");
 }
 
+std::string claim_run_directory(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw IoError("cannot create run folder '" + dir + "': " + ec.message());
+  if (!fs::is_empty(dir, ec))
+    throw IoError("run folder '" + dir + "' is not empty; earlier results are never overwritten");
+  return fs::path(dir).lexically_normal().string();
+}
+
 std::string json_string(const std::string& s) {
   std::string out = "\"";
   for (unsigned char c : s) {

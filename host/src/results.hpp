@@ -15,6 +15,9 @@ void write_file_atomic(const std::string& path, const std::string& content);
 
 // Creates <output_dir>/<name>-<timestamp> (with -2, -3, ... if taken) and returns its path.
 std::string create_run_directory(const std::string& output_dir, const std::string& name);
+// Creates `dir` (parents included) for a run whose folder is chosen by the caller (a sweep); an
+// existing folder must be empty, so earlier results are never overwritten.
+std::string claim_run_directory(const std::string& dir);
 
 // A JSON string literal (quoted, escaped).
 std::string json_string(const std::string& s);

@@ -291,7 +291,8 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
   for (const auto& a : cfg.augmentations) record.plugins.push_back(a.choice.plugin);
   for (const auto& e : cfg.evaluators) record.plugins.push_back(e.plugin);
   RunOutcome out;
-  out.run_dir = create_run_directory(cfg.output_dir, cfg.name);
+  out.run_dir = settings.run_dir.empty() ? create_run_directory(cfg.output_dir, cfg.name)
+                                         : claim_run_directory(settings.run_dir);
   const fs::path dir(out.run_dir);
   RunLog log((dir / "run.log").string());
   spdlog::info("run folder: {}", out.run_dir);

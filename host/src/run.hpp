@@ -19,6 +19,7 @@ struct RunOutcome {
 struct RunSettings {
   std::string command_line;  // recorded in run.json
   bool show_progress = true;  // progress lines on the terminal
+  std::string run_dir;  // exactly this (new or empty) folder instead of <output_dir>/<name>-<time>
 };
 
 // Runs everything; on failure the run directory keeps what was written so far plus run.json with

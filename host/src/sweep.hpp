@@ -1,0 +1,79 @@
+// `scssl-host sweep`: a grid of runs (axes x seeds) with stable run ids, executed by worker
+// processes on this machine or as a Slurm job array, resumable, collected into one table.
+// See docs/sweeps.md for the sweep file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "registry.hpp"
+
+namespace scssl::host {
+
+// One axis of the grid: either config files layered onto every run (label = file stem), or the
+// values of one setting ("section.key").
+struct SweepAxis {
+  std::string name;
+  std::string key;                   // empty for a config-file axis
+  std::vector<std::string> configs;  // absolute paths (config-file axis)
+  std::vector<std::string> values;   // TOML literals (setting axis)
+  std::vector<std::string> labels;
+  std::string where;  // "file:line" of its key or configs, for errors
+};
+
+struct SlurmOptions {
+  std::string partition;
+  int64_t cpus_per_task = 1;
+  std::string mem;
+  std::string time;
+  int64_t max_parallel = 0;  // %N throttle of the job array; 0: none
+  std::vector<std::string> extra;  // further #SBATCH options, verbatim
+};
+
+struct SweepSpec {
+  std::string path;
+  std::string name;
+  std::string base;  // absolute path of the run config every run starts from ("" for none)
+  std::vector<int64_t> seeds{0};
+  std::string output_dir = "sweeps";
+  std::string executor = "local";  // "local" | "slurm"
+  int64_t workers = 0;              // local: processes at once; 0: the number of cores
+  std::vector<std::string> set;     // overrides for every run
+  std::vector<SweepAxis> axes;
+  SlurmOptions slurm;
+};
+
+// Reads and checks a sweep file; errors name the file, the line and the key.
+SweepSpec load_sweep(const std::string& path);
+
+struct PlannedRun {
+  std::string id;  // 12 hex digits of a hash of the resolved config: equal configs, equal ids
+  int64_t seed = 0;
+  std::vector<std::pair<std::string, std::string>> labels;  // dataset, method, then each axis
+  std::string config;  // the run's resolved config (written into the sweep folder)
+  std::string dir;     // the run folder
+  std::string status = "pending";  // pending | ok | failed
+  std::string error;
+};
+
+struct SweepOptions {
+  std::string executor;  // overrides the file's when not empty
+  int64_t workers = -1;  // overrides the file's when >= 0
+  bool dry_run = false;  // slurm: only write the job script
+  std::string output_dir;
+  std::vector<std::string> plugin_dirs;  // passed on to every run process
+};
+
+struct SweepOutcome {
+  std::string dir;
+  std::vector<PlannedRun> runs;
+  int64_t skipped = 0;  // complete before this call
+};
+
+// Expands the grid, validating every run's config before anything runs, then runs what is not
+// complete yet and writes sweep.json and results.csv into <output_dir>/<name>/.
+SweepOutcome run_sweep(const SweepSpec& spec, const Registry& registry, const SweepOptions& options);
+
+}  // namespace scssl::host

@@ -1,0 +1,143 @@
+// Concerto (Yang et al., Nature Machine Intelligence 2022): an attention teacher and an MLP
+// student, both trained by gradient, contrasted with NT-Xent; the networks' dropout is the
+// augmentation (methods.md §10). Unimodal, or RNA + protein with one teacher and one student per
+// modality. The embedding is the teacher's pooled output before its projection head.
+
+#include <filesystem>
+
+#include "concerto_net.hpp"
+#include "scssl/losses.hpp"
+#include "scssl/plugin.hpp"
+#include "scssl/training.hpp"
+
+namespace {
+
+class Concerto final : public scssl::IMethod {
+ public:
+  static uint64_t requirements() { return SCSSL_USES_AUGMENTATIONS; }
+  static std::vector<scssl_param_spec> parameters() {
+    return {
+        {"teacher", SCSSL_PARAM_STRING, "original",
+         "\"original\": tokens = gene embedding x expression of the expressed genes (Concerto); "
+         "\"reference\": tokens = embedding of the binned standardised value (scSSL-Bench)"},
+        {"token_dim", SCSSL_PARAM_INT, "128", "size of the tokens, of both networks and the embedding"},
+        {"bins", SCSSL_PARAM_INT, "10", "value bins of the \"reference\" teacher (its vocabulary)"},
+        {"dropout", SCSSL_PARAM_FLOAT, "0.2", "dropout before both projection heads (the augmentation)"},
+        {"temperature", SCSSL_PARAM_FLOAT, "0.2", "NT-Xent temperature"},
+        {"multimodal", SCSSL_PARAM_BOOL, "false",
+         "train on the first two modalities (e.g. RNA + ADT), one teacher and student each"},
+        {"integrate", SCSSL_PARAM_STRING, "add", "multimodal fusion: add | mean | concat"},
+        {"predict_only_rna", SCSSL_PARAM_BOOL, "false",
+         "multimodal: embed with the first modality's teacher only"},
+    };
+  }
+
+  Concerto(const scssl::ParamSet& p, scssl::HostContext& host)
+      : IMethod(host),
+        token_dim_(p.get_int("token_dim")),
+        bins_(p.get_int("bins")),
+        dropout_(p.get_float("dropout")),
+        temperature_(p.get_float("temperature")),
+        multimodal_(p.get_bool("multimodal")),
+        only_rna_(p.get_bool("predict_only_rna")),
+        integrate_(p.get_string("integrate")) {
+    const std::string& teacher = p.get_string("teacher");
+    if (teacher != "original" && teacher != "reference")
+      throw scssl::InvalidArgument("concerto: parameter 'teacher' must be \"original\" or \"reference\", got \"" +
+                                   teacher + "\"");
+    original_teacher_ = teacher == "original";
+    if (token_dim_ < 1) throw scssl::InvalidArgument("concerto: parameter 'token_dim' must be at least 1");
+    if (bins_ < 2) throw scssl::InvalidArgument("concerto: parameter 'bins' must be at least 2");
+    if (!(dropout_ >= 0 && dropout_ < 1))
+      throw scssl::InvalidArgument("concerto: parameter 'dropout' must be in [0, 1)");
+    if (!(temperature_ > 0)) throw scssl::InvalidArgument("concerto: parameter 'temperature' must be positive");
+    if (integrate_ != "add" && integrate_ != "mean" && integrate_ != "concat")
+      throw scssl::InvalidArgument("concerto: parameter 'integrate' must be add, mean or concat, got \"" +
+                                   integrate_ + "\"");
+  }
+
+  void fit(const scssl::CellData& train, const scssl::TrainOptions& options) override {
+    const std::vector<int> used = used_modalities(train);
+    std::vector<int64_t> features;
+    for (int m : used) features.push_back(train.modalities[m].X.cols);
+    scssl::Trainer trainer(host_, options, used);
+    device_ = trainer.device();
+    build(features);
+    scssl::TrainCallbacks callbacks;
+    // Student on view 0, teacher on view 1; both networks learn.
+    callbacks.loss = [this](const scssl::TrainBatch& b) {
+      return scssl::losses::nt_xent(net_->student(b.view0), net_->teacher(b.view1), temperature_);
+    };
+    trainer.fit(train, *net_, callbacks);
+  }
+
+  torch::Tensor embed(const scssl::CellData& data) override {
+    if (!net_) throw scssl::InvalidArgument("concerto: embed() called before fit() or load()");
+    const std::vector<int> used = used_modalities(data);
+    const size_t n_used = only_rna_ ? 1 : used.size();
+    torch::NoGradGuard no_grad;
+    net_->eval();
+    std::vector<torch::Tensor> blocks;
+    // Smaller blocks than the other methods: the teacher holds [block, features, token_dim].
+    constexpr int64_t kBlock = 64;
+    for (int64_t begin = 0; begin < data.n_cells(); begin += kBlock) {
+      const int64_t end = std::min(data.n_cells(), begin + kBlock);
+      std::vector<torch::Tensor> x;
+      for (size_t k = 0; k < n_used; ++k)
+        x.push_back(data.modalities[used[k]].X.slice_dense(begin, end).to(device_));
+      blocks.push_back(net_->teacher_embedding(x).cpu());
+    }
+    return torch::cat(blocks, 0);
+  }
+
+  void save(const std::string& directory) const override {
+    if (!net_) throw scssl::InvalidArgument("concerto: nothing to save, the method has not been trained");
+    std::filesystem::create_directories(directory);
+    torch::serialize::OutputArchive archive, weights;
+    net_->save(weights);
+    archive.write("weights", weights);
+    archive.write("features", torch::tensor(features_, torch::kInt64));
+    archive.save_to(directory + "/model.pt");
+  }
+
+  void load(const std::string& directory) override {
+    const std::string file = directory + "/model.pt";
+    if (!std::filesystem::exists(file)) throw scssl::IoError("concerto: no saved model at '" + file + "'");
+    torch::serialize::InputArchive archive, weights;
+    archive.load_from(file);
+    torch::Tensor features;
+    archive.read("features", features);
+    build(std::vector<int64_t>(features.data_ptr<int64_t>(), features.data_ptr<int64_t>() + features.numel()));
+    archive.read("weights", weights);
+    net_->load(weights);
+    net_->eval();
+  }
+
+ private:
+  std::vector<int> used_modalities(const scssl::CellData& data) const {
+    if (!multimodal_) return {0};
+    if (data.modalities.size() < 2)
+      throw scssl::BadData("concerto: multimodal = true needs two modalities (e.g. RNA and ADT), but the data set has " +
+                           std::to_string(data.modalities.size()));
+    return {0, 1};
+  }
+
+  void build(const std::vector<int64_t>& features) {
+    features_ = features;
+    net_ = concerto::ConcertoNet(features, token_dim_, bins_, original_teacher_, dropout_, integrate_);
+    net_->to(device_);
+  }
+
+  int64_t token_dim_, bins_;
+  double dropout_, temperature_;
+  bool multimodal_, only_rna_, original_teacher_ = true;
+  std::string integrate_;
+  torch::Device device_{torch::kCPU};
+  std::vector<int64_t> features_;
+  concerto::ConcertoNet net_{nullptr};
+};
+
+}  // namespace
+
+SCSSL_PLUGIN(Concerto, "concerto", "1.0.0",
+             "Concerto: attention teacher vs MLP student, NT-Xent, dropout as augmentation")

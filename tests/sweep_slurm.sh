@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# A small sweep through the slurm executor on a real cluster (CI starts a one-node one with
+# tools/slurm_local.sh start). Exit 77 (reported by ctest as skipped) where no cluster answers.
+#   tests/sweep_slurm.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+build=$(cd "$1" && pwd) repo=$(cd "$2" && pwd)
+if ! command -v sbatch > /dev/null || ! sinfo -h > /dev/null 2>&1; then
+  echo "SKIPPED: no Slurm cluster answers here (sbatch or the controller is missing);" \
+    "start one with tools/slurm_local.sh start (as root)"
+  exit 77
+fi
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+chmod 755 "$out"
+cat > "$out/sweep.toml" <<EOF
+[sweep]
+name = "slurm_smoke"
+base = "$repo/configs/methods/pca.toml"
+seeds = [0, 1, 2]
+executor = "slurm"
+set = ['evaluation.evaluators=["knn_annotation"]']
+
+[slurm]
+cpus_per_task = 1
+EOF
+host=("$build/bin/scssl-host" --plugins "$build/plugins")
+"${host[@]}" sweep "$out/sweep.toml" --output "$out" | tee "$out/first.txt"
+grep -q "3 runs: 3 ok (0 of them complete before), 0 failed" "$out/first.txt"
+[[ $(grep -c ",ok," "$out/slurm_smoke/results.csv") == 3 ]]
+ls "$out"/slurm_smoke/logs/slurm-*_0.log > /dev/null
+# Resumed: nothing is submitted again.
+"${host[@]}" sweep "$out/sweep.toml" --output "$out" | tee "$out/second.txt"
+grep -q "3 runs: 3 ok (3 of them complete before)" "$out/second.txt"
+echo "sweep through Slurm: OK"

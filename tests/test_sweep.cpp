@@ -1,0 +1,122 @@
+// scssl-host sweep: grid expansion with stable run ids, the local executor (one process per run),
+// resume, failure isolation, validation before any run, and the Slurm job script.
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "support.hpp"
+
+namespace fs = std::filesystem;
+using scssl::test::read_text;
+using scssl::test::run_command;
+
+namespace {
+
+std::string host(const std::string& args) {
+  return std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR + " " + args;
+}
+
+// A sweep over PCA and a one-epoch VICReg on the bundled Kang file, scored by annotation only.
+std::string write_sweep(const std::string& dir, const std::string& extra = "") {
+  const std::string path = dir + "/sweep.toml";
+  std::ofstream(path) << "[sweep]\nname = \"smoke\"\nseeds = [0, 1]\nworkers = 2\n"
+                      << "set = [\"train.epochs=1\", 'evaluation.evaluators=[\"knn_annotation\"]']\n"
+                      << extra << "\n[[axis]]\nname = \"method\"\nconfigs = [\""
+                      << scssl::test::repo_file("configs/methods/pca.toml") << "\", \""
+                      << scssl::test::repo_file("configs/methods/vicreg.toml") << "\"]\n";
+  return path;
+}
+
+std::vector<std::vector<std::string>> csv_rows(const std::string& path) {
+  std::vector<std::vector<std::string>> rows;
+  std::istringstream in(read_text(path));
+  for (std::string line; std::getline(in, line);) {
+    rows.emplace_back();
+    std::stringstream row(line);
+    for (std::string c; std::getline(row, c, ',');) rows.back().push_back(c);
+  }
+  return rows;
+}
+
+}  // namespace
+
+TEST(Sweep, RunsTheGridLocallyAndResumes) {
+  const std::string dir = scssl::test::temp_dir("sweep");
+  const std::string file = write_sweep(dir);
+  auto first = run_command(host("sweep " + file + " --output " + dir));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("4 runs: 4 ok (0 of them complete before)"), std::string::npos) << first.output;
+  const auto rows = csv_rows(dir + "/smoke/results.csv");
+  ASSERT_EQ(rows.size(), 5u);
+  EXPECT_EQ(rows[0][0], "id");
+  EXPECT_EQ(rows[0][3], "method");
+  std::set<std::string> ids;
+  for (size_t i = 1; i < rows.size(); ++i) {
+    ids.insert(rows[i][0]);
+    EXPECT_EQ(rows[i][4], "ok");
+    EXPECT_TRUE(fs::exists(dir + "/smoke/runs/" + rows[i][0] + "/metrics.csv")) << rows[i][0];
+  }
+  EXPECT_EQ(ids.size(), 4u) << "every grid point and seed has its own id";
+  // PCA does not depend on the seed: both seeds give the same macro-F1.
+  const auto macro_f1 = std::find(rows[0].begin(), rows[0].end(), "macro_f1") - rows[0].begin();
+  EXPECT_EQ(rows[1][3], "pca");
+  EXPECT_EQ(rows[1][macro_f1], rows[2][macro_f1]);
+  EXPECT_NE(read_text(dir + "/smoke/sweep.json").find("\"labels\": {\"dataset\": "), std::string::npos);
+
+  // Again: same ids, nothing rerun.
+  auto second = run_command(host("sweep " + file + " --output " + dir));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("4 runs: 4 ok (4 of them complete before)"), std::string::npos) << second.output;
+  const auto again = csv_rows(dir + "/smoke/results.csv");
+  for (size_t i = 1; i < rows.size(); ++i) EXPECT_EQ(again[i][0], rows[i][0]);
+}
+
+TEST(Sweep, AFailingRunIsRecordedAndTheOthersGoOn) {
+  const std::string dir = scssl::test::temp_dir("sweep-failing");
+  // The second data file does not exist: only the run itself can find that out.
+  const std::string file = write_sweep(
+      dir, "\n[[axis]]\nname = \"data\"\nkey = \"dataset.path\"\nvalues = [\"" +
+               scssl::test::repo_file("datasets/kang_ctrl_stim/kang2018_pbmc_ctrl_stim_4samples.h5ad") +
+               "\", \"/nonexistent/cells.h5ad\"]\n");
+  auto r = run_command(host("sweep " + file + " --output " + dir));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("8 runs: 4 ok"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("4 failed"), std::string::npos) << r.output;
+  const std::string results = read_text(dir + "/smoke/results.csv");
+  EXPECT_NE(results.find("/nonexistent/cells.h5ad"), std::string::npos) << "the error is recorded";
+}
+
+TEST(Sweep, AnUnknownParameterIsRefusedBeforeAnyRunWithItsLine) {
+  const std::string dir = scssl::test::temp_dir("sweep-bad");
+  const std::string file = dir + "/bad.toml";
+  std::ofstream(file) << "[sweep]\nname = \"bad\"\n\n[[axis]]\nname = \"width\"\nkey = \"method.hidden_dimz\"\n"
+                      << "values = [8, 16]\n\n[[axis]]\nname = \"method\"\nconfigs = [\""
+                      << scssl::test::repo_file("configs/methods/vicreg.toml") << "\"]\n";
+  auto r = run_command(host("sweep " + file + " --output " + dir));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("hidden_dimz"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("bad.toml:6"), std::string::npos) << "names the axis line: " << r.output;
+  EXPECT_FALSE(fs::exists(dir + "/bad")) << "nothing is written before every run is valid";
+
+  std::ofstream(file) << "[sweep]\nname = \"bad\"\nseeds = [0, -1]\n";
+  r = run_command(host("sweep " + file + " --output " + dir));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("bad.toml:3: sweep.seeds"), std::string::npos) << r.output;
+}
+
+TEST(Sweep, SlurmDryRunWritesAJobArrayAndMissingSbatchSuggestsLocal) {
+  const std::string dir = scssl::test::temp_dir("sweep-slurm");
+  const std::string file = write_sweep(dir, "\n[slurm]\npartition = \"debug\"\nmax_parallel = 2\n");
+  auto r = run_command(host("sweep " + file + " --executor slurm --dry-run --output " + dir));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string job = read_text(dir + "/smoke/slurm/job.sh");
+  EXPECT_NE(job.find("#SBATCH --array=0-3%2"), std::string::npos) << job;
+  EXPECT_NE(job.find("#SBATCH --partition=debug"), std::string::npos) << job;
+  EXPECT_EQ(csv_rows(dir + "/smoke/slurm/runs.tsv").size(), 4u);
+
+  r = run_command("env PATH=/nonexistent " + host("sweep " + file + " --executor slurm --output " + dir));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("needs 'sbatch'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--executor local"), std::string::npos) << r.output;
+}

@@ -8,13 +8,16 @@
 #include <Spectra/SymEigsSolver.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/math/special_functions/gamma.hpp>
 #include <cmath>
 #include <iomanip>
 #include <limits>
+#include <mutex>
 #include <numeric>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 #include <tuple>
 
 #include "scssl/knn.hpp"
@@ -308,21 +311,32 @@ class Kbet final : public scssl::IEvaluator {
     // scib-metrics 0.5.1 lowers its component count to (label size - 1) for a small label and keeps
     // it lowered for every later label (metrics.md §3.3 point 7); reproduced on purpose.
     int64_t components = components_;
-    double total = 0;
-    int64_t scored = 0;
+    // First, in label order, what each label needs (cheap); then the diffusion maps and tests,
+    // the expensive part, for several labels at once.
+    struct LabelTask {
+      std::ostringstream note;
+      bool scored = false;
+      double score = 0.0;
+      Graph sub;
+      std::vector<int32_t> batch_of;
+      int64_t k0 = 0, components = 0;
+    };
+    std::vector<LabelTask> tasks(cells_of.size());
+    std::vector<LabelTask*> to_test;
     for (size_t l = 0; l < cells_of.size(); ++l) {
       const std::vector<int64_t>& cells = cells_of[l];
+      LabelTask& task = tasks[l];
       if (cells.empty()) continue;
       const int64_t n_cells = static_cast<int64_t>(cells.size());
       std::vector<int64_t> batch_size(batches.categories.size(), 0);
       for (int64_t i : cells) ++batch_size[batch[i]];
       const int64_t present = std::count_if(batch_size.begin(), batch_size.end(),
                                             [](int64_t s) { return s > 0; });
-      std::ostringstream note;
+      std::ostringstream& note = task.note;
       note << "kbet: label '" << labels.categories[l] << "' (" << n_cells << " cells, " << present
            << " batches";
       if (n_cells < 10 || present < 2) {
-        host_.debug(note.str() + "): NaN, skipped");
+        note << "): NaN, skipped";
         continue;
       }
       // k0 = a quarter of the mean batch size, clipped to [10, 70].
@@ -337,6 +351,7 @@ class Kbet final : public scssl::IEvaluator {
       note << ", " << n_components << " components";
       std::vector<int64_t> kept(n_cells);
       std::iota(kept.begin(), kept.end(), 0);
+      task.scored = true;
       if (n_components > 1) {
         // Only components of at least 3 k0 cells are tested, and only if they hold 75 % of the cells.
         std::vector<int64_t> component_size(n_components, 0);
@@ -345,8 +360,7 @@ class Kbet final : public scssl::IEvaluator {
         for (int64_t i = 0; i < n_cells; ++i)
           if (component_size[component[i]] >= 3 * k0) kept.push_back(i);
         if (static_cast<double>(kept.size()) < 0.75 * static_cast<double>(n_cells)) {
-          host_.debug(note.str() + ", too fragmented): 0");
-          ++scored;
+          note << ", too fragmented): 0";
           continue;
         }
         sub = induced_subgraph(sub, kept);
@@ -355,20 +369,46 @@ class Kbet final : public scssl::IEvaluator {
       const int64_t m = static_cast<int64_t>(kept.size());
       components = std::min(components, m - 1);
       note << ", " << components << " diffusion components";
+      task.sub = std::move(sub);
+      task.k0 = k0;
+      task.components = components;
+      task.batch_of.resize(m);
+      for (int64_t i = 0; i < m; ++i) task.batch_of[i] = batch[cells[kept[i]]];
+      to_test.push_back(&task);
+    }
 
-      double score = 0.0;
-      try {
-        const torch::Tensor embedding = diffusion_embedding(sub, components);
-        const torch::Tensor neighbours = scssl::knn_self(embedding, k0 + 1).indices.contiguous();
-        std::vector<int32_t> batch_of(m);
-        for (int64_t i = 0; i < m; ++i) batch_of[i] = batch[cells[kept[i]]];
-        score = acceptance_rate(neighbours, k0 + 1, batch_of, alpha_);
-      } catch (const DiffusionFailed& e) {
-        note << ", " << e.what();
+    std::atomic<size_t> next{0};
+    std::exception_ptr failure;
+    std::mutex failure_lock;
+    auto work = [&] {
+      for (size_t t = next++; t < to_test.size(); t = next++) {
+        LabelTask& task = *to_test[t];
+        try {
+          const torch::Tensor embedding = diffusion_embedding(task.sub, task.components);
+          const torch::Tensor neighbours = scssl::knn_self(embedding, task.k0 + 1).indices.contiguous();
+          task.score = acceptance_rate(neighbours, task.k0 + 1, task.batch_of, alpha_);
+        } catch (const DiffusionFailed& e) {
+          task.note << ", " << e.what();
+        } catch (...) {
+          std::lock_guard<std::mutex> hold(failure_lock);
+          if (!failure) failure = std::current_exception();
+        }
+        task.note << "): " << std::setprecision(10) << task.score;
       }
-      note << "): " << std::setprecision(10) << score;
-      host_.debug(note.str());
-      total += score;
+    };
+    const size_t workers = std::min<size_t>(to_test.size(), std::max(1u, std::thread::hardware_concurrency()));
+    std::vector<std::thread> pool;
+    for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+    if (failure) std::rethrow_exception(failure);
+
+    double total = 0;
+    int64_t scored = 0;
+    for (const auto& task : tasks) {
+      if (!task.note.str().empty()) host_.debug(task.note.str());
+      if (!task.scored) continue;
+      total += task.score;
       ++scored;
     }
     sink.report("kbet", scored ? total / static_cast<double>(scored) : std::nan(""));

@@ -15,6 +15,7 @@ packages=(
   libeigen3-dev libspectra-dev                   # sparse eigensolver for kBET's diffusion map
   libhnswlib-dev                                 # approximate neighbour index for large n
   libgtest-dev googletest nlohmann-json3-dev     # tests
+  chromium                                       # tests: opens report pages headless (test_report)
   curl unzip                                     # scssl-host fetch (downloads, zip members)
 )
 

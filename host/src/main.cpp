@@ -16,6 +16,7 @@
 #include "config.hpp"
 #include "fetch.hpp"
 #include "registry.hpp"
+#include "report.hpp"
 #include "results.hpp"
 #include "run.hpp"
 #include "sweep.hpp"
@@ -41,6 +42,7 @@ const char* kUsage =
     "  sweep SWEEP.toml [--executor local|slurm] [--workers N] [--dry-run] [--output DIR]\n"
     "                            a grid of runs (resumable), collected into results.csv\n"
     "  validate FILE.so          checks one plugin library (for plugin authors' CI)\n"
+    "  report DIR... -o OUT      per-data-set tables (CSV) and one HTML page from run/sweep folders\n"
     "  fetch MANIFEST.toml [--into DIR] [--force]  downloads and checks a catalog data set\n"
     "\n"
     "Plugins are looked up in every --plugins DIR, the folders of $SCSSL_PLUGIN_PATH (':'-separated)\n"
@@ -307,7 +309,7 @@ int cmd_sweep(const Registry& registry, const std::vector<std::string>& args,
   opts.add_options()("sweep", po::value(&file)->required(), "sweep file (TOML)")(
       "executor", po::value(&options.executor), "local or slurm (overrides the file)")(
       "workers", po::value(&options.workers), "local: runs at once (0: one per core)")(
-      "dry-run", po::bool_switch(&options.dry_run), "slurm: only write the job script")(
+      "dry-run", po::bool_switch(&options.dry_run), "plan and check the runs only (slurm: write the job script)")(
       "output,o", po::value(&options.output_dir), "folder for the sweep folder");
   po::positional_options_description pos;
   pos.add("sweep", 1);
@@ -378,6 +380,7 @@ int main(int argc, char** argv) {
     args.erase(args.begin());
 
     if (command == "fetch") return run_fetch(args);
+    if (command == "report") return cmd_report(args);
     if (command == "validate") {
       if (args.size() != 1) throw po::error("validate takes one plugin file");
       return cmd_validate(args[0]);

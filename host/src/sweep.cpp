@@ -387,7 +387,7 @@ SweepSpec load_sweep(const std::string& path) {
 
   const toml::table* sweep = root.get("sweep") ? root.get("sweep")->as_table() : nullptr;
   if (!sweep) fail(path, root.get("sweep"), "[sweep]", "section is missing");
-  only(path, *sweep, "sweep", {"name", "base", "seeds", "output_dir", "executor", "workers", "set"});
+  only(path, *sweep, "sweep", {"name", "base", "layers", "seeds", "output_dir", "executor", "workers", "set"});
   spec.name = sweep->get("name") && sweep->get("name")->is_string() ? sweep->get("name")->as_string()->get() : "";
   if (spec.name.empty() || spec.name.find('/') != std::string::npos || spec.name[0] == '.')
     fail(path, sweep->get("name"), "sweep.name", "must be a plain folder name");
@@ -419,6 +419,11 @@ SweepSpec load_sweep(const std::string& path) {
     spec.workers = w->as_integer()->get();
   }
   spec.set = string_list(path, *sweep, "set", "sweep");
+  for (const auto& f : string_list(path, *sweep, "layers", "sweep")) {
+    spec.layers.push_back(file_of(f));
+    if (!fs::is_regular_file(spec.layers.back(), ec))
+      fail(path, sweep->get("layers"), "sweep.layers", "names a file that does not exist: " + spec.layers.back());
+  }
 
   if (const toml::node* axes = root.get("axis")) {
     const toml::array* arr = axes->as_array();
@@ -527,6 +532,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const Registry& registry, const Sw
       labels.emplace_back(axis.name, axis.labels[choice[a]]);
       point += (point.empty() ? "" : ", ") + axis.name + " = " + axis.labels[choice[a]] + " (" + axis.where + ")";
     }
+    includes.insert(includes.end(), spec.layers.begin(), spec.layers.end());
     for (size_t i = 0; i < includes.size(); ++i) {
       std::ostringstream quoted;
       quoted << toml::value<std::string>(includes[i]);
@@ -619,7 +625,9 @@ SweepOutcome run_sweep(const SweepSpec& spec, const Registry& registry, const Sw
   auto update = [&] { write_sweep_files(spec, dir, runs); };
   update();
   if (!todo.empty()) {
-    if (executor == "local") {
+    if (executor == "local" && options.dry_run) {
+      spdlog::info("dry run: {} runs planned, none started", todo.size());
+    } else if (executor == "local") {
       const int64_t workers = options.workers >= 0 ? options.workers : spec.workers;
       run_local(todo, workers > 0 ? workers : std::max<int64_t>(1, std::thread::hardware_concurrency()),
                 options, logs, update);

@@ -36,6 +36,7 @@ struct SweepSpec {
   std::string path;
   std::string name;
   std::string base;  // absolute path of the run config every run starts from ("" for none)
+  std::vector<std::string> layers;  // config files applied over every run, after the axes
   std::vector<int64_t> seeds{0};
   std::string output_dir = "sweeps";
   std::string executor = "local";  // "local" | "slurm"
@@ -61,7 +62,7 @@ struct PlannedRun {
 struct SweepOptions {
   std::string executor;  // overrides the file's when not empty
   int64_t workers = -1;  // overrides the file's when >= 0
-  bool dry_run = false;  // slurm: only write the job script
+  bool dry_run = false;  // plan and validate only (slurm: and write the job script)
   std::string output_dir;
   std::vector<std::string> plugin_dirs;  // passed on to every run process
 };

@@ -6,8 +6,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "adapters.hpp"
 #include "registry.hpp"
@@ -85,6 +87,40 @@ inline std::string temp_dir(const std::string& name) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir.string();
+}
+
+// The scssl-host of this build with its plugin folder, then `args` (a shell command line).
+inline std::string host_command(const std::string& args) {
+  return std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR + " " + args;
+}
+
+// `scssl-host --quiet run CONFIG --output OUTPUT SETS` with CONFIG relative to the repository;
+// returns the run folder ("" and a test failure when the run fails).
+inline std::string run_config(const std::string& config, const std::string& output,
+                              const std::string& sets) {
+  auto r = run_command(host_command("--quiet run " + repo_file(config) + " --output " + output + " " + sets));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  std::smatch m;
+  return std::regex_search(r.output, m, std::regex("run folder: (\\S+)")) ? m[1].str() : "";
+}
+
+// The embedding of a run folder (embedding.h5).
+inline torch::Tensor run_embedding(const std::string& run_dir) {
+  h5::File f = h5::File::open(run_dir + "/embedding.h5");
+  h5::Dataset d = f.root().dataset("embedding");
+  auto shape = d.shape();
+  torch::Tensor t = torch::empty({shape.at(0), shape.at(1)});
+  d.read(h5::NumType::Float32, t.data_ptr<float>());
+  return t;
+}
+
+// One series of a run's history.csv (e.g. "loss", one value per epoch).
+inline std::vector<double> run_series(const std::string& run_dir, const std::string& name = "loss") {
+  std::vector<double> out;
+  std::istringstream in(read_text(run_dir + "/history.csv"));
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(name + ",", 0) == 0) out.push_back(std::stod(line.substr(line.rfind(',') + 1)));
+  return out;
 }
 
 }  // namespace scssl::test

@@ -23,29 +23,7 @@ torch::Tensor rows(std::initializer_list<std::initializer_list<float>> values) {
 // Runs a config with overrides; returns the run folder (fails the test on error).
 std::string run(const std::string& config, const std::string& sets) {
   static const std::string out = scssl::test::temp_dir("claire-concerto");
-  auto r = run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR +
-                       " --quiet run " + scssl::test::repo_file(config) + " --output " + out + " " + sets);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  std::smatch m;
-  return std::regex_search(r.output, m, std::regex("run folder: (\\S+)")) ? m[1].str() : "";
-}
-
-torch::Tensor embedding(const std::string& run_dir) {
-  scssl::h5::File f = scssl::h5::File::open(run_dir + "/embedding.h5");
-  scssl::h5::Dataset d = f.root().dataset("embedding");
-  auto shape = d.shape();
-  torch::Tensor t = torch::empty({shape.at(0), shape.at(1)});
-  d.read(scssl::h5::NumType::Float32, t.data_ptr<float>());
-  return t;
-}
-
-// One series of history.csv, one value per epoch.
-std::vector<double> series(const std::string& run_dir, const std::string& name) {
-  std::vector<double> out;
-  std::istringstream in(scssl::test::read_text(run_dir + "/history.csv"));
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(name + ",", 0) == 0) out.push_back(std::stod(line.substr(line.rfind(',') + 1)));
-  return out;
+  return scssl::test::run_config(config, out, sets);
 }
 
 const std::string kQuick =
@@ -162,12 +140,12 @@ TEST(ClairePairs, UniquePairsRoundTripThroughTheGraph) {
 TEST(ClaireTraining, LossFallsAndRefinementDropsPairsAfterWarmUp) {
   const std::string dir =
       run("configs/methods/claire.toml", kQuick + " --set train.epochs=6 --set method.refine_epoch=3");
-  const std::vector<double> loss = series(dir, "loss");
+  const std::vector<double> loss = scssl::test::run_series(dir, "loss");
   ASSERT_EQ(loss.size(), 6u);
   // Epoch 1 contrasts against the queue's random initial keys (easy negatives); from epoch 2 on
   // the queue holds real keys.
   EXPECT_LT(loss.back(), loss[1]);
-  const std::vector<double> pairs = series(dir, "mnn_pairs");
+  const std::vector<double> pairs = scssl::test::run_series(dir, "mnn_pairs");
   ASSERT_EQ(pairs.size(), 6u);
   EXPECT_GT(pairs[0], 0);
   EXPECT_EQ(pairs[2], pairs[0]);  // warm-up: every pair
@@ -178,11 +156,11 @@ TEST(ClaireTraining, LossFallsAndRefinementDropsPairsAfterWarmUp) {
 
 TEST(ClaireTraining, SameSeedGivesIdenticalEmbeddings) {
   const std::string sets = kQuick + " --set train.epochs=3 --set method.refine_epoch=1";
-  const torch::Tensor a = embedding(run("configs/methods/claire.toml", sets));
-  const torch::Tensor b = embedding(run("configs/methods/claire.toml", sets));
+  const torch::Tensor a = scssl::test::run_embedding(run("configs/methods/claire.toml", sets));
+  const torch::Tensor b = scssl::test::run_embedding(run("configs/methods/claire.toml", sets));
   EXPECT_EQ(a.size(1), 128);
   EXPECT_TRUE(a.equal(b));
-  EXPECT_FALSE(a.equal(embedding(run("configs/methods/claire.toml", sets + " --set run.seed=1"))));
+  EXPECT_FALSE(a.equal(scssl::test::run_embedding(run("configs/methods/claire.toml", sets + " --set run.seed=1"))));
   // Rows are L2-normalised, as CLAIRE's latl2 embedding.
   EXPECT_TRUE(a.norm(2, 1).allclose(torch::ones({a.size(0)}), 1e-4, 1e-4));
 }
@@ -227,26 +205,26 @@ TEST(ConcertoTraining, LossFallsAndOneSeedGivesOneEmbedding) {
   for (const char* teacher : {"original", "reference"}) {
     const std::string sets = kQuickConcerto + " --set train.epochs=3 --set method.teacher=" + teacher;
     const std::string dir = run("configs/methods/concerto.toml", sets);
-    const std::vector<double> loss = series(dir, "loss");
+    const std::vector<double> loss = scssl::test::run_series(dir, "loss");
     ASSERT_EQ(loss.size(), 3u);
     EXPECT_LT(loss.back(), loss.front()) << teacher;
-    const torch::Tensor a = embedding(dir);
+    const torch::Tensor a = scssl::test::run_embedding(dir);
     EXPECT_EQ(a.size(1), 32);
-    EXPECT_TRUE(a.equal(embedding(run("configs/methods/concerto.toml", sets)))) << teacher;
+    EXPECT_TRUE(a.equal(scssl::test::run_embedding(run("configs/methods/concerto.toml", sets)))) << teacher;
     if (std::string(teacher) == "original")
-      EXPECT_FALSE(a.equal(embedding(run("configs/methods/concerto.toml", sets + " --set run.seed=1"))));
+      EXPECT_FALSE(a.equal(scssl::test::run_embedding(run("configs/methods/concerto.toml", sets + " --set run.seed=1"))));
   }
 }
 
 TEST(ConcertoTraining, MultimodalRnaAndProteinTrains) {
   const std::string config = "configs/methods/concerto_multimodal.toml";
   const std::string dir = run(config, kQuickConcerto + " --set train.epochs=4");
-  const std::vector<double> loss = series(dir, "loss");
+  const std::vector<double> loss = scssl::test::run_series(dir, "loss");
   ASSERT_EQ(loss.size(), 4u);
   EXPECT_LT(loss.back(), loss.front());
-  EXPECT_EQ(embedding(dir).size(1), 32);
-  EXPECT_EQ(embedding(run(config, kQuickConcerto + " --set train.epochs=1 --set method.integrate=concat")).size(1), 64);
-  EXPECT_EQ(embedding(run(config, kQuickConcerto + " --set train.epochs=1 --set method.integrate=concat"
+  EXPECT_EQ(scssl::test::run_embedding(dir).size(1), 32);
+  EXPECT_EQ(scssl::test::run_embedding(run(config, kQuickConcerto + " --set train.epochs=1 --set method.integrate=concat")).size(1), 64);
+  EXPECT_EQ(scssl::test::run_embedding(run(config, kQuickConcerto + " --set train.epochs=1 --set method.integrate=concat"
                                           " --set method.predict_only_rna=true"))
                 .size(1),
             32);

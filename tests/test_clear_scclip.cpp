@@ -19,36 +19,10 @@ const std::string kTrainOnly =
     "--set evaluation.evaluators=[] --set evaluation.query_batches=[] --set run.threads=1 "
     "--set run.write_h5ad=false";
 
-std::string host_command(const std::string& config, const std::string& sets) {
-  static const std::string out = scssl::test::temp_dir("clear_scclip");
-  return std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR + " --quiet run " +
-         scssl::test::repo_file(config) + " --output " + out + " " + sets;
-}
-
 // Runs a config with overrides; returns the run folder (fails the test on error).
 std::string run(const std::string& config, const std::string& sets) {
-  auto r = run_command(host_command(config, kTrainOnly + " " + sets));
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  std::smatch m;
-  return std::regex_search(r.output, m, std::regex("run folder: (\\S+)")) ? m[1].str() : "";
-}
-
-torch::Tensor embedding(const std::string& run_dir) {
-  scssl::h5::File f = scssl::h5::File::open(run_dir + "/embedding.h5");
-  scssl::h5::Dataset d = f.root().dataset("embedding");
-  auto shape = d.shape();
-  torch::Tensor t = torch::empty({shape.at(0), shape.at(1)});
-  d.read(scssl::h5::NumType::Float32, t.data_ptr<float>());
-  return t;
-}
-
-// Mean loss of every epoch, from history.csv.
-std::vector<double> epoch_losses(const std::string& run_dir) {
-  std::vector<double> out;
-  std::istringstream in(scssl::test::read_text(run_dir + "/history.csv"));
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("loss,", 0) == 0) out.push_back(std::stod(line.substr(line.rfind(',') + 1)));
-  return out;
+  static const std::string out = scssl::test::temp_dir("clear_scclip");
+  return scssl::test::run_config(config, out, kTrainOnly + " " + sets);
 }
 
 // One tensor of a saved model (run.save_model), by its path of module names, e.g. {"queue", "bank"}.
@@ -90,7 +64,7 @@ TEST(Clear, ConstantMomentumOfOneKeepsTheKeyEncoderAtItsStart) {
 TEST(Clear, LossFallsOverAFewEpochs) {
   // The first epoch (6 steps) contrasts against the queue's random initial rows, easy negatives;
   // from the second on the queue holds real keys.
-  std::vector<double> l = epoch_losses(run(kClear, "--set train.epochs=6"));
+  std::vector<double> l = scssl::test::run_series(run(kClear, "--set train.epochs=6"));
   ASSERT_EQ(l.size(), 6u);
   EXPECT_LT(l.back(), l[1]) << "loss went from " << l[1] << " to " << l.back();
 }
@@ -115,7 +89,7 @@ TEST(Scclip, LogitScaleStaysFixedUnlessLearned) {
 }
 
 TEST(Scclip, LossFallsOverAFewEpochs) {
-  std::vector<double> l = epoch_losses(run(kScclip, "--set train.epochs=6"));
+  std::vector<double> l = scssl::test::run_series(run(kScclip, "--set train.epochs=6"));
   ASSERT_EQ(l.size(), 6u);
   EXPECT_LT(l.back(), l.front()) << "loss went from " << l.front() << " to " << l.back();
 }
@@ -123,32 +97,34 @@ TEST(Scclip, LossFallsOverAFewEpochs) {
 TEST(Scclip, EmbeddingOptions) {
   const std::string sets = "--set train.epochs=2 --set method.embedding=";
   // Each modality's projection is L2-normalised (128-d); concat keeps both halves.
-  torch::Tensor concat = embedding(run(kScclip, sets + "concat"));
+  torch::Tensor concat = scssl::test::run_embedding(run(kScclip, sets + "concat"));
   ASSERT_EQ(concat.size(1), 256);
   const torch::Tensor ones = torch::ones({concat.size(0)});
   EXPECT_TRUE(torch::allclose(concat.slice(1, 0, 128).norm(2, 1), ones, 1e-4, 1e-4));
   EXPECT_TRUE(torch::allclose(concat.slice(1, 128).norm(2, 1), ones, 1e-4, 1e-4));
-  torch::Tensor mean = embedding(run(kScclip, sets + "mean"));
+  torch::Tensor mean = scssl::test::run_embedding(run(kScclip, sets + "mean"));
   EXPECT_TRUE(torch::allclose(mean, 0.5 * (concat.slice(1, 0, 128) + concat.slice(1, 128)), 1e-5, 1e-5));
-  torch::Tensor rna = embedding(run(kScclip, sets + "rna"));
+  torch::Tensor rna = scssl::test::run_embedding(run(kScclip, sets + "rna"));
   EXPECT_TRUE(torch::allclose(rna, concat.slice(1, 0, 128), 1e-5, 1e-5));
   // Without the projector, the encoders' outputs (hidden_dim 128 each).
-  EXPECT_EQ(embedding(run(kScclip, sets + "concat --set method.keep_projector=false")).size(1), 256);
+  EXPECT_EQ(scssl::test::run_embedding(run(kScclip, sets + "concat --set method.keep_projector=false")).size(1), 256);
 }
 
 TEST(ClearAndScclip, SameSeedGivesIdenticalEmbeddings) {
   for (const std::string& config : {kClear, kScclip}) {
     const std::string sets = "--set train.epochs=2";
-    torch::Tensor a = embedding(run(config, sets));
-    EXPECT_TRUE(a.equal(embedding(run(config, sets)))) << config;
-    EXPECT_FALSE(a.equal(embedding(run(config, sets + " --set run.seed=1"))))
+    torch::Tensor a = scssl::test::run_embedding(run(config, sets));
+    EXPECT_TRUE(a.equal(scssl::test::run_embedding(run(config, sets)))) << config;
+    EXPECT_FALSE(a.equal(scssl::test::run_embedding(run(config, sets + " --set run.seed=1"))))
         << config << ": another seed should give another embedding";
   }
 }
 
 TEST(Scclip, RefusesDataWithoutASecondModality) {
-  auto r = run_command(host_command(kScclip, "--set dataset.path=" + scssl::test::repo_file(kKang) +
-                                                 " --set evaluation.query_batches=[\\\"stim107\\\"]"));
+  const std::string out = scssl::test::temp_dir("scclip-refuses");
+  auto r = run_command(scssl::test::host_command(
+      "--quiet run " + scssl::test::repo_file(kScclip) + " --output " + out + " --set dataset.path=" +
+      scssl::test::repo_file(kKang) + " --set evaluation.query_batches=[\\\"stim107\\\"]"));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("method 'scclip' needs two modalities (e.g. RNA and ADT)"), std::string::npos)
       << r.output;

@@ -11,10 +11,6 @@ using scssl::test::run_command;
 
 namespace {
 
-std::string host(const std::string& args) {
-  return std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR + " " + args;
-}
-
 std::string quickstart() { return scssl::test::repo_file("configs/quickstart.toml"); }
 
 std::string run_folder_of(const std::string& output) {
@@ -32,7 +28,7 @@ struct OutputFolder {
 
 void expect_clean_failure(const std::string& args, const std::string& must_mention) {
   OutputFolder out;
-  auto r = run_command(host("run " + args + " --output " + out.dir));
+  auto r = run_command(scssl::test::host_command("run " + args + " --output " + out.dir));
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find(must_mention), std::string::npos)
       << "expected the message to mention '" << must_mention << "':\n" << r.output;
@@ -56,7 +52,7 @@ std::string edited_copy(const std::string& name, const std::function<void(std::v
 }  // namespace
 
 TEST(Cli, ListShowsThePluginsByKind) {
-  auto r = run_command(host("list"));
+  auto r = run_command(scssl::test::host_command("list"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const char* s : {"datasets:", "h5ad", "synthetic", "methods:", "pca", "evaluators:",
                         "knn_annotation"})
@@ -64,17 +60,17 @@ TEST(Cli, ListShowsThePluginsByKind) {
 }
 
 TEST(Cli, DescribeShowsEveryParameterWithTypeAndDefault) {
-  auto r = run_command(host("describe pca"));
+  auto r = run_command(scssl::test::host_command("describe pca"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(std::regex_search(r.output, std::regex("n_components\\s+int\\s+default 50")))
       << r.output;
-  EXPECT_NE(run_command(host("describe no_such_plugin")).exit_code, 0);
+  EXPECT_NE(run_command(scssl::test::host_command("describe no_such_plugin")).exit_code, 0);
 }
 
 TEST(Cli, ValidateAcceptsAGoodPluginAndRefusesABrokenOne) {
-  auto good = run_command(host("validate " SCSSL_TEST_FIXTURE_DIR "/libfixture-good.so"));
+  auto good = run_command(scssl::test::host_command("validate " SCSSL_TEST_FIXTURE_DIR "/libfixture-good.so"));
   EXPECT_EQ(good.exit_code, 0) << good.output;
-  auto bad = run_command(host("validate " SCSSL_TEST_FIXTURE_DIR "/libfixture-wrong-abi.so"));
+  auto bad = run_command(scssl::test::host_command("validate " SCSSL_TEST_FIXTURE_DIR "/libfixture-wrong-abi.so"));
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.output.find("ABI version"), std::string::npos) << bad.output;
 }
@@ -89,9 +85,9 @@ std::string metric_values(const std::string& csv_path) {
 
 TEST(Cli, QuickstartRunsEndToEndAndRepeatsWithTheSameSeed) {
   OutputFolder out;
-  auto first = run_command(host("--quiet run " + quickstart() + " --output " + out.dir));
+  auto first = run_command(scssl::test::host_command("--quiet run " + quickstart() + " --output " + out.dir));
   ASSERT_EQ(first.exit_code, 0) << first.output;
-  auto second = run_command(host("--quiet run " + quickstart() + " --output " + out.dir));
+  auto second = run_command(scssl::test::host_command("--quiet run " + quickstart() + " --output " + out.dir));
   ASSERT_EQ(second.exit_code, 0) << second.output;
   const std::string a = run_folder_of(first.output), b = run_folder_of(second.output);
   ASSERT_FALSE(a.empty());
@@ -112,7 +108,7 @@ TEST(Cli, QuickstartRunsEndToEndAndRepeatsWithTheSameSeed) {
   EXPECT_NE(run.find("\"stage\": \"preprocess\""), std::string::npos);
   EXPECT_NE(run.find("\"libtorch\""), std::string::npos);
   // The resolved config reproduces the run.
-  auto again = run_command(host("--quiet run " + a + "/config.resolved.toml --output " + out.dir));
+  auto again = run_command(scssl::test::host_command("--quiet run " + a + "/config.resolved.toml --output " + out.dir));
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_EQ(metric_values(a + "/metrics.csv"),
             metric_values(run_folder_of(again.output) + "/metrics.csv"));
@@ -172,7 +168,7 @@ TEST(Cli, UnknownQueryBatch) {
 
 TEST(Cli, EvaluatorNeedingQueryBatchesIsRefusedBeforeAnyRun) {
   OutputFolder out;
-  auto r = run_command(host("run " + quickstart() + " --set evaluation.query_batches=[] --output " + out.dir));
+  auto r = run_command(scssl::test::host_command("run " + quickstart() + " --set evaluation.query_batches=[] --output " + out.dir));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("must name the held-out batches"), std::string::npos) << r.output;
   // Refused while reading the config: no run folder was created.
@@ -180,9 +176,9 @@ TEST(Cli, EvaluatorNeedingQueryBatchesIsRefusedBeforeAnyRun) {
 }
 
 TEST(Cli, UsageErrorsExitWithTwo) {
-  EXPECT_EQ(run_command(host("frobnicate")).exit_code, 2);
-  EXPECT_EQ(run_command(host("describe")).exit_code, 2);
-  EXPECT_EQ(run_command(host("list extra")).exit_code, 2);
+  EXPECT_EQ(run_command(scssl::test::host_command("frobnicate")).exit_code, 2);
+  EXPECT_EQ(run_command(scssl::test::host_command("describe")).exit_code, 2);
+  EXPECT_EQ(run_command(scssl::test::host_command("list extra")).exit_code, 2);
   EXPECT_EQ(run_command(std::string(SCSSL_TEST_HOST) + " --no-such-option list").exit_code, 2);
 }
 
@@ -191,7 +187,7 @@ TEST(Cli, UsageErrorsExitWithTwo) {
 TEST(Cli, EvaluateScoresStoredEmbeddings) {
   OutputFolder out;
   const std::string data = scssl::test::repo_file("tests/data/reference/kang_ctrl_stim.h5ad");
-  auto r = run_command(host("--quiet evaluate " + data +
+  auto r = run_command(scssl::test::host_command("--quiet evaluate " + data +
                             " -e X_pca -e X_batchcentered --unintegrated-key X_pca"
                             " --evaluators ilisi,silhouette_label,pcr_comparison --min-max-scale --output " +
                             out.dir));
@@ -229,7 +225,7 @@ TEST(Cli, EvaluateScoresStoredEmbeddings) {
 TEST(Cli, EvaluateNamesAMissingObsmKeyAndTheKeysThereAre) {
   OutputFolder out;
   const std::string data = scssl::test::repo_file("tests/data/reference/kang_ctrl_stim.h5ad");
-  auto r = run_command(host("evaluate " + data + " -e X_scvi --output " + out.dir));
+  auto r = run_command(scssl::test::host_command("evaluate " + data + " -e X_scvi --output " + out.dir));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("obsm['X_scvi'] does not exist"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("X_batchcentered"), std::string::npos) << r.output;
@@ -238,7 +234,7 @@ TEST(Cli, EvaluateNamesAMissingObsmKeyAndTheKeysThereAre) {
 
 TEST(Cli, EvaluateWithoutEmbeddingIsAUsageError) {
   const std::string data = scssl::test::repo_file("tests/data/reference/kang_ctrl_stim.h5ad");
-  auto r = run_command(host("evaluate " + data));
+  auto r = run_command(scssl::test::host_command("evaluate " + data));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("embedding"), std::string::npos) << r.output;
 }

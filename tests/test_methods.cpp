@@ -15,29 +15,7 @@ const char* kMethods[] = {"simclr", "moco", "simsiam", "nnclr", "byol", "vicreg"
 // Runs a method config with overrides; returns the run folder (fails the test on error).
 std::string run(const std::string& config, const std::string& sets) {
   static const std::string out = scssl::test::temp_dir("methods");
-  auto r = run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR +
-                       " --quiet run " + scssl::test::repo_file(config) + " --output " + out + " " + sets);
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  std::smatch m;
-  return std::regex_search(r.output, m, std::regex("run folder: (\\S+)")) ? m[1].str() : "";
-}
-
-torch::Tensor embedding(const std::string& run_dir) {
-  scssl::h5::File f = scssl::h5::File::open(run_dir + "/embedding.h5");
-  scssl::h5::Dataset d = f.root().dataset("embedding");
-  auto shape = d.shape();
-  torch::Tensor t = torch::empty({shape.at(0), shape.at(1)});
-  d.read(scssl::h5::NumType::Float32, t.data_ptr<float>());
-  return t;
-}
-
-// The "loss" series of history.csv, one value per epoch.
-std::vector<double> losses(const std::string& run_dir) {
-  std::vector<double> out;
-  std::istringstream in(scssl::test::read_text(run_dir + "/history.csv"));
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("loss,", 0) == 0) out.push_back(std::stod(line.substr(line.rfind(',') + 1)));
-  return out;
+  return scssl::test::run_config(config, out, sets);
 }
 
 // Few epochs, every cell in training, no evaluation: what the loss tests need.
@@ -56,7 +34,7 @@ TEST_P(EveryMethod, LossFallsOverAFewEpochs) {
   // which are easy negatives; its loss rises until the bank holds real keys (epoch 2 of 6 steps).
   const size_t from = method == "moco" ? 2 : 0;
   const std::string dir = run("configs/methods/" + method + ".toml", kShort);
-  std::vector<double> l = losses(dir);
+  std::vector<double> l = scssl::test::run_series(dir);
   ASSERT_EQ(l.size(), 6u);
   EXPECT_LT(l.back(), l[from]) << method << ": loss went from " << l[from] << " to " << l.back();
 }
@@ -66,10 +44,10 @@ INSTANTIATE_TEST_SUITE_P(Methods, EveryMethod, ::testing::ValuesIn(kMethods));
 TEST(Training, SameSeedGivesIdenticalEmbeddings) {
   for (const char* m : {"vicreg", "moco"}) {
     const std::string config = std::string("configs/methods/") + m + ".toml";
-    torch::Tensor a = embedding(run(config, kShort));
-    torch::Tensor b = embedding(run(config, kShort));
+    torch::Tensor a = scssl::test::run_embedding(run(config, kShort));
+    torch::Tensor b = scssl::test::run_embedding(run(config, kShort));
     EXPECT_TRUE(a.equal(b)) << m;
-    torch::Tensor c = embedding(run(config, kShort + " --set run.seed=1"));
+    torch::Tensor c = scssl::test::run_embedding(run(config, kShort + " --set run.seed=1"));
     EXPECT_FALSE(a.equal(c)) << m << ": another seed should give another embedding";
   }
 }
@@ -83,15 +61,15 @@ TEST(Training, ResumedRunEqualsUninterruptedRun) {
   ASSERT_TRUE(fs::exists(first_half + "/checkpoints/checkpoint.pt"));
   const std::string resumed = run(config, common + " --set train.epochs=4 --set train.resume_from=" +
                                               first_half + "/checkpoints");
-  EXPECT_TRUE(embedding(straight).equal(embedding(resumed)));
+  EXPECT_TRUE(scssl::test::run_embedding(straight).equal(scssl::test::run_embedding(resumed)));
   // The resumed run trained epochs 3 and 4 only.
-  EXPECT_EQ(losses(resumed).size(), 2u);
+  EXPECT_EQ(scssl::test::run_series(resumed).size(), 2u);
 }
 
 TEST(Training, DomainSpecificBatchNormTrainsAndChangesTheEmbedding) {
   const std::string config = "configs/methods/vicreg.toml";
-  torch::Tensor plain = embedding(run(config, kShort));
-  torch::Tensor dsbn = embedding(run(config, kShort + " --set method.dsbn=true"));
+  torch::Tensor plain = scssl::test::run_embedding(run(config, kShort));
+  torch::Tensor dsbn = scssl::test::run_embedding(run(config, kShort + " --set method.dsbn=true"));
   EXPECT_EQ(dsbn.sizes(), plain.sizes());
   EXPECT_TRUE(torch::isfinite(dsbn).all().item<bool>());
   EXPECT_FALSE(dsbn.equal(plain));
@@ -104,11 +82,11 @@ TEST(Training, MultimodalEmbeddingSizes) {
                            "--set run.threads=1 --set dataset.path=" +
                            scssl::test::repo_file("datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad") +
                            " --set evaluation.query_batches=[\\\"PBMC_200AB\\\"]";
-  EXPECT_EQ(embedding(run(config, base + " --set method.integrate=add")).size(1), 64);
-  EXPECT_EQ(embedding(run(config, base + " --set method.integrate=mean")).size(1), 64);
-  EXPECT_EQ(embedding(run(config, base + " --set method.integrate=concat")).size(1), 128);
-  EXPECT_EQ(embedding(run(config, base + " --set method.integrate=clip")).size(1), 128);
-  EXPECT_EQ(embedding(run(config, base + " --set method.integrate=concat --set method.predict_only_rna=true"))
+  EXPECT_EQ(scssl::test::run_embedding(run(config, base + " --set method.integrate=add")).size(1), 64);
+  EXPECT_EQ(scssl::test::run_embedding(run(config, base + " --set method.integrate=mean")).size(1), 64);
+  EXPECT_EQ(scssl::test::run_embedding(run(config, base + " --set method.integrate=concat")).size(1), 128);
+  EXPECT_EQ(scssl::test::run_embedding(run(config, base + " --set method.integrate=clip")).size(1), 128);
+  EXPECT_EQ(scssl::test::run_embedding(run(config, base + " --set method.integrate=concat --set method.predict_only_rna=true"))
                 .size(1),
             64);
 }
@@ -119,7 +97,7 @@ TEST(Training, ClipIntegrationWorksForMethodsWithBanks) {
       " --set evaluation.query_batches=[\\\"PBMC_200AB\\\"] --set train.epochs=2 --set train.batch_size=64"
       " --set method.multimodal=true --set method.integrate=clip --set run.threads=1";
   for (const char* m : {"moco", "nnclr", "byol"})
-    EXPECT_EQ(embedding(run(std::string("configs/methods/") + m + ".toml", data)).size(1), 128) << m;
+    EXPECT_EQ(scssl::test::run_embedding(run(std::string("configs/methods/") + m + ".toml", data)).size(1), 128) << m;
 }
 
 TEST(Training, MultimodalOnUnimodalDataIsRefused) {

@@ -15,10 +15,6 @@ using scssl::test::run_command;
 
 namespace {
 
-std::string host(const std::string& args) {
-  return std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR + " " + args;
-}
-
 std::vector<std::string> split(const std::string& line) {
   std::vector<std::string> cells;
   std::stringstream in(line);
@@ -96,7 +92,7 @@ class Report : public ::testing::Test {
     for (const std::string method : {"pca", "vicreg"})
       for (int seed : {0, 1}) {
         const std::string config = scssl::test::repo_file("configs/methods/" + method + ".toml");
-        auto r = run_command(host("--quiet run " + config + evaluators + " --set run.seed=" +
+        auto r = run_command(scssl::test::host_command("--quiet run " + config + evaluators + " --set run.seed=" +
                                   std::to_string(seed) + " --set train.epochs=2 --output " + sweep_dir + "/runs"));
         ASSERT_EQ(r.exit_code, 0) << r.output;
         std::smatch m;
@@ -118,7 +114,7 @@ class Report : public ::testing::Test {
         << "{\"name\": \"report-test\", \"axes\": [\"method\", \"augmentation\"], \"runs\": [\n"
         << entries << "]}\n";
     report_dir = sweep_dir + "/report";
-    auto r = run_command(host("--quiet report " + sweep_dir + " --output " + report_dir +
+    auto r = run_command(scssl::test::host_command("--quiet report " + sweep_dir + " --output " + report_dir +
                               " --layout-cells 300 --title 'Report test'"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
@@ -185,7 +181,7 @@ TEST_F(Report, RunFolderWithoutMetricsIsListedAsFailed) {
   fs::copy(runs["pca"][0], dir + "/pca-run", fs::copy_options::recursive);
   fs::copy(runs["vicreg"][0], dir + "/vicreg-run", fs::copy_options::recursive);
   fs::remove(dir + "/vicreg-run/metrics.csv");
-  auto r = run_command(host("--quiet report " + dir + " -o " + dir + "/out --layout-cells 0"));
+  auto r = run_command(scssl::test::host_command("--quiet report " + dir + " -o " + dir + "/out --layout-cells 0"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto all = read_csv(dir + "/out/runs.csv");
   ASSERT_EQ(all.size(), 2u);
@@ -197,7 +193,7 @@ TEST_F(Report, RunFolderWithoutMetricsIsListedAsFailed) {
 // Without sweep.json, labels come from each run's resolved config.
 TEST_F(Report, PlainRunFoldersAreGroupedByTheirConfig) {
   const std::string out = scssl::test::temp_dir("report-plain");
-  auto r = run_command(host("--quiet report " + sweep_dir + "/runs -o " + out + " --layout-cells 0 --min-max-scale"));
+  auto r = run_command(scssl::test::host_command("--quiet report " + sweep_dir + "/runs -o " + out + " --layout-cells 0 --min-max-scale"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto rows = read_csv(out + "/scib_kang2018_pbmc_ctrl_stim_4samples.csv");
   ASSERT_EQ(rows.size(), 2u);
@@ -224,7 +220,7 @@ TEST_F(Report, PlainRunFoldersAreGroupedByTheirConfig) {
 // A run reached twice (through its sweep and through the sweep's runs/ folder) counts once.
 TEST_F(Report, ARunGivenTwiceCountsOnce) {
   const std::string out = scssl::test::temp_dir("report-twice");
-  auto r = run_command(host("--quiet report " + sweep_dir + " " + sweep_dir + "/runs -o " + out + " --layout-cells 0"));
+  auto r = run_command(scssl::test::host_command("--quiet report " + sweep_dir + " " + sweep_dir + "/runs -o " + out + " --layout-cells 0"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(read_csv(out + "/runs.csv").size(), 6u);
   EXPECT_EQ(row_of(read_csv(out + "/scib_kang.csv"), "method", "vicreg").at("n_runs"), "2");
@@ -234,10 +230,10 @@ TEST_F(Report, ARunGivenTwiceCountsOnce) {
 TEST_F(Report, EvaluateResultsAreRowsByEmbedding) {
   const std::string out = scssl::test::temp_dir("report-evaluate");
   const std::string data = scssl::test::repo_file("tests/data/reference/kang_ctrl_stim.h5ad");
-  auto e = run_command(host("--quiet evaluate " + data + " -e X_pca -e X_batchcentered --unintegrated-key X_pca" +
+  auto e = run_command(scssl::test::host_command("--quiet evaluate " + data + " -e X_pca -e X_batchcentered --unintegrated-key X_pca" +
                             " --evaluators ilisi,silhouette_label --output " + out + "/eval"));
   ASSERT_EQ(e.exit_code, 0) << e.output;
-  auto r = run_command(host("--quiet report " + out + "/eval -o " + out + "/report --layout-cells 100"));
+  auto r = run_command(scssl::test::host_command("--quiet report " + out + "/eval -o " + out + "/report --layout-cells 100"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto rows = read_csv(out + "/report/scib_kang_ctrl_stim.csv");
   ASSERT_EQ(rows.size(), 2u);
@@ -250,20 +246,20 @@ TEST_F(Report, EvaluateResultsAreRowsByEmbedding) {
 
 TEST(ReportInput, AFolderThatIsNoRunIsOneClearError) {
   const std::string empty = scssl::test::temp_dir("report-empty");
-  auto r = run_command(host("report " + empty + " -o " + empty + "/out"));
+  auto r = run_command(scssl::test::host_command("report " + empty + " -o " + empty + "/out"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("'" + empty + "' is not a run folder"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(empty + "/out"));
-  auto missing = run_command(host("report /nonexistent/sweep -o " + empty + "/out"));
+  auto missing = run_command(scssl::test::host_command("report /nonexistent/sweep -o " + empty + "/out"));
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_NE(missing.output.find("/nonexistent/sweep"), std::string::npos) << missing.output;
-  EXPECT_EQ(run_command(host("report -o " + empty + "/out")).exit_code, 2) << "no folder given";
+  EXPECT_EQ(run_command(scssl::test::host_command("report -o " + empty + "/out")).exit_code, 2) << "no folder given";
 }
 
 TEST(ReportInput, ABrokenSweepFileNamesIt) {
   const std::string dir = scssl::test::temp_dir("report-badsweep");
   std::ofstream(dir + "/sweep.json") << "{\"runs\": [";
-  auto r = run_command(host("report " + dir + " -o " + dir + "/out"));
+  auto r = run_command(scssl::test::host_command("report " + dir + " -o " + dir + "/out"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find(dir + "/sweep.json"), std::string::npos) << r.output;
 }

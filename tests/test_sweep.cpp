@@ -13,10 +13,6 @@ using scssl::test::run_command;
 
 namespace {
 
-std::string host(const std::string& args) {
-  return std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR + " " + args;
-}
-
 // A sweep over PCA and a one-epoch VICReg on the bundled Kang file, scored by annotation only.
 std::string write_sweep(const std::string& dir, const std::string& extra = "") {
   const std::string path = dir + "/sweep.toml";
@@ -44,7 +40,7 @@ std::vector<std::vector<std::string>> csv_rows(const std::string& path) {
 TEST(Sweep, RunsTheGridLocallyAndResumes) {
   const std::string dir = scssl::test::temp_dir("sweep");
   const std::string file = write_sweep(dir);
-  auto first = run_command(host("sweep " + file + " --output " + dir));
+  auto first = run_command(scssl::test::host_command("sweep " + file + " --output " + dir));
   ASSERT_EQ(first.exit_code, 0) << first.output;
   EXPECT_NE(first.output.find("4 runs: 4 ok (0 of them complete before)"), std::string::npos) << first.output;
   const auto rows = csv_rows(dir + "/smoke/results.csv");
@@ -65,7 +61,7 @@ TEST(Sweep, RunsTheGridLocallyAndResumes) {
   EXPECT_NE(read_text(dir + "/smoke/sweep.json").find("\"labels\": {\"dataset\": "), std::string::npos);
 
   // Again: same ids, nothing rerun.
-  auto second = run_command(host("sweep " + file + " --output " + dir));
+  auto second = run_command(scssl::test::host_command("sweep " + file + " --output " + dir));
   ASSERT_EQ(second.exit_code, 0) << second.output;
   EXPECT_NE(second.output.find("4 runs: 4 ok (4 of them complete before)"), std::string::npos) << second.output;
   const auto again = csv_rows(dir + "/smoke/results.csv");
@@ -79,7 +75,7 @@ TEST(Sweep, AFailingRunIsRecordedAndTheOthersGoOn) {
       dir, "\n[[axis]]\nname = \"data\"\nkey = \"dataset.path\"\nvalues = [\"" +
                scssl::test::repo_file("datasets/kang_ctrl_stim/kang2018_pbmc_ctrl_stim_4samples.h5ad") +
                "\", \"/nonexistent/cells.h5ad\"]\n");
-  auto r = run_command(host("sweep " + file + " --output " + dir));
+  auto r = run_command(scssl::test::host_command("sweep " + file + " --output " + dir));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("8 runs: 4 ok"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("4 failed"), std::string::npos) << r.output;
@@ -93,14 +89,14 @@ TEST(Sweep, AnUnknownParameterIsRefusedBeforeAnyRunWithItsLine) {
   std::ofstream(file) << "[sweep]\nname = \"bad\"\n\n[[axis]]\nname = \"width\"\nkey = \"method.hidden_dimz\"\n"
                       << "values = [8, 16]\n\n[[axis]]\nname = \"method\"\nconfigs = [\""
                       << scssl::test::repo_file("configs/methods/vicreg.toml") << "\"]\n";
-  auto r = run_command(host("sweep " + file + " --output " + dir));
+  auto r = run_command(scssl::test::host_command("sweep " + file + " --output " + dir));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("hidden_dimz"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("bad.toml:6"), std::string::npos) << "names the axis line: " << r.output;
   EXPECT_FALSE(fs::exists(dir + "/bad")) << "nothing is written before every run is valid";
 
   std::ofstream(file) << "[sweep]\nname = \"bad\"\nseeds = [0, -1]\n";
-  r = run_command(host("sweep " + file + " --output " + dir));
+  r = run_command(scssl::test::host_command("sweep " + file + " --output " + dir));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("bad.toml:3: sweep.seeds"), std::string::npos) << r.output;
 }
@@ -108,14 +104,14 @@ TEST(Sweep, AnUnknownParameterIsRefusedBeforeAnyRunWithItsLine) {
 TEST(Sweep, SlurmDryRunWritesAJobArrayAndMissingSbatchSuggestsLocal) {
   const std::string dir = scssl::test::temp_dir("sweep-slurm");
   const std::string file = write_sweep(dir, "\n[slurm]\npartition = \"debug\"\nmax_parallel = 2\n");
-  auto r = run_command(host("sweep " + file + " --executor slurm --dry-run --output " + dir));
+  auto r = run_command(scssl::test::host_command("sweep " + file + " --executor slurm --dry-run --output " + dir));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string job = read_text(dir + "/smoke/slurm/job.sh");
   EXPECT_NE(job.find("#SBATCH --array=0-3%2"), std::string::npos) << job;
   EXPECT_NE(job.find("#SBATCH --partition=debug"), std::string::npos) << job;
   EXPECT_EQ(csv_rows(dir + "/smoke/slurm/runs.tsv").size(), 4u);
 
-  r = run_command("env PATH=/nonexistent " + host("sweep " + file + " --executor slurm --output " + dir));
+  r = run_command("env PATH=/nonexistent " + scssl::test::host_command("sweep " + file + " --executor slurm --output " + dir));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("needs 'sbatch'"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("--executor local"), std::string::npos) << r.output;

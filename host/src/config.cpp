@@ -408,6 +408,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
            "\"hnsw\" is not available: this build has no hnswlib (use \"exact\")");
   cfg.neighbors.exact_max_cells =
       r.get(eval, "evaluation", "exact_max_cells", cfg.neighbors.exact_max_cells);
+  if (cfg.neighbors.exact_max_cells < 0)
+    r.fail("evaluation.exact_max_cells", eval.get("exact_max_cells"), "must not be negative");
   for (const auto& n : names) {
     const toml::node* node = eval.get(n);
     if (node && !node->is_table())

@@ -611,7 +611,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const Registry& registry, const Sw
       continue;
     }
     // An earlier attempt that failed or was killed is kept aside, not mixed with the new one.
-    if (fs::exists(r.dir)) {
+    if (!options.dry_run && fs::exists(r.dir)) {
       const fs::path previous = r.dir + ".previous";
       fs::remove_all(previous);
       fs::rename(r.dir, previous);

@@ -3,7 +3,6 @@
 // (bundled in datasets/, or in ../shared when present).
 #include <hdf5.h>
 
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -1231,11 +1230,7 @@ TEST(H5adRealData, BundledTrianaRnaAdt) {
 TEST(H5adRealData, SharedFilesMatchTheirSummaries) {
   const std::string kang8 = test::shared_file("data/kang2018_pbmc_ctrl_8donors.h5ad");
   if (kang8.empty()) GTEST_SKIP() << "../shared/data/kang2018_pbmc_ctrl_8donors.h5ad not present, skipped";
-  const auto t0 = std::chrono::steady_clock::now();
   CellData d = load(kang8);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("kang2018_pbmc_ctrl_8donors.h5ad read in %.3f s\n", seconds);
-  RecordProperty("kang8_read_seconds", std::to_string(seconds));
   check_real(d, {12261,
                  1287,
                  4266127,
@@ -1259,10 +1254,6 @@ TEST(H5adRealData, SharedFilesMatchTheirSummaries) {
   EXPECT_EQ(d.modalities[0].X.values.max().item<float>(), 1179.0f);
   EXPECT_EQ(d.columns.size(), 6u);
   EXPECT_NEAR(values_of(column(d, "tsne1"))[0], -27.64037283, 1e-8);
-#ifdef NDEBUG
-  // Optimised builds must read this 12k-cell file well under a second (generous for busy CI).
-  EXPECT_LT(seconds, 2.0);
-#endif
 
   const std::string stim = test::shared_file("data/kang2018_pbmc_ctrl_stim_4samples.h5ad");
   if (!stim.empty()) check_real(load(stim), kKangCtrlStim);

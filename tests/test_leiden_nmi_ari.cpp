@@ -159,17 +159,3 @@ TEST(LeidenNmiAri, RejectsBadResolutions) {
     EXPECT_THROW(host::Evaluator e(plugin(), params, services), Error) << format_param(bad);
   }
 }
-
-// Leiden's share of the time budget on a large synthetic case (20 blobs of 1,000 cells in 64-d).
-// Slow (the exact 20k kNN search dominates); run with --gtest_also_run_disabled_tests.
-TEST(LeidenNmiAri, DISABLED_Timing20kCells) {
-  const int64_t groups = 20, per_group = 1000;
-  auto rng = at::make_generator<at::CPUGeneratorImpl>(3);
-  torch::Tensor centres = torch::randn({groups, 64}, rng);
-  torch::Tensor x =
-      torch::randn({groups * per_group, 64}, rng) + centres.repeat_interleave(per_group, 0);
-  const Scores got = score(typed_cells(types_by_group(groups, per_group)), x);
-  std::cout << "20,000 cells x 64: NMI " << got.nmi << ", ARI " << got.ari << ", Leiden "
-            << got.seconds << " s\n";
-  EXPECT_GT(got.nmi, 0.5);
-}

@@ -37,13 +37,6 @@ const double kNaN = std::nan("");
 
 // ---- small helpers -------------------------------------------------------------------------------
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError("cannot read '" + path.string() + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 pt::ptree read_json(const fs::path& path) {
   pt::ptree tree;
@@ -80,12 +73,6 @@ std::string short_number(double v, int digits = 6) {
 
 std::string csv_number(double v) { return std::isfinite(v) ? json_number(v) : "nan"; }
 
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
-}
 
 std::string html_escape(const std::string& s) {
   std::string out;
@@ -108,12 +95,6 @@ std::string file_safe(const std::string& name) {
   return out.empty() ? "dataset" : out;
 }
 
-scssl_metric_group group_of(const std::string& name) {
-  for (scssl_metric_group g : {SCSSL_GROUP_BIO, SCSSL_GROUP_BATCH, SCSSL_GROUP_ANNOTATION,
-                               SCSSL_GROUP_MODALITY, SCSSL_GROUP_OTHER})
-    if (name == group_name(g)) return g;
-  return SCSSL_GROUP_OTHER;
-}
 
 // ---- reading runs --------------------------------------------------------------------------------
 
@@ -150,30 +131,6 @@ struct Inputs {
   }
 };
 
-std::vector<MetricValue> read_metrics_csv(const fs::path& path) {
-  std::istringstream in(read_text(path));
-  std::string line;
-  std::getline(in, line);
-  if (line.rfind("evaluator,metric,group,higher_is_better,value", 0) != 0)
-    throw BadData(path.string() + ": not a metrics table (unexpected header '" + line + "')");
-  std::vector<MetricValue> out;
-  for (int number = 2; std::getline(in, line); ++number) {
-    if (line.empty()) continue;
-    std::vector<std::string> f;
-    std::istringstream fields(line);
-    for (std::string s; std::getline(fields, s, ',');) f.push_back(s);
-    if (f.size() < 5)
-      throw BadData(path.string() + ": line " + std::to_string(number) + " has too few fields");
-    char* end = nullptr;
-    const double value = std::strtod(f[4].c_str(), &end);
-    if (*end != '\0')
-      throw BadData(path.string() + ": line " + std::to_string(number) + ": '" + f[4] + "' is not a number");
-    MetricValue m{f[0], f[1], value, group_of(f[2]), f[3] == "true"};
-    if (f.size() > 5 && !f[5].empty()) m.seconds = std::strtod(f[5].c_str(), nullptr);
-    out.push_back(std::move(m));
-  }
-  return out;
-}
 
 // The resolved configuration of a run, or of the `evaluate` folder around it.
 toml::table read_config(const fs::path& dir) {
@@ -233,7 +190,7 @@ void read_run_folder(const fs::path& dir, RunEntry& run, bool from_sweep) {
   if (run.status == "ok") {
     if (!fs::is_regular_file(dir / "metrics.csv"))
       throw BadData("'" + run.dir + "' has no metrics.csv although run.json says it finished");
-    run.metrics = read_metrics_csv(dir / "metrics.csv");
+    run.metrics = read_metrics_csv((dir / "metrics.csv").string());
   }
 }
 
@@ -474,7 +431,7 @@ torch::Tensor read_embedding(const RunEntry& run) {
 }
 
 // Codes for `n` cells of column `key`, or one "(not set)" category when the run named none.
-void column_or_placeholder(const RunEntry& run, const std::string& key, int64_t n,
+void obs_codes_or_unset(const RunEntry& run, const std::string& key, int64_t n,
                            std::vector<int32_t>& codes, std::vector<std::string>& names) {
   if (key.empty()) {
     codes.assign(n, 0);
@@ -512,8 +469,8 @@ void add_layout(DatasetReport& ds, size_t row_index, int64_t max_cells) {
     layout.label_key = run->label_key;
     layout.batch_key = run->batch_key;
     std::vector<int32_t> labels, batches;
-    column_or_placeholder(*run, run->label_key, layout.n_total, labels, layout.label_names);
-    column_or_placeholder(*run, run->batch_key, layout.n_total, batches, layout.batch_names);
+    obs_codes_or_unset(*run, run->label_key, layout.n_total, labels, layout.label_names);
+    obs_codes_or_unset(*run, run->batch_key, layout.n_total, batches, layout.batch_names);
     // A fixed-seed random subsample keeps the exact t-SNE (n^2 memory and time) affordable.
     std::vector<int64_t> ids(layout.n_total);
     std::iota(ids.begin(), ids.end(), 0);
@@ -825,7 +782,7 @@ fs::path find_assets(const std::string& given) {
 }
 
 std::string inline_script(const fs::path& file) {
-  std::string text = read_text(file);
+  std::string text = read_text_file(file.string());
   // The map file is not shipped; without the comment a browser never asks for it.
   const size_t map = text.rfind("//# sourceMappingURL=");
   if (map != std::string::npos) text.erase(map);
@@ -859,7 +816,7 @@ window.addEventListener('unhandledrejection', function (event) {
 std::string page_html(const ReportOptions& options, const fs::path& assets, const std::string& data) {
   std::string html = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>" +
-                     html_escape(options.title) + "</title>\n<style>\n" + read_text(assets / "report.css") +
+                     html_escape(options.title) + "</title>\n<style>\n" + read_text_file((assets / "report.css").string()) +
                      "</style>\n</head>\n<body>\n" + kErrorTrap;
   for (const char* f : kVendorScripts) html += inline_script(assets / "vendor" / f);
   html += "<main id=\"report\"><h1>" + html_escape(options.title) + "</h1></main>\n" +

@@ -147,6 +147,54 @@ std::string metrics_csv(const std::vector<MetricValue>& metrics) {
   return out.str();
 }
 
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IoError("cannot read '" + path + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+namespace {
+scssl_metric_group group_of(const std::string& name) {
+  for (scssl_metric_group g : {SCSSL_GROUP_BIO, SCSSL_GROUP_BATCH, SCSSL_GROUP_ANNOTATION,
+                               SCSSL_GROUP_MODALITY, SCSSL_GROUP_OTHER})
+    if (name == group_name(g)) return g;
+  return SCSSL_GROUP_OTHER;
+}
+}  // namespace
+
+std::vector<MetricValue> read_metrics_csv(const std::string& path) {
+  std::istringstream in(read_text_file(path));
+  std::string line;
+  std::getline(in, line);
+  if (line.rfind("evaluator,metric,group,higher_is_better,value", 0) != 0)
+    throw BadData(path + ": not a metrics table (unexpected header '" + line + "')");
+  std::vector<MetricValue> out;
+  for (int number = 2; std::getline(in, line); ++number) {
+    if (line.empty()) continue;
+    std::vector<std::string> f;
+    std::istringstream fields(line);
+    for (std::string s; std::getline(fields, s, ',');) f.push_back(s);
+    if (f.size() < 5) throw BadData(path + ": line " + std::to_string(number) + " has too few fields");
+    char* end = nullptr;
+    const double value = std::strtod(f[4].c_str(), &end);
+    if (*end != '\0')
+      throw BadData(path + ": line " + std::to_string(number) + ": '" + f[4] + "' is not a number");
+    MetricValue m{f[0], f[1], value, group_of(f[2]), f[3] == "true"};
+    if (f.size() > 5 && !f[5].empty()) m.seconds = std::strtod(f[5].c_str(), nullptr);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
 std::string stages_json(const std::vector<StageRecord>& stages) {
   std::ostringstream out;
   out << "[";

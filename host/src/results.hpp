@@ -28,6 +28,13 @@ const char* group_name(scssl_metric_group group);
 
 std::string metrics_json(const std::vector<MetricValue>& metrics);
 std::string metrics_csv(const std::vector<MetricValue>& metrics);
+// The inverse of metrics_csv: a run folder's metrics.csv back as values (BadData names the line).
+std::vector<MetricValue> read_metrics_csv(const std::string& path);
+
+// A whole file as text (IoError when it cannot be read).
+std::string read_text_file(const std::string& path);
+// A CSV field, quoted when it holds a comma, a quote or a line break.
+std::string csv_field(const std::string& s);
 std::string stages_json(const std::vector<StageRecord>& stages);
 
 // embedding.h5: the embedding and the cell names (see docs/user-guide.md).

@@ -1,6 +1,8 @@
 #include "sweep.hpp"
 
 #include <fcntl.h>
+#include <boost/property_tree/json_parser.hpp>
+#include <boost/property_tree/ptree.hpp>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <toml++/toml.h>
@@ -34,13 +36,6 @@ std::string where(const std::string& file, const toml::node* node) {
 [[noreturn]] void fail(const std::string& file, const toml::node* node, const std::string& key,
                        const std::string& message) {
   throw InvalidArgument(where(file, node) + ": " + key + " " + message);
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 // A TOML literal for a value (strings quoted), and a short label for tables.
@@ -88,53 +83,21 @@ std::string short_hash(const std::string& text) {
   return std::string(buf, 12);
 }
 
-// The JSON string value of `"key": ` in a run.json written by this host ("" for null or absent).
-std::string json_field(const std::string& json, const std::string& key) {
-  const std::string marker = "\"" + key + "\": ";
-  size_t pos = json.find(marker);
-  if (pos == std::string::npos) return "";
-  pos += marker.size();
-  if (json.compare(pos, 1, "\"") != 0) return "";
-  std::string out;
-  for (size_t i = pos + 1; i < json.size() && json[i] != '"'; ++i) {
-    if (json[i] != '\\' || i + 1 == json.size()) {
-      out += json[i];
-      continue;
-    }
-    const char e = json[++i];
-    out += e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e;
-  }
-  return out;
-}
-
 // Status of a run folder from its run.json: "ok", "failed" (with the error) or "pending".
 void read_status(PlannedRun& run) {
   const fs::path file = fs::path(run.dir) / "run.json";
   if (!fs::exists(file)) return;
-  const std::string json = read_text(file);
-  run.status = json_field(json, "status") == "ok" ? "ok" : "failed";
-  run.error = json_field(json, "error");
-}
-
-std::map<std::string, double> read_metrics(const fs::path& csv) {
-  std::map<std::string, double> out;
-  std::istringstream in(read_text(csv));
-  std::string line;
-  std::getline(in, line);  // header: evaluator,metric,group,higher_is_better,value,seconds
-  while (std::getline(in, line)) {
-    std::vector<std::string> cells;
-    std::stringstream row(line);
-    for (std::string c; std::getline(row, c, ',');) cells.push_back(c);
-    if (cells.size() >= 5) out[cells[1]] = cells[4] == "nan" ? std::nan("") : std::stod(cells[4]);
+  boost::property_tree::ptree json;
+  try {
+    boost::property_tree::read_json(file.string(), json);
+  } catch (const boost::property_tree::json_parser_error&) {
+    run.status = "failed";
+    run.error = file.string() + " is not valid JSON (the run was cut off while writing it?)";
+    return;
   }
-  return out;
-}
-
-std::string csv_cell(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
+  run.status = json.get<std::string>("status", "") == "ok" ? "ok" : "failed";
+  const std::string error = json.get<std::string>("error", "");
+  run.error = error == "null" ? "" : error;
 }
 
 std::string shell_quote(const std::string& s) {
@@ -178,23 +141,25 @@ void write_sweep_files(const SweepSpec& spec, const fs::path& dir, const std::ve
   std::vector<std::map<std::string, double>> metrics;
   std::vector<std::string> columns;
   for (const auto& r : runs) {
-    metrics.push_back(r.status == "ok" ? read_metrics(fs::path(r.dir) / "metrics.csv")
-                                       : std::map<std::string, double>{});
+    metrics.emplace_back();
+    if (r.status == "ok")
+      for (const auto& m : read_metrics_csv((fs::path(r.dir) / "metrics.csv").string()))
+        metrics.back()[m.name] = m.value;
     for (const auto& [name, value] : metrics.back())
       if (std::find(columns.begin(), columns.end(), name) == columns.end()) columns.push_back(name);
   }
   std::ostringstream csv;
   csv << "id,seed";
   if (!runs.empty())
-    for (const auto& [name, value] : runs.front().labels) csv << "," << csv_cell(name);
+    for (const auto& [name, value] : runs.front().labels) csv << "," << csv_field(name);
   csv << ",status,error";
   for (const auto& c : columns) csv << "," << c;
   csv << "\n";
   for (size_t i = 0; i < runs.size(); ++i) {
     const PlannedRun& r = runs[i];
     csv << r.id << "," << r.seed;
-    for (const auto& [name, value] : r.labels) csv << "," << csv_cell(value);
-    csv << "," << r.status << "," << csv_cell(r.error);
+    for (const auto& [name, value] : r.labels) csv << "," << csv_field(value);
+    csv << "," << r.status << "," << csv_field(r.error);
     for (const auto& c : columns) {
       auto it = metrics[i].find(c);
       csv << "," << (it == metrics[i].end() ? "" : std::isfinite(it->second) ? json_number(it->second) : "nan");
@@ -293,9 +258,10 @@ void run_slurm(std::vector<PlannedRun*>& todo, const SweepSpec& spec, const Swee
   std::ostringstream list;
   for (const auto* run : todo) list << run->config << "\t" << run->dir << "\n";
   write_file_atomic((slurm / "runs.tsv").string(), list.str());
-  PlannedRun placeholder;
-  placeholder.config = "$config";
-  placeholder.dir = "$run_dir";
+  // The array task reads its run's config and folder into these shell variables.
+  PlannedRun from_task;
+  from_task.config = "$config";
+  from_task.dir = "$run_dir";
   std::ostringstream job;
   job << "#!/bin/bash\n"
       << "# Written by scssl-host sweep: one array task per run of " << spec.name << ".\n"
@@ -313,7 +279,7 @@ void run_slurm(std::vector<PlannedRun*>& todo, const SweepSpec& spec, const Swee
       << shell_quote((slurm / "runs.tsv").string()) << ")\n"
       << "export OPENBLAS_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}\n"
       << "exec";
-  for (const auto& a : run_command(options.plugin_dirs, placeholder))
+  for (const auto& a : run_command(options.plugin_dirs, from_task))
     job << " " << (a[0] == '$' ? "\"" + a + "\"" : shell_quote(a));
   job << "\n";
   const fs::path script = slurm / "job.sh";

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "adapters.hpp"
+#include "blas_kernels.hpp"
 #include "config.hpp"
 #include "fetch.hpp"
 #include "registry.hpp"
@@ -330,6 +331,7 @@ int cmd_sweep(const Registry& registry, const std::vector<std::string>& args,
 }  // namespace
 
 int main(int argc, char** argv) {
+  restart_with_native_blas_kernels(argv);
   // The logger passes everything; the terminal sink filters by --quiet/--verbose, so a run's log
   // file (added by the run) keeps debug lines either way.
   auto console_sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();

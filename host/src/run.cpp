@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "augmentation_pipeline.hpp"
+#include "blas_kernels.hpp"
 #include "results.hpp"
 #include "scssl/h5.hpp"
 #include "scssl/pca.hpp"
@@ -235,6 +236,7 @@ struct RunRecord {
         << ",\n  \"host\": " << json_string(hostname())
         << ",\n  \"versions\": {\"scssl\": " << json_string(SCSSL_VERSION)
         << ", \"abi\": " << SCSSL_ABI_VERSION << ", \"libtorch\": " << json_string(TORCH_VERSION)
+        << ", \"blas\": " << json_string(blas_kernel_note())
         << "},\n  \"plugins\": [" << listed_json << "\n  ]"
         << ",\n  \"data\": " << data_json
         << ",\n  \"embedding\": " << embedding_json
@@ -251,6 +253,7 @@ void start_services(const RunConfig& cfg, const RunSettings& settings, HostServi
   // products, and a second OpenMP pool on top made training 2.7x slower on a 2-core machine.
   torch::set_num_threads(cfg.threads > 0 ? cfg.threads : 1);
   torch::manual_seed(cfg.seed);
+  if (const std::string blas = blas_kernel_note(); !blas.empty()) spdlog::debug("{}", blas);
 }
 
 }  // namespace

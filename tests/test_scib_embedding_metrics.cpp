@@ -135,15 +135,9 @@ TEST(Silhouette, SmallCaseByHand) {
   EXPECT_EQ(silhouette_samples(x, torch::zeros({3}, torch::kInt64)).abs().sum().item<double>(), 0.0);
 }
 
-// Block size does not change the result (blocks smaller than, equal to and larger than n).
-TEST(Silhouette, IndependentOfBlockSize) {
-  torch::manual_seed(3);
-  torch::Tensor x = torch::randn({37, 5});
-  torch::Tensor c = torch::randint(0, 4, {37}, torch::kInt64) * 7;  // non-contiguous codes
-  torch::Tensor ref = silhouette_samples(x, c, 1000);
-  for (int64_t b : {1, 5, 37})
-    EXPECT_LT((silhouette_samples(x, c, b) - ref).abs().max().item<double>(), 1e-12) << b;
-  EXPECT_THROW(silhouette_samples(x, c - 1), Error);  // a negative code
+TEST(Silhouette, NegativeCodeIsAnError) {
+  torch::Tensor x = torch::randn({5, 2});
+  EXPECT_THROW(silhouette_samples(x, torch::tensor({0, 1, -1, 1, 0}, torch::kInt64)), Error);
 }
 
 // Computing only some rows gives exactly those rows of the full result, and 0 elsewhere.
@@ -153,11 +147,9 @@ TEST(Silhouette, SelectedRowsMatchTheFullComputation) {
   torch::Tensor c = torch::randint(0, 3, {41}, torch::kInt64);
   torch::Tensor wanted = torch::rand({41}) < 0.3;
   torch::Tensor full = silhouette_samples(x, c);
-  for (int64_t b : {0, 2, 41}) {
-    torch::Tensor part = silhouette_samples(x, c, b, wanted);
-    EXPECT_LT((part - torch::where(wanted, full, torch::zeros_like(full))).abs().max().item<double>(), 1e-12) << b;
-  }
-  EXPECT_THROW(silhouette_samples(x, c, 0, torch::ones({40}, torch::kBool)), Error);
+  torch::Tensor part = silhouette_samples(x, c, wanted);
+  EXPECT_LT((part - torch::where(wanted, full, torch::zeros_like(full))).abs().max().item<double>(), 1e-12);
+  EXPECT_THROW(silhouette_samples(x, c, torch::ones({40}, torch::kBool)), Error);
 }
 
 // Two tight, far-apart cell types: silhouette label -> 1.

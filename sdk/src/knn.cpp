@@ -7,14 +7,9 @@
 #include <limits>
 #include <numeric>
 
-namespace scssl {
+#include "distance_tiles.hpp"
 
-namespace {
-// Query rows per distance block: at most 512, and the block at most ~16 M doubles (128 MB).
-int64_t query_block(int64_t n_ref) {
-  return std::clamp<int64_t>((int64_t{1} << 24) / std::max<int64_t>(1, n_ref), 16, 512);
-}
-}
+namespace scssl {
 
 namespace {
 
@@ -27,69 +22,78 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
   // float64 keeps distance ties exact enough that "smaller index first" is reproducible.
   torch::Tensor ref = reference.to(torch::kCPU, torch::kFloat64).contiguous();
   torch::Tensor qry = query.to(torch::kCPU, torch::kFloat64).contiguous();
-  if (distance == Distance::Cosine) {
+  const bool cosine = distance == Distance::Cosine;
+  if (cosine) {
     ref = ref / ref.norm(2, 1, true).clamp_min(1e-300);
     qry = qry / qry.norm(2, 1, true).clamp_min(1e-300);
   }
-  const int64_t n_ref = ref.size(0), n_query = qry.size(0);
+  const int64_t n_ref = ref.size(0), n_query = qry.size(0), d = ref.size(1);
   k = std::min(k, n_ref);
   Neighbors out{torch::empty({n_query, k}, torch::kInt64), torch::empty({n_query, k}, torch::kFloat32)};
-  const bool cosine = distance == Distance::Cosine;
-  const torch::Tensor ref_sq_t = ref.pow(2).sum(1).contiguous(), qry_sq_t = qry.pow(2).sum(1).contiguous();
-  const double* r_sq = ref_sq_t.data_ptr<double>();
-  const double* qry_sq = qry_sq_t.data_ptr<double>();
+  if (n_query == 0 || k == 0) return out;
+  const detail::ReferencePanels panels(ref.data_ptr<double>(), n_ref, d);
+  const double* query_rows = qry.data_ptr<double>();
   int64_t* out_idx = out.indices.data_ptr<int64_t>();
   float* out_dist = out.distances.data_ptr<float>();
-  const int64_t block = query_block(n_ref);
-  for (int64_t begin = 0; begin < n_query; begin += block) {
-    const int64_t end = std::min(n_query, begin + block);
-    torch::Tensor q = qry.slice(0, begin, end);
-    // Squared distances are formed row by row in the selection loop from this one product.
-    const torch::Tensor gram = torch::matmul(q, ref.t()).contiguous();
-    const double* G = gram.data_ptr<double>();
-    at::parallel_for(0, end - begin, 16, [&](int64_t lo, int64_t hi) {
-      // A bounded max-heap of (distance, index): one comparison rejects most reference rows, and
-      // the lexicographic order breaks distance ties by the smaller index.
-      std::vector<std::pair<double, int64_t>> heap;
-      heap.reserve(k);
-      for (int64_t i = lo; i < hi; ++i) {
-        const double* g = G + i * n_ref;
-        const double q_sq = qry_sq[begin + i];
-        auto distance_of = [&](int64_t j) {
-          return cosine ? 1.0 - g[j] : std::max(0.0, q_sq + r_sq[j] - 2.0 * g[j]);
-        };
-        const int64_t self = self_first ? begin + i : -1;
-        const int64_t wanted = self_first ? k - 1 : k;
-        heap.clear();
-        for (int64_t j = 0; j < n_ref && wanted > 0; ++j) {
-          if (j == self) continue;
-          const std::pair<double, int64_t> candidate{distance_of(j), j};
-          if (static_cast<int64_t>(heap.size()) < wanted) {
-            heap.push_back(candidate);
-            std::push_heap(heap.begin(), heap.end());
-          } else if (candidate < heap.front()) {
-            std::pop_heap(heap.begin(), heap.end());
-            heap.back() = candidate;
-            std::push_heap(heap.begin(), heap.end());
+  constexpr int64_t kBlock = detail::QueryBlock::kBlockRows;
+  constexpr int64_t kPanel = detail::ReferencePanels::kPanelCols;
+  const int64_t wanted = self_first ? k - 1 : k;
+  at::parallel_for(0, (n_query + kBlock - 1) / kBlock, 1, [&](int64_t block_lo, int64_t block_hi) {
+    std::vector<double> tile(kBlock * kPanel);
+    // One bounded max-heap of (distance, index) per query row: one comparison rejects most
+    // reference rows, and the lexicographic order breaks distance ties by the smaller index.
+    std::vector<std::vector<std::pair<double, int64_t>>> heaps(kBlock);
+    for (auto& heap : heaps) heap.reserve(wanted);
+    detail::QueryBlock block;
+    for (int64_t b = block_lo; b < block_hi; ++b) {
+      const int64_t first = b * kBlock;
+      block.load(query_rows, d, first, std::min(kBlock, n_query - first));
+      for (auto& heap : heaps) heap.clear();
+      for (int64_t p = 0; p < panels.panels(); ++p) {
+        panels.squared_distances(block, p, tile.data());
+        const int64_t begin = panels.panel_begin(p), size = panels.panel_size(p);
+        for (int64_t r = 0; r < block.count(); ++r) {
+          auto& heap = heaps[r];
+          const double* row = &tile[r * kPanel];
+          const double q_sq = block.squared_norm(r);
+          const int64_t self = self_first ? first + r : -1;
+          for (int64_t j = 0; j < size && wanted > 0; ++j) {
+            // Cosine: 1 - q.r of the unit rows (a zero row stays zero and is at distance 1).
+            const double value =
+                cosine ? 1.0 - (q_sq + panels.squared_norm(begin + j) - row[j]) / 2.0 : row[j];
+            const bool full = static_cast<int64_t>(heap.size()) == wanted;
+            if (full && value >= heap.front().first) continue;  // the common case
+            if (begin + j == self) continue;
+            const std::pair<double, int64_t> candidate{value, begin + j};
+            if (!full) {
+              heap.push_back(candidate);
+              std::push_heap(heap.begin(), heap.end());
+            } else if (candidate < heap.front()) {
+              std::pop_heap(heap.begin(), heap.end());
+              heap.back() = candidate;
+              std::push_heap(heap.begin(), heap.end());
+            }
           }
         }
+      }
+      for (int64_t r = 0; r < block.count(); ++r) {
+        auto& heap = heaps[r];
         std::sort_heap(heap.begin(), heap.end());
-        int64_t* idx_row = out_idx + (begin + i) * k;
-        float* dist_row = out_dist + (begin + i) * k;
+        int64_t* idx_row = out_idx + (first + r) * k;
+        float* dist_row = out_dist + (first + r) * k;
         int64_t col = 0;
         if (self_first) {
-          idx_row[0] = self;
+          idx_row[0] = first + r;
           dist_row[0] = 0.0f;
           col = 1;
         }
         for (const auto& [value, j] : heap) {
           idx_row[col] = j;
-          dist_row[col++] =
-              static_cast<float>(distance == Distance::Euclidean ? std::sqrt(value) : value);
+          dist_row[col++] = static_cast<float>(cosine ? value : std::sqrt(value));
         }
       }
-    });
-  }
+    }
+  });
   return out;
 }
 

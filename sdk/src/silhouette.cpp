@@ -7,12 +7,13 @@
 #include <limits>
 #include <vector>
 
+#include "distance_tiles.hpp"
 #include "scssl/params.hpp"
 
 namespace scssl {
 
 torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor& codes_in,
-                                 int64_t block_rows, const torch::Tensor& wanted) {
+                                 const torch::Tensor& wanted) {
   if (x_in.dim() != 2) throw BadData("silhouette: the embedding must be a 2-D matrix");
   const int64_t n = x_in.size(0);
   if (codes_in.dim() != 1 || codes_in.size(0) != n)
@@ -46,57 +47,61 @@ torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor&
   // float64 throughout: the |a|^2 + |b|^2 - 2ab expansion cancels badly in float32 for close
   // points, and the reference values are float64. Centring first shrinks the norms that cancel.
   torch::Tensor x = x_in.to(torch::kFloat64).index_select(0, order);
-  x = x - x.mean(0, /*keepdim=*/true);
-  torch::Tensor sq = (x * x).sum(1);  // [n]
-
-  if (block_rows <= 0) block_rows = std::clamp<int64_t>((int64_t{1} << 25) / n, 1, 1024);
+  x = (x - x.mean(0, /*keepdim=*/true)).contiguous();
+  const int64_t d = x.size(1);
+  const double* rows = x.data_ptr<double>();
+  const detail::ReferencePanels all_cells(rows, n, d);
 
   torch::Tensor s_sorted = torch::zeros({n}, torch::kFloat64);
   double* s = s_sorted.data_ptr<double>();
   const int64_t* own = sorted_codes.data_ptr<int64_t>();
-  const double* sq_all = sq.data_ptr<double>();
   // Positions (in cluster order) whose silhouette is computed.
   const torch::Tensor positions =
       wanted.defined() ? torch::nonzero(wanted.to(torch::kBool).index_select(0, order)).flatten()
                        : torch::arange(n, torch::kInt64);
   const int64_t n_rows = positions.numel();
   const int64_t* position = positions.data_ptr<int64_t>();
-  block_rows = std::min(block_rows, std::max<int64_t>(1, n_rows));
-  // One product buffer for all blocks: a fresh block-sized allocation per block costs more in
-  // page faults than the arithmetic on small machines.
-  torch::Tensor buffer = torch::empty({block_rows, n}, torch::kFloat64);
-  const torch::Tensor xt = x.t();
-  for (int64_t r0 = 0; r0 < n_rows; r0 += block_rows) {
-    const int64_t rows = std::min(block_rows, n_rows - r0);
-    torch::Tensor gram = buffer.narrow(0, 0, rows);
-    torch::mm_out(gram, wanted.defined() ? x.index_select(0, positions.narrow(0, r0, rows))
-                                         : x.narrow(0, r0, rows),
-                  xt);  // x_i.x_j by BLAS
-    const double* G = gram.data_ptr<double>();
-    at::parallel_for(0, rows, 8, [&](int64_t lo, int64_t hi) {
-      std::vector<double> sums(k);
-      for (int64_t r = lo; r < hi; ++r) {
-        const int64_t i = position[r0 + r];
+  constexpr int64_t kBlock = detail::QueryBlock::kBlockRows;
+  constexpr int64_t kPanel = detail::ReferencePanels::kPanelCols;
+  const int64_t n_blocks = (n_rows + kBlock - 1) / kBlock;
+  at::parallel_for(0, n_blocks, 1, [&](int64_t block_lo, int64_t block_hi) {
+    std::vector<double> tile(kBlock * kPanel), sums(kBlock * k), self(kBlock);
+    detail::QueryBlock block;
+    for (int64_t b = block_lo; b < block_hi; ++b) {
+      const int64_t first = b * kBlock;
+      block.load(rows, d, first, std::min(kBlock, n_rows - first), position);
+      std::fill(sums.begin(), sums.end(), 0.0);
+      for (int64_t p = 0; p < all_cells.panels(); ++p) {
+        all_cells.squared_distances(block, p, tile.data());
+        const int64_t begin = all_cells.panel_begin(p), end = begin + all_cells.panel_size(p);
+        // The clusters overlapping this panel, each one contiguous run of columns.
+        int64_t c = std::upper_bound(start.begin(), start.end(), begin) - start.begin() - 1;
+        for (; c < k && start[c] < end; ++c) {
+          const int64_t lo = std::max(start[c], begin), hi = std::min(start[c + 1], end);
+          for (int64_t r = 0; r < block.count(); ++r)
+            sums[r * k + c] += detail::sum_of_square_roots(&tile[r * kPanel + lo - begin], hi - lo);
+        }
+        for (int64_t r = 0; r < block.count(); ++r) {
+          const int64_t i = position[first + r];
+          if (i >= begin && i < end) self[r] = tile[r * kPanel + i - begin];
+        }
+      }
+      for (int64_t r = 0; r < block.count(); ++r) {
+        const int64_t i = position[first + r];
         const int64_t ci = own[i];
         if (counts[ci] < 2) continue;  // singleton: s = 0
-        const double* g = G + r * n;
-        for (int64_t c = 0; c < k; ++c) {
-          double total = 0.0;
-          for (int64_t j = start[c]; j < start[c + 1]; ++j)
-            total += std::sqrt(std::max(0.0, sq_all[i] + sq_all[j] - 2.0 * g[j]));
-          sums[c] = total;
-        }
+        double* row_sums = &sums[r * k];
         // A cell's distance to itself is exactly 0; rounding would otherwise add a tiny term.
-        sums[ci] -= std::sqrt(std::max(0.0, 2.0 * sq_all[i] - 2.0 * g[i]));
-        const double a = sums[ci] / static_cast<double>(counts[ci] - 1);
-        double b = std::numeric_limits<double>::infinity();
+        row_sums[ci] -= std::sqrt(self[r]);
+        const double a = row_sums[ci] / static_cast<double>(counts[ci] - 1);
+        double nearest = std::numeric_limits<double>::infinity();
         for (int64_t c = 0; c < k; ++c)
-          if (c != ci) b = std::min(b, sums[c] / static_cast<double>(counts[c]));
-        const double m = std::max(a, b);
-        s[i] = m > 0 ? (b - a) / m : 0.0;  // a = b = 0 (duplicates): 0, as sklearn's nan_to_num
+          if (c != ci) nearest = std::min(nearest, row_sums[c] / static_cast<double>(counts[c]));
+        const double m = std::max(a, nearest);
+        s[i] = m > 0 ? (nearest - a) / m : 0.0;  // a = b = 0 (duplicates): 0, as sklearn's nan_to_num
       }
-    });
-  }
+    }
+  });
   // Back to the caller's row order.
   result.index_copy_(0, order, s_sorted);
   return result;

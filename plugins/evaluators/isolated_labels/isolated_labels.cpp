@@ -56,7 +56,7 @@ class IsolatedLabels final : public scssl::IEvaluator {
     torch::Tensor isolated = torch::zeros({static_cast<int64_t>(keep.size())}, torch::kBool);
     for (size_t j = 0; j < keep.size(); ++j)
       if (batches_of[label[keep[j]]].size() <= threshold) isolated[static_cast<int64_t>(j)] = true;
-    torch::Tensor s = scssl::silhouette_samples(ctx.embedding.index_select(0, ids), codes, 0, isolated);
+    torch::Tensor s = scssl::silhouette_samples(ctx.embedding.index_select(0, ids), codes, isolated);
     const double* sp = s.data_ptr<double>();
     std::vector<double> sum(n_labels, 0.0);
     std::vector<int64_t> count(n_labels, 0);

@@ -6,6 +6,9 @@
 // missing a label or a batch take no part.
 #include <Eigen/Core>
 #include <Spectra/SymEigsSolver.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -398,8 +401,13 @@ class Kbet final : public scssl::IEvaluator {
     };
     const size_t workers = std::min<size_t>(to_test.size(), std::max(1u, std::thread::hardware_concurrency()));
     std::vector<std::thread> pool;
-    for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
-    work();
+    for (size_t w = 0; w < workers; ++w)
+      pool.emplace_back([&] {
+#ifdef _OPENMP
+        omp_set_num_threads(1);  // this worker's own setting: one label per core, no nested teams
+#endif
+        work();
+      });
     for (auto& t : pool) t.join();
     if (failure) std::rethrow_exception(failure);
 

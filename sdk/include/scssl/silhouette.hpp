@@ -1,6 +1,6 @@
 // Exact silhouette coefficients (metrics.md §2.1), shared by the scIB silhouette evaluators.
-// All pairs are used, but the n x n distance matrix is never held: distances are produced one row
-// block at a time and immediately reduced to per-cluster sums, so memory is O(block x n + n x k).
+// All pairs are used, but the n x n distance matrix is never held: distances are produced in
+// cache-sized tiles and immediately reduced to per-cluster sums, so memory is O(n x (d + k)).
 #pragma once
 
 #include <torch/torch.h>
@@ -15,12 +15,12 @@ namespace scssl {
 //   b_i = smallest mean distance to the members of another cluster,
 //   s_i = (b_i - a_i) / max(a_i, b_i).
 // As sklearn's silhouette_samples: s_i = 0 for a singleton cluster, for a_i = b_i = 0, and for
-// every cell when only one cluster is present. Distances are Euclidean, computed in float64.
-// `block_rows` <= 0 picks a block size that keeps one block's distances around 256 MiB.
+// every cell when only one cluster is present. Distances are Euclidean, computed in float64; the
+// result does not depend on the number of threads.
 // `wanted` (bool [n], optional): only these rows' s_i are computed (still against every cell); the
 // others are returned as 0. Costs |wanted| x n distances instead of n x n.
 // Throws BadData on a non-finite embedding, a negative code or mismatched sizes.
 torch::Tensor silhouette_samples(const torch::Tensor& x, const torch::Tensor& codes,
-                                 int64_t block_rows = 0, const torch::Tensor& wanted = {});
+                                 const torch::Tensor& wanted = {});
 
 }  // namespace scssl

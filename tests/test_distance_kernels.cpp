@@ -1,0 +1,129 @@
+// The exact kNN search and the exact silhouettes work on cache-sized tiles of distances (64 query
+// rows x 512 reference rows). These tests use sizes that cut across tile edges and compare with
+// direct O(n^2) computations, and check that the thread count does not change a single bit.
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "scssl/knn.hpp"
+#include "scssl/silhouette.hpp"
+
+using namespace scssl;
+
+namespace {
+
+// Runs `f` with n threads, restoring the previous setting.
+template <class F>
+auto with_threads(int n, F f) {
+  const int saved = at::get_num_threads();
+  at::set_num_threads(n);
+  auto result = f();
+  at::set_num_threads(saved);
+  return result;
+}
+
+// Small integer coordinates: every product and sum is exact in float64, so the tiled search and
+// the direct one see identical distances, and the many exact ties test "smaller index first".
+torch::Tensor integer_points(int64_t n, int64_t d, int64_t seed) {
+  torch::manual_seed(seed);
+  return torch::randint(0, 3, {n, d}, torch::kInt64).to(torch::kFloat32);
+}
+
+double squared_distance(const torch::Tensor& x, int64_t i, int64_t j) {
+  return (x[i] - x[j]).to(torch::kFloat64).pow(2).sum().item<double>();
+}
+
+}  // namespace
+
+TEST(ExactKnn, SelfSearchEqualsDirectSortingWithTiesBySmallerIndex) {
+  const int64_t n = 1300, k = 12;  // 1300 = 2.5 panels, 20.3 query blocks
+  torch::Tensor x = integer_points(n, 5, 1);
+  const Neighbors nn = knn_self(x, k);
+  ASSERT_EQ(nn.indices.sizes(), (std::vector<int64_t>{n, k}));
+  torch::Tensor d2 = torch::cdist(x.to(torch::kFloat64), x.to(torch::kFloat64)).pow(2).round();
+  for (int64_t i : {0L, 63L, 64L, 511L, 512L, 777L, 1299L}) {
+    std::vector<std::pair<double, int64_t>> all;
+    for (int64_t j = 0; j < n; ++j)
+      if (j != i) all.emplace_back(d2[i][j].item<double>(), j);
+    std::sort(all.begin(), all.end());
+    EXPECT_EQ(nn.indices[i][0].item<int64_t>(), i);
+    for (int64_t s = 1; s < k; ++s) {
+      EXPECT_EQ(nn.indices[i][s].item<int64_t>(), all[s - 1].second) << "row " << i << " rank " << s;
+      EXPECT_FLOAT_EQ(nn.distances[i][s].item<float>(), std::sqrt(all[s - 1].first));
+    }
+  }
+}
+
+TEST(ExactKnn, QuerySearchEqualsDirectSorting) {
+  torch::Tensor ref = integer_points(700, 4, 2), query = integer_points(150, 4, 3);
+  const Neighbors nn = knn_exact(ref, query, 9);
+  for (int64_t i = 0; i < 150; i += 7) {
+    std::vector<std::pair<double, int64_t>> all;
+    for (int64_t j = 0; j < 700; ++j)
+      all.emplace_back((query[i] - ref[j]).to(torch::kFloat64).pow(2).sum().item<double>(), j);
+    std::sort(all.begin(), all.end());
+    for (int64_t s = 0; s < 9; ++s) EXPECT_EQ(nn.indices[i][s].item<int64_t>(), all[s].second);
+  }
+}
+
+TEST(ExactKnn, CosineDistancesEqualDirectOnes) {
+  torch::manual_seed(4);
+  torch::Tensor ref = torch::randn({600, 6}), query = torch::randn({70, 6});
+  ref[5].zero_();  // a zero row: cosine distance 1 to everything
+  const Neighbors nn = knn_exact(ref, query, 600, Distance::Cosine);
+  torch::Tensor cos = torch::mm(torch::nn::functional::normalize(query.to(torch::kFloat64)),
+                                torch::nn::functional::normalize(ref.to(torch::kFloat64)).t());
+  torch::Tensor expected = std::get<0>((1.0 - cos).sort(1));
+  EXPECT_LT((nn.distances.to(torch::kFloat64) - expected).abs().max().item<double>(), 1e-6);
+  for (int64_t i = 0; i < 70; ++i) {
+    const auto row = nn.indices[i];
+    const int64_t pos = (row == 5).nonzero().item<int64_t>();
+    EXPECT_NEAR(nn.distances[i][pos].item<float>(), 1.0f, 1e-6f);
+  }
+}
+
+TEST(ExactKnn, ThreadCountDoesNotChangeTheResult) {
+  torch::manual_seed(5);
+  torch::Tensor x = torch::randn({1100, 16});
+  const Neighbors one = with_threads(1, [&] { return knn_self(x, 30); });
+  const Neighbors two = with_threads(2, [&] { return knn_self(x, 30); });
+  EXPECT_TRUE(torch::equal(one.indices, two.indices));
+  EXPECT_TRUE(torch::equal(one.distances, two.distances));
+}
+
+TEST(ExactSilhouette, EqualsTheDefinitionAcrossTileEdges) {
+  torch::manual_seed(6);
+  const int64_t n = 1200, clusters = 5;
+  torch::Tensor codes = torch::randint(0, clusters, {n}, torch::kInt64);
+  torch::Tensor x = torch::randn({n, 8}) + codes.unsqueeze(1).to(torch::kFloat32);
+  torch::Tensor s = silhouette_samples(x, codes);
+  torch::Tensor dist = torch::cdist(x.to(torch::kFloat64), x.to(torch::kFloat64));
+  for (int64_t i : {0L, 63L, 64L, 511L, 512L, 1023L, 1199L}) {
+    std::vector<double> sum(clusters, 0.0);
+    std::vector<int64_t> count(clusters, 0);
+    for (int64_t j = 0; j < n; ++j) {
+      sum[codes[j].item<int64_t>()] += dist[i][j].item<double>();
+      ++count[codes[j].item<int64_t>()];
+    }
+    const int64_t own = codes[i].item<int64_t>();
+    const double a = sum[own] / static_cast<double>(count[own] - 1);
+    double b = std::numeric_limits<double>::infinity();
+    for (int64_t c = 0; c < clusters; ++c)
+      if (c != own) b = std::min(b, sum[c] / static_cast<double>(count[c]));
+    EXPECT_NEAR(s[i].item<double>(), (b - a) / std::max(a, b), 1e-10) << "row " << i;
+  }
+}
+
+TEST(ExactSilhouette, ThreadCountDoesNotChangeTheResult) {
+  torch::manual_seed(7);
+  torch::Tensor x = torch::randn({900, 10});
+  torch::Tensor codes = torch::randint(0, 4, {900}, torch::kInt64);
+  torch::Tensor one = with_threads(1, [&] { return silhouette_samples(x, codes); });
+  torch::Tensor two = with_threads(2, [&] { return silhouette_samples(x, codes); });
+  EXPECT_TRUE(torch::equal(one, two));
+}

@@ -205,6 +205,40 @@ TEST(ScibEmbeddingMetrics, LabelInOneBatchIsTheIsolatedOne) {
   EXPECT_GT(std::abs(got - all), 1e-3);  // not the all-label mean
 }
 
+// Scored together on one embedding, isolated_labels (every label isolated here) shares its
+// per-cell silhouette and silhouette_label reuses it: a planted shared result shows through.
+TEST(ScibEmbeddingMetrics, SilhouetteLabelReusesTheSilhouetteIsolatedLabelsShared) {
+  CellData data = toy({0, 1, 0, 1, 0, 1, 0, 1}, 2, {0, 0, 0, 0, 1, 1, 1, 1}, 2);
+  torch::Tensor emb = torch::tensor({{0.f}, {0.2f}, {1.f}, {1.3f}, {5.f}, {5.1f}, {6.f}, {7.f}});
+  const double alone = run_metric("silhouette_label", data, emb);
+  host::HostServices services;
+  host::NeighborCache cache(emb);
+  services.serve_neighbors(&cache);
+  auto score = [&](const std::string& name) {
+    const host::LoadedPlugin& p = test::plugins().get(name, SCSSL_KIND_EVALUATOR);
+    host::Evaluator evaluator(p, p.default_params(), services);
+    return evaluator.evaluate(data, emb, {}, {}).at(0).value;
+  };
+  score("isolated_labels");
+  ASSERT_EQ(cache.shared_results.size(), 1u);
+  EXPECT_NEAR(score("silhouette_label"), alone, 1e-12);
+  cache.shared_results.begin()->second.fill_(1.0);
+  EXPECT_DOUBLE_EQ(score("silhouette_label"), 1.0);
+}
+
+// Only some labels isolated: isolated_labels computes just their rows and shares nothing.
+TEST(ScibEmbeddingMetrics, PartialIsolatedSilhouetteIsNotShared) {
+  CellData data = toy({0, 1, 0, 1, 0, 1, 0, 0}, 2, {0, 0, 0, 1, 1, 1, 2, 2}, 3);
+  torch::Tensor emb = torch::tensor({{0.f}, {1.f}, {0.5f}, {10.f}, {11.f}, {10.5f}, {30.f}, {31.f}});
+  host::HostServices services;
+  host::NeighborCache cache(emb);
+  services.serve_neighbors(&cache);
+  const host::LoadedPlugin& p = test::plugins().get("isolated_labels", SCSSL_KIND_EVALUATOR);
+  host::Evaluator evaluator(p, p.default_params(), services);
+  evaluator.evaluate(data, emb, {}, {});
+  EXPECT_TRUE(cache.shared_results.empty());
+}
+
 // Cells with a missing batch or label (-1) take no part: appending such cells, far away, changes
 // nothing. The label metrics drop cells without a label (and the batch-aware ones cells without a
 // batch); pcr_comparison drops cells without a batch.

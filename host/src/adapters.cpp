@@ -69,14 +69,32 @@ HostServices::HostServices() {
       *weights = to_dl(graph.weights);
     });
   };
+  api_.share_result = [](void* self, const char* key, const DLTensor* value, scssl_error* error) {
+    return detail::guarded(error, [&] {
+      auto* services = static_cast<HostServices*>(self);
+      if (!services->shared_results) return;  // outside an embedding's evaluation nothing is kept
+      (*services->shared_results)[key] = from_dl(*value, nullptr, std::string("shared result '") + key + "'").clone();
+    });
+  };
+  api_.shared_result = [](void* self, const char* key, DLTensor* value, scssl_error* error) {
+    return detail::guarded(error, [&] {
+      auto* services = static_cast<HostServices*>(self);
+      *value = DLTensor{};
+      if (!services->shared_results) return;
+      auto it = services->shared_results->find(key);
+      if (it != services->shared_results->end()) *value = to_dl(it->second);
+    });
+  };
 }
 
 void HostServices::serve_neighbors(NeighborCache* cache) {
   if (!cache) {
     on_neighbors = nullptr;
     on_connectivities = nullptr;
+    shared_results = nullptr;
     return;
   }
+  shared_results = &cache->shared_results;
   on_neighbors = [cache](int64_t k) -> const Neighbors& { return cache->get(k); };
   on_connectivities = [cache](int64_t k) -> const SparseGraph& { return cache->connectivities(k); };
 }

@@ -37,7 +37,10 @@ class HostServices {
   // Neighbour lists for evaluators (see NeighborCache); default: none offered.
   std::function<const Neighbors&(int64_t k)> on_neighbors;
   std::function<const SparseGraph&(int64_t k)> on_connectivities;
-  // Routes on_neighbors and on_connectivities to `cache` (nullptr: stop offering them).
+  // Results evaluators share about the embedding being scored; none outside evaluation.
+  std::map<std::string, torch::Tensor>* shared_results = nullptr;
+  // Routes on_neighbors, on_connectivities and shared_results to `cache`, the services of one
+  // embedding (nullptr: stop offering them).
   void serve_neighbors(NeighborCache* cache);
 
   const scssl_host_api* api() const { return &api_; }

@@ -35,6 +35,8 @@ class NeighborCache {
   int64_t searched_k() const { return full_.indices.defined() ? full_.indices.size(1) : 0; }
   // "exact" or "hnsw".
   const std::string& backend() const { return backend_; }
+  // What evaluators share with each other about this embedding (scssl_host_api.share_result).
+  std::map<std::string, torch::Tensor> shared_results;
 
  private:
   torch::Tensor embedding_;

@@ -55,6 +55,24 @@ SparseGraph HostContext::connectivities(int64_t k) const {
           from_dl(weights, nullptr, "connectivity weights")};
 }
 
+torch::Tensor HostContext::shared(const std::string& key) const {
+  if (!api_ || !api_->shared_result) return {};
+  DLTensor value{};
+  scssl_error error{};
+  scssl_status status = api_->shared_result(api_->host_data, key.c_str(), &value, &error);
+  if (status != SCSSL_OK) throw Error(status, error.message);
+  return value.data ? from_dl(value, nullptr, "shared result '" + key + "'") : torch::Tensor();
+}
+
+void HostContext::share(const std::string& key, const torch::Tensor& value) const {
+  if (!api_ || !api_->share_result) return;  // an older host: every evaluator computes its own
+  const torch::Tensor dense = value.to(torch::kCPU).contiguous();
+  DLTensor v = to_dl(dense);
+  scssl_error error{};
+  scssl_status status = api_->share_result(api_->host_data, key.c_str(), &v, &error);
+  if (status != SCSSL_OK) throw Error(status, error.message);
+}
+
 TrainOptions TrainOptions::from_c(const scssl_train_options& c) {
   TrainOptions o;
   o.epochs = c.epochs;

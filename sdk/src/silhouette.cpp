@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "distance_tiles.hpp"
 #include "scssl/params.hpp"
+#include "scssl/plugin.hpp"
 
 namespace scssl {
 
@@ -105,6 +108,33 @@ torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor&
   // Back to the caller's row order.
   result.index_copy_(0, order, s_sorted);
   return result;
+}
+
+namespace {
+
+// Names a silhouette by its rows and codes; the embedding is fixed while results are shared.
+std::string silhouette_key(const torch::Tensor& rows, const torch::Tensor& codes) {
+  auto bytes = [](const torch::Tensor& t) {
+    const torch::Tensor c = t.to(torch::kInt64).contiguous();
+    return std::hash<std::string_view>{}(std::string_view(static_cast<const char*>(c.data_ptr()),
+                                                          c.numel() * sizeof(int64_t)));
+  };
+  return "silhouette_samples/" + std::to_string(rows.numel()) + "/" + std::to_string(bytes(rows)) +
+         "/" + std::to_string(bytes(codes));
+}
+
+}  // namespace
+
+torch::Tensor shared_silhouette_samples(const HostContext& host, const torch::Tensor& embedding,
+                                        const torch::Tensor& rows, const torch::Tensor& codes,
+                                        const torch::Tensor& wanted) {
+  const std::string key = silhouette_key(rows, codes);
+  if (torch::Tensor done = host.shared(key); done.defined()) return done;
+  const bool complete = !wanted.defined() || wanted.all().item<bool>();
+  torch::Tensor s = silhouette_samples(embedding.index_select(0, rows), codes,
+                                       complete ? torch::Tensor() : wanted);
+  if (complete) host.share(key, s);
+  return s;
 }
 
 }  // namespace scssl

@@ -52,11 +52,12 @@ class IsolatedLabels final : public scssl::IEvaluator {
 
     torch::Tensor ids = torch::tensor(keep, torch::kInt64);
     torch::Tensor codes = labels->codes.to(torch::kInt64).index_select(0, ids);
-    // Only the isolated labels' cells are scored, so only their rows of distances are needed.
+    // Only the isolated labels' cells are scored, so only their rows of distances are needed (all
+    // rows, shared with silhouette_label, when every label is isolated).
     torch::Tensor isolated = torch::zeros({static_cast<int64_t>(keep.size())}, torch::kBool);
     for (size_t j = 0; j < keep.size(); ++j)
       if (batches_of[label[keep[j]]].size() <= threshold) isolated[static_cast<int64_t>(j)] = true;
-    torch::Tensor s = scssl::silhouette_samples(ctx.embedding.index_select(0, ids), codes, isolated);
+    torch::Tensor s = scssl::shared_silhouette_samples(host_, ctx.embedding, ids, codes, isolated);
     const double* sp = s.data_ptr<double>();
     std::vector<double> sum(n_labels, 0.0);
     std::vector<int64_t> count(n_labels, 0);

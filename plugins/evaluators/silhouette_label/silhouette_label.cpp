@@ -30,8 +30,8 @@ class SilhouetteLabel final : public scssl::IEvaluator {
       sink.report("silhouette_label", std::numeric_limits<double>::quiet_NaN());
       return;
     }
-    torch::Tensor s = scssl::silhouette_samples(ctx.embedding.index_select(0, keep),
-                                                codes.index_select(0, keep));
+    torch::Tensor s =
+        scssl::shared_silhouette_samples(host_, ctx.embedding, keep, codes.index_select(0, keep));
     sink.report("silhouette_label", (s.mean().item<double>() + 1.0) / 2.0);
   }
 };

@@ -183,6 +183,16 @@ typedef struct scssl_host_api {
    * float64 [nnz]; valid until evaluate() returns. */
   scssl_status (*connectivities)(void* host_data, int64_t k, DLTensor* indptr, DLTensor* indices,
                                  DLTensor* weights, scssl_error* error);
+  /* Inside evaluate(): results one evaluator shares with the others scoring the same embedding,
+   * so that work two metrics have in common is done once (the per-cell label silhouette of
+   * silhouette_label and isolated_labels). share_result stores a copy of `value` (dense, CPU) under
+   * `key`; shared_result fills `value` with the stored tensor (valid until evaluate() returns) or,
+   * when nothing is stored under `key`, sets value->data to NULL. Forgotten after each embedding;
+   * outside an embedding's evaluation nothing is stored. */
+  scssl_status (*share_result)(void* host_data, const char* key, const DLTensor* value,
+                               scssl_error* error);
+  scssl_status (*shared_result)(void* host_data, const char* key, DLTensor* value,
+                                scssl_error* error);
 } scssl_host_api;
 
 /* ---- the four kinds and their function tables --------------------------------------------------- */

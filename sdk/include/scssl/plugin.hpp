@@ -54,6 +54,10 @@ class HostContext {
   // Evaluators only: the fuzzy connectivities of those k-neighbour lists (metrics.md §1.3),
   // computed once per k for the embedding; valid during evaluate().
   SparseGraph connectivities(int64_t k) const;
+  // Evaluators only: a result shared for this embedding by another evaluator under `key`, or an
+  // undefined tensor; share() stores one (a copy). See scssl_host_api.share_result.
+  torch::Tensor shared(const std::string& key) const;
+  void share(const std::string& key, const torch::Tensor& value) const;
 
  private:
   const scssl_host_api* api_;

@@ -23,4 +23,14 @@ namespace scssl {
 torch::Tensor silhouette_samples(const torch::Tensor& x, const torch::Tensor& codes,
                                  const torch::Tensor& wanted = {});
 
+class HostContext;
+
+// Inside an evaluator: silhouette_samples(embedding.index_select(0, rows), codes, wanted), shared
+// with the other evaluators scoring the same embedding through the host (HostContext::share).
+// A complete result (no `wanted`, or every row wanted) is shared once computed; a caller with the
+// same rows and codes then reuses it instead of repeating the O(n^2) work.
+torch::Tensor shared_silhouette_samples(const HostContext& host, const torch::Tensor& embedding,
+                                        const torch::Tensor& rows, const torch::Tensor& codes,
+                                        const torch::Tensor& wanted = {});
+
 }  // namespace scssl

@@ -87,6 +87,23 @@ TEST(ExactKnn, CosineDistancesEqualDirectOnes) {
   }
 }
 
+// The search screens with float32 distances, then measures candidates exactly. Here the radii
+// differ by 1e-7 on 100 (squared distances by 2e-5, far below float32's resolution at 1e4), and
+// the exact pass must still return exactly the 50 nearest pairs of points, nearest first.
+TEST(ExactKnn, DifferencesBelowFloat32ResolutionAreRankedExactly) {
+  torch::manual_seed(8);
+  const int64_t pairs = 300;
+  torch::Tensor directions = torch::nn::functional::normalize(torch::randn({pairs, 8}, torch::kFloat64));
+  torch::Tensor rank = torch::randperm(pairs, torch::kInt64);
+  torch::Tensor radius = 100.0 + rank.to(torch::kFloat64) * 1e-7;
+  torch::Tensor half = directions * radius.unsqueeze(1);
+  torch::Tensor ref = torch::stack({half, -half}, 1).reshape({2 * pairs, 8});  // mean zero
+  const Neighbors nn = knn_exact(ref, torch::zeros({1, 8}, torch::kFloat64), 100);
+  std::vector<int64_t> ranks;
+  for (int64_t s = 0; s < 100; ++s) ranks.push_back(rank[nn.indices[0][s].item<int64_t>() / 2].item<int64_t>());
+  for (int64_t s = 0; s < 100; ++s) EXPECT_EQ(ranks[s], s / 2) << "position " << s;
+}
+
 TEST(ExactKnn, ThreadCountDoesNotChangeTheResult) {
   torch::manual_seed(5);
   torch::Tensor x = torch::randn({1100, 16});

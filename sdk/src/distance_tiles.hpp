@@ -1,9 +1,10 @@
 // Squared Euclidean distances between query rows and reference rows, produced tile by tile so that
 // every tile stays in the per-core cache: the exact kNN search and the exact silhouettes reduce
 // each tile as soon as it is made, and no n x n matrix ever exists. Internal to the SDK (not
-// installed). The arithmetic runs in float64, in a fixed order that does not depend on the number
-// of threads; the kernels are compiled for AVX-512, AVX2+FMA and baseline x86-64 and the best one
-// for the CPU is picked at load time.
+// installed). Tiles come in float64 (the silhouettes) or float32 (the kNN search's screening pass,
+// twice as fast); either way the arithmetic runs in a fixed order that does not depend on the
+// number of threads. The kernels are compiled for AVX-512, AVX2+FMA and baseline x86-64, and the
+// best one for the CPU is picked at load time.
 #pragma once
 
 #include <cstdint>
@@ -11,45 +12,51 @@
 
 namespace scssl::detail {
 
+template <class Real>
+class ReferencePanels;
+
 // A block of at most kBlockRows query rows, copied (zero-padded) into the layout the kernel reads.
+template <class Real>
 class QueryBlock {
  public:
   static constexpr int64_t kBlockRows = 64;
 
-  // Copies rows first .. first + count - 1 of the row-major [*, d] matrix x, or, when `rows` is
-  // given, rows[first] .. rows[first + count - 1].
+  // Copies rows first .. first + count - 1 of the row-major float64 [*, d] matrix x, or, when
+  // `rows` is given, rows[first] .. rows[first + count - 1].
   void load(const double* x, int64_t d, int64_t first, int64_t count, const int64_t* rows = nullptr);
   int64_t count() const { return count_; }
-  // Squared norm of the block's row r.
-  double squared_norm(int64_t r) const { return sq_[r]; }
 
  private:
-  friend class ReferencePanels;
+  friend class ReferencePanels<Real>;
   int64_t count_ = 0, d_ = 0;
-  std::vector<double> rows_, sq_;
+  std::vector<Real> rows_, sq_;
 };
 
 // All reference rows, packed once into panels of kPanelCols rows for the tile kernel.
+template <class Real>
 class ReferencePanels {
  public:
   static constexpr int64_t kPanelCols = 512;
 
-  // x: row-major [n, d], float64.
+  // x: row-major float64 [n, d].
   ReferencePanels(const double* x, int64_t n, int64_t d);
   int64_t panels() const { return (n_ + kPanelCols - 1) / kPanelCols; }
   int64_t panel_begin(int64_t p) const { return p * kPanelCols; }
   int64_t panel_size(int64_t p) const;
-  // |x_j|^2 of reference row j.
-  double squared_norm(int64_t j) const { return sq_[j]; }
   // tile[r * kPanelCols + j] = max(0, |q_r|^2 + |x_j|^2 - 2 q_r . x_j) for the block's rows r and
   // panel p's rows j (only the first panel_size(p) columns of each tile row are meaningful).
-  // `tile` must hold kBlockRows * kPanelCols doubles.
-  void squared_distances(const QueryBlock& block, int64_t p, double* tile) const;
+  // `tile` must hold kBlockRows * kPanelCols values.
+  void squared_distances(const QueryBlock<Real>& block, int64_t p, Real* tile) const;
 
  private:
   int64_t n_, d_;
-  std::vector<double> packed_, sq_;
+  std::vector<Real> packed_, sq_;
 };
+
+extern template class QueryBlock<double>;
+extern template class QueryBlock<float>;
+extern template class ReferencePanels<double>;
+extern template class ReferencePanels<float>;
 
 // sum_j sqrt(values[j]) over j < count, in a fixed order.
 double sum_of_square_roots(const double* values, int64_t count);

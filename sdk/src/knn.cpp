@@ -4,6 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <limits>
 #include <numeric>
 
@@ -13,81 +17,215 @@ namespace scssl {
 
 namespace {
 
+// Exact float64 sum_k (a_k - b_k)^2, or sum_k a_k b_k, over k < d: eight partial sums in a fixed
+// order (vectorisable), and no fused multiply-adds (this file is built without contraction), so
+// the value is the same on every x86-64 CPU.
+template <bool kDot>
+double exact_pair(const double* a, const double* b, int64_t d) {
+  constexpr int64_t kPartials = 8;
+  double partial[kPartials] = {};
+  int64_t k = 0;
+  for (; k + kPartials <= d; k += kPartials)
+    for (int64_t t = 0; t < kPartials; ++t) {
+      const double x = kDot ? a[k + t] : a[k + t] - b[k + t];
+      partial[t] += x * (kDot ? b[k + t] : x);
+    }
+  for (int64_t t = 0; k < d; ++k, ++t) {
+    const double x = kDot ? a[k] : a[k] - b[k];
+    partial[t] += x * (kDot ? b[k] : x);
+  }
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+// Bit t set where values[t] <= limit, for t < kScreenGroup.
+constexpr int64_t kScreenGroup = 16;
+uint32_t columns_at_most(const float* values, float limit) {
+#if defined(__SSE2__)
+  const __m128 bound = _mm_set1_ps(limit);
+  uint32_t mask = 0;
+  for (int q = 0; q < 4; ++q)
+    mask |= static_cast<uint32_t>(_mm_movemask_ps(_mm_cmple_ps(_mm_loadu_ps(values + 4 * q), bound)))
+            << (4 * q);
+  return mask;
+#else
+  uint32_t mask = 0;
+  for (int t = 0; t < kScreenGroup; ++t) mask |= static_cast<uint32_t>(values[t] <= limit) << t;
+  return mask;
+#endif
+}
+
+// The candidates of one query row by approximate value: every candidate within `slack` of the
+// k-th best approximate value seen so far. When every approximation is within slack / 2 of its
+// exact value, these include the exact k best. Candidates are appended and, when the list has
+// grown enough, cut back: cheaper than a heap when most candidates never enter at all. A
+// candidate is one 64-bit key, (approximate value bits << 32) | index, which orders like
+// (value, index) because the values are non-negative floats.
+class Candidates {
+ public:
+  Candidates(int64_t k, double slack) : k_(k), slack_(slack) { keys_.reserve(2 * k); }
+  // Approximate values above this cannot belong any more.
+  float bound() const { return bound_; }
+  void offer(float approx, int64_t index) {
+    if (approx > bound_) return;
+    uint32_t bits;
+    std::memcpy(&bits, &approx, sizeof bits);
+    keys_.push_back(uint64_t{bits} << 32 | static_cast<uint32_t>(index));
+    if (static_cast<int64_t>(keys_.size()) >= limit_) cut();
+  }
+  // The k best by exact value (`exact(index)`), nearest first, ties by the smaller index.
+  template <class Exact>
+  const std::vector<std::pair<double, int64_t>>& best(Exact exact) {
+    if (static_cast<int64_t>(keys_.size()) > k_) cut();
+    best_.clear();
+    for (uint64_t key : keys_) {
+      const int64_t index = static_cast<uint32_t>(key);
+      best_.emplace_back(exact(index), index);
+    }
+    std::sort(best_.begin(), best_.end());
+    if (static_cast<int64_t>(best_.size()) > k_) best_.resize(k_);
+    return best_;
+  }
+
+ private:
+  static float value_of(uint64_t key) {
+    const auto bits = static_cast<uint32_t>(key >> 32);
+    float value;
+    std::memcpy(&value, &bits, sizeof value);
+    return value;
+  }
+  void cut() {
+    std::nth_element(keys_.begin(), keys_.begin() + (k_ - 1), keys_.end());
+    const double limit = static_cast<double>(value_of(keys_[k_ - 1])) + slack_;
+    bound_ = std::nextafter(static_cast<float>(limit), std::numeric_limits<float>::infinity());
+    keys_.erase(std::remove_if(keys_.begin(), keys_.end(),
+                               [&](uint64_t key) { return value_of(key) > bound_; }),
+                keys_.end());
+    limit_ = std::max<int64_t>(2 * k_, 2 * static_cast<int64_t>(keys_.size()));
+  }
+  int64_t k_;
+  double slack_;
+  float bound_ = std::numeric_limits<float>::infinity();
+  int64_t limit_ = 2 * k_;
+  std::vector<uint64_t> keys_;
+  std::vector<std::pair<double, int64_t>> best_;
+};
+
 // Shared by knn_exact and knn_self; with self_first the query rows are the reference rows and
 // each row's own index is ranked before everything else.
+//
+// Distances come in float32 tiles (twice the speed of float64). They select, per query row, the
+// candidates whose approximate distance lies within twice the float32 error bound of the k-th
+// best; only those are measured again exactly in float64 and ranked. The result is that of an
+// all-float64 search (exact distances, ties by the smaller index), whatever the thread count.
+// The metric is a template parameter so that the hot loops test it at compile time.
+template <bool cosine>
 Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int64_t k,
-                 Distance distance, bool self_first) {
+                 const bool self_first) {
   TORCH_CHECK(reference.dim() == 2 && query.dim() == 2 && reference.size(1) == query.size(1),
               "knn_exact: reference and query must be matrices with the same number of columns");
-  // float64 keeps distance ties exact enough that "smaller index first" is reproducible.
-  torch::Tensor ref = reference.to(torch::kCPU, torch::kFloat64).contiguous();
-  torch::Tensor qry = query.to(torch::kCPU, torch::kFloat64).contiguous();
-  const bool cosine = distance == Distance::Cosine;
+  torch::Tensor ref = reference.to(torch::kCPU, torch::kFloat64);
+  torch::Tensor qry = query.to(torch::kCPU, torch::kFloat64);
   if (cosine) {
     ref = ref / ref.norm(2, 1, true).clamp_min(1e-300);
     qry = qry / qry.norm(2, 1, true).clamp_min(1e-300);
+  } else {
+    // Distances do not change; smaller norms make a smaller float32 error.
+    const torch::Tensor centre = ref.mean(0, /*keepdim=*/true);
+    ref = ref - centre;
+    qry = qry - centre;
   }
+  ref = ref.contiguous();
+  qry = qry.contiguous();
   const int64_t n_ref = ref.size(0), n_query = qry.size(0), d = ref.size(1);
   k = std::min(k, n_ref);
   Neighbors out{torch::empty({n_query, k}, torch::kInt64), torch::empty({n_query, k}, torch::kFloat32)};
   if (n_query == 0 || k == 0) return out;
-  const detail::ReferencePanels panels(ref.data_ptr<double>(), n_ref, d);
+  const int64_t wanted = self_first ? k - 1 : k;
+  if (wanted == 0) {  // k = 1 with self first: every row is its own only neighbour
+    out.indices.copy_(torch::arange(n_query, torch::kInt64).unsqueeze(1));
+    out.distances.zero_();
+    return out;
+  }
+  const detail::ReferencePanels<float> panels(ref.data_ptr<double>(), n_ref, d);
+  const double* ref_rows = ref.data_ptr<double>();
   const double* query_rows = qry.data_ptr<double>();
+  const torch::Tensor ref_sq_t = ref.pow(2).sum(1).contiguous(), qry_sq_t = qry.pow(2).sum(1).contiguous();
+  const double* ref_sq = ref_sq_t.data_ptr<double>();
+  const double* query_sq = qry_sq_t.data_ptr<double>();
+  const double max_ref_sq = ref_sq_t.max().item<double>();
+  // |float32 d^2 - d^2| <= (d + 7) u (|q|^2 + |x|^2) with u = 2^-24 (inputs rounded to float32,
+  // a d-term float32 dot product, the final sums). Taken twice over as the error bound e of a
+  // row, the candidates kept are those within 2e of the k-th best (cosine: in units of d^2 / 2).
+  const double error_per_norm = 2.0 * static_cast<double>(d + 7) * std::ldexp(1.0, -24);
   int64_t* out_idx = out.indices.data_ptr<int64_t>();
   float* out_dist = out.distances.data_ptr<float>();
-  constexpr int64_t kBlock = detail::QueryBlock::kBlockRows;
-  constexpr int64_t kPanel = detail::ReferencePanels::kPanelCols;
-  const int64_t wanted = self_first ? k - 1 : k;
+  constexpr int64_t kBlock = detail::QueryBlock<float>::kBlockRows;
+  constexpr int64_t kPanel = detail::ReferencePanels<float>::kPanelCols;
   at::parallel_for(0, (n_query + kBlock - 1) / kBlock, 1, [&](int64_t block_lo, int64_t block_hi) {
-    std::vector<double> tile(kBlock * kPanel);
-    // One bounded max-heap of (distance, index) per query row: one comparison rejects most
-    // reference rows, and the lexicographic order breaks distance ties by the smaller index.
-    std::vector<std::vector<std::pair<double, int64_t>>> heaps(kBlock);
-    for (auto& heap : heaps) heap.reserve(wanted);
-    detail::QueryBlock block;
+    const bool skip_self = self_first;  // a local, so the hot loop keeps it in a register
+    std::vector<float> tile(kBlock * kPanel);
+    std::vector<Candidates> candidates;
+    detail::QueryBlock<float> block;
     for (int64_t b = block_lo; b < block_hi; ++b) {
       const int64_t first = b * kBlock;
       block.load(query_rows, d, first, std::min(kBlock, n_query - first));
-      for (auto& heap : heaps) heap.clear();
+      candidates.clear();
+      for (int64_t r = 0; r < block.count(); ++r) {
+        const double error = error_per_norm * (query_sq[first + r] + max_ref_sq);
+        candidates.emplace_back(wanted, 2.0 * (cosine ? error / 2.0 : error));
+      }
       for (int64_t p = 0; p < panels.panels(); ++p) {
         panels.squared_distances(block, p, tile.data());
         const int64_t begin = panels.panel_begin(p), size = panels.panel_size(p);
         for (int64_t r = 0; r < block.count(); ++r) {
-          auto& heap = heaps[r];
-          const double* row = &tile[r * kPanel];
-          const double q_sq = block.squared_norm(r);
-          const int64_t self = self_first ? first + r : -1;
-          for (int64_t j = 0; j < size && wanted > 0; ++j) {
-            // Cosine: 1 - q.r of the unit rows (a zero row stays zero and is at distance 1).
-            const double value =
-                cosine ? 1.0 - (q_sq + panels.squared_norm(begin + j) - row[j]) / 2.0 : row[j];
-            const bool full = static_cast<int64_t>(heap.size()) == wanted;
-            if (full && value >= heap.front().first) continue;  // the common case
-            if (begin + j == self) continue;
-            const std::pair<double, int64_t> candidate{value, begin + j};
-            if (!full) {
-              heap.push_back(candidate);
-              std::push_heap(heap.begin(), heap.end());
-            } else if (candidate < heap.front()) {
-              std::pop_heap(heap.begin(), heap.end());
-              heap.back() = candidate;
-              std::push_heap(heap.begin(), heap.end());
+          Candidates& list = candidates[r];
+          const int64_t i = first + r;
+          // The approximate value from a float32 d^2; cosine: 1 - q.x recovered from d^2 and the
+          // exact norms (right for zero rows too), at least 0. The screen admits a superset of
+          // what `list` takes, in d^2 units, rounded up to float32.
+          auto approx = [&](float d2, int64_t j) {
+            if constexpr (!cosine) return d2;
+            return static_cast<float>(std::max(0.0, 1.0 - (query_sq[i] + ref_sq[j] - d2) / 2.0));
+          };
+          auto screen_of = [&](float bound) {
+            if constexpr (!cosine) return bound;
+            const double d2 = 2.0 * bound - 2.0 + query_sq[i] + max_ref_sq;
+            return std::nextafter(static_cast<float>(d2), std::numeric_limits<float>::infinity());
+          };
+          float screen = screen_of(list.bound());
+          const float* row = &tile[r * kPanel];
+          // Sixteen columns at a time (tile rows are padded to whole groups): most groups have
+          // no column under the screen, and in the others only the columns that are get visited.
+          for (int64_t g = 0; g < size; g += kScreenGroup) {
+            for (uint32_t mask = columns_at_most(row + g, screen); mask != 0; mask &= mask - 1) {
+              const int64_t j = g + __builtin_ctz(mask);
+              const int64_t index = begin + j;
+              // The screen may have tightened since the mask was taken.
+              if (j >= size || !(row[j] <= screen) || (skip_self && index == i)) continue;
+              list.offer(approx(row[j], index), index);
+              screen = screen_of(list.bound());
             }
           }
         }
       }
       for (int64_t r = 0; r < block.count(); ++r) {
-        auto& heap = heaps[r];
-        std::sort_heap(heap.begin(), heap.end());
-        int64_t* idx_row = out_idx + (first + r) * k;
-        float* dist_row = out_dist + (first + r) * k;
+        const int64_t i = first + r;
+        const double* q = query_rows + i * d;
+        int64_t* idx_row = out_idx + i * k;
+        float* dist_row = out_dist + i * k;
         int64_t col = 0;
         if (self_first) {
-          idx_row[0] = first + r;
+          idx_row[0] = i;
           dist_row[0] = 0.0f;
           col = 1;
         }
-        for (const auto& [value, j] : heap) {
+        auto exact = [&](int64_t j) {
+          const double* x = ref_rows + j * d;
+          return cosine ? 1.0 - exact_pair<true>(q, x, d) : exact_pair<false>(q, x, d);
+        };
+        for (const auto& [value, j] : candidates[r].best(exact)) {
           idx_row[col] = j;
           dist_row[col++] = static_cast<float>(cosine ? value : std::sqrt(value));
         }
@@ -101,11 +239,12 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
 
 Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, int64_t k,
                     Distance distance) {
-  return search(reference, query, k, distance, false);
+  return distance == Distance::Cosine ? search<true>(reference, query, k, false)
+                                      : search<false>(reference, query, k, false);
 }
 
 Neighbors knn_self(const torch::Tensor& x, int64_t k) {
-  return search(x, x, k, Distance::Euclidean, true);
+  return search<false>(x, x, k, true);
 }
 
 namespace {

@@ -53,7 +53,7 @@ torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor&
   x = (x - x.mean(0, /*keepdim=*/true)).contiguous();
   const int64_t d = x.size(1);
   const double* rows = x.data_ptr<double>();
-  const detail::ReferencePanels all_cells(rows, n, d);
+  const detail::ReferencePanels<double> all_cells(rows, n, d);
 
   torch::Tensor s_sorted = torch::zeros({n}, torch::kFloat64);
   double* s = s_sorted.data_ptr<double>();
@@ -64,12 +64,12 @@ torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor&
                        : torch::arange(n, torch::kInt64);
   const int64_t n_rows = positions.numel();
   const int64_t* position = positions.data_ptr<int64_t>();
-  constexpr int64_t kBlock = detail::QueryBlock::kBlockRows;
-  constexpr int64_t kPanel = detail::ReferencePanels::kPanelCols;
+  constexpr int64_t kBlock = detail::QueryBlock<double>::kBlockRows;
+  constexpr int64_t kPanel = detail::ReferencePanels<double>::kPanelCols;
   const int64_t n_blocks = (n_rows + kBlock - 1) / kBlock;
   at::parallel_for(0, n_blocks, 1, [&](int64_t block_lo, int64_t block_hi) {
     std::vector<double> tile(kBlock * kPanel), sums(kBlock * k), self(kBlock);
-    detail::QueryBlock block;
+    detail::QueryBlock<double> block;
     for (int64_t b = block_lo; b < block_hi; ++b) {
       const int64_t first = b * kBlock;
       block.load(rows, d, first, std::min(kBlock, n_rows - first), position);

@@ -77,17 +77,30 @@ void tile_kernel(const float* query, const float* query_sq, int64_t query_rows,
 }
 
 [[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
-double sum_sqrt_kernel(const double* values, int64_t count) {
+void square_roots_kernel(double* values, int64_t count) {
+  for (int64_t j = 0; j < count; ++j) values[j] = std::sqrt(values[j]);
+}
+
+[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+double sum_kernel(const double* values, int64_t count) {
   // Eight partial sums in a fixed lane order: vectorisable, and the same result for every clone.
   constexpr int64_t kPartials = 8;
   double partial[kPartials] = {};
   int64_t j = 0;
   for (; j + kPartials <= count; j += kPartials)
-    for (int64_t t = 0; t < kPartials; ++t) partial[t] += std::sqrt(values[j + t]);
-  for (int64_t t = 0; j < count; ++j, ++t) partial[t] += std::sqrt(values[j]);
+    for (int64_t t = 0; t < kPartials; ++t) partial[t] += values[j + t];
+  for (int64_t t = 0; j < count; ++j, ++t) partial[t] += values[j];
   double total = 0.0;
   for (double p : partial) total += p;
   return total;
+}
+
+[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+void column_sums_kernel(const double* values, int64_t stride, int64_t rows, int64_t cols,
+                        double* out) {
+  std::fill(out, out + cols, 0.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) out[j] += values[r * stride + j];
 }
 
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
@@ -149,8 +162,12 @@ template class QueryBlock<float>;
 template class ReferencePanels<double>;
 template class ReferencePanels<float>;
 
-double sum_of_square_roots(const double* values, int64_t count) {
-  return sum_sqrt_kernel(values, count);
+void square_roots(double* values, int64_t count) { square_roots_kernel(values, count); }
+
+double sum(const double* values, int64_t count) { return sum_kernel(values, count); }
+
+void column_sums(const double* values, int64_t stride, int64_t rows, int64_t cols, double* out) {
+  column_sums_kernel(values, stride, rows, cols, out);
 }
 
 }  // namespace scssl::detail

@@ -58,7 +58,11 @@ extern template class QueryBlock<float>;
 extern template class ReferencePanels<double>;
 extern template class ReferencePanels<float>;
 
-// sum_j sqrt(values[j]) over j < count, in a fixed order.
-double sum_of_square_roots(const double* values, int64_t count);
+// values[j] = sqrt(values[j]) for j < count.
+void square_roots(double* values, int64_t count);
+// sum_j values[j] over j < count, in a fixed order.
+double sum(const double* values, int64_t count);
+// out[j] = sum_r values[r * stride + j] over r < rows (in order of r), for j < cols.
+void column_sums(const double* values, int64_t stride, int64_t rows, int64_t cols, double* out);
 
 }  // namespace scssl::detail

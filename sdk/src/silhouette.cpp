@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,6 +15,141 @@
 #include "scssl/plugin.hpp"
 
 namespace scssl {
+
+namespace {
+
+constexpr int64_t kBlock = detail::QueryBlock<double>::kBlockRows;
+constexpr int64_t kPanel = detail::ReferencePanels<double>::kPanelCols;
+
+// Cells in cluster order: cluster c holds the positions start[c] .. start[c + 1] - 1.
+struct Clusters {
+  int64_t k = 0;
+  std::vector<int64_t> counts, start;
+  const int64_t* own = nullptr;  // the cluster of each position
+
+  // Calls f(c, lo, hi) for each cluster c overlapping positions [begin, end), clipped to them.
+  template <class F>
+  void each_in(int64_t begin, int64_t end, F f) const {
+    int64_t c = std::upper_bound(start.begin(), start.end(), begin) - start.begin() - 1;
+    for (; c < k && start[c] < end; ++c) f(c, std::max(start[c], begin), std::min(start[c + 1], end));
+  }
+  // s of a cell in cluster `ci` from its distance sums to every cluster (its own distance 0).
+  double silhouette(const double* sums, int64_t ci) const {
+    if (counts[ci] < 2) return 0.0;  // singleton: s = 0
+    const double a = sums[ci] / static_cast<double>(counts[ci] - 1);
+    double b = std::numeric_limits<double>::infinity();
+    for (int64_t c = 0; c < k; ++c)
+      if (c != ci) b = std::min(b, sums[c] / static_cast<double>(counts[c]));
+    const double m = std::max(a, b);
+    return m > 0 ? (b - a) / m : 0.0;  // a = b = 0 (duplicates): 0, as sklearn's nan_to_num
+  }
+};
+
+// The silhouettes of the cells at `positions` (cluster order) against all n cells: every row's
+// distances are summed in a fixed order. Costs |positions| x n distances.
+void silhouettes_of_rows(const double* x, int64_t n, int64_t d, const Clusters& clusters,
+                         const int64_t* position, int64_t n_rows, double* s) {
+  const detail::ReferencePanels<double> all_cells(x, n, d);
+  const int64_t k = clusters.k;
+  at::parallel_for(0, (n_rows + kBlock - 1) / kBlock, 1, [&](int64_t block_lo, int64_t block_hi) {
+    std::vector<double> tile(kBlock * kPanel), sums(kBlock * k);
+    detail::QueryBlock<double> block;
+    for (int64_t b = block_lo; b < block_hi; ++b) {
+      const int64_t first = b * kBlock;
+      block.load(x, d, first, std::min(kBlock, n_rows - first), position);
+      std::fill(sums.begin(), sums.end(), 0.0);
+      for (int64_t p = 0; p < all_cells.panels(); ++p) {
+        all_cells.squared_distances(block, p, tile.data());
+        const int64_t begin = all_cells.panel_begin(p), width = all_cells.panel_size(p);
+        for (int64_t r = 0; r < block.count(); ++r) {
+          double* row = &tile[r * kPanel];
+          // A cell's distance to itself is exactly 0; rounding would otherwise add a tiny term.
+          const int64_t self = position[first + r] - begin;
+          if (self >= 0 && self < width) row[self] = 0.0;
+          detail::square_roots(row, width);
+        }
+        clusters.each_in(begin, begin + width, [&](int64_t c, int64_t lo, int64_t hi) {
+          for (int64_t r = 0; r < block.count(); ++r)
+            sums[r * k + c] += detail::sum(&tile[r * kPanel + lo - begin], hi - lo);
+        });
+      }
+      for (int64_t r = 0; r < block.count(); ++r) {
+        const int64_t i = position[first + r];
+        s[i] = clusters.silhouette(&sums[r * k], clusters.own[i]);
+      }
+    }
+  });
+}
+
+// Sums accumulated as 64-bit fixed-point integers: exact integer additions, so the total does
+// not depend on the order the parts arrive in (here: which thread handled which tile).
+class FixedPoint {
+ public:
+  // Every total will be at most `largest_total` (>= 0).
+  explicit FixedPoint(double largest_total)
+      : scale_(largest_total > 0 ? std::ldexp(1.0, 62 - std::ilogb(largest_total) - 1) : 1.0) {}
+  int64_t to_fixed(double value) const { return static_cast<int64_t>(value * scale_ + 0.5); }
+  double to_double(int64_t fixed) const { return static_cast<double>(fixed) / scale_; }
+
+ private:
+  double scale_;
+};
+
+// The silhouettes of all n cells, each pair's distance computed once: a tile of rows i and
+// columns j > i adds to i's sums along its rows and to j's sums along its columns. Row blocks are
+// paired from both ends so that every task has the same work.
+// `largest_sq` is the largest squared norm of a row.
+void silhouettes_of_all(const double* x, int64_t n, int64_t d, double largest_sq,
+                        const Clusters& clusters, double* s) {
+  const detail::ReferencePanels<double> all_cells(x, n, d);
+  const int64_t k = clusters.k;
+  const FixedPoint fixed(static_cast<double>(n) * 2.0 * std::sqrt(largest_sq));  // |xi - xj| <= |xi| + |xj|
+  std::vector<int64_t> total(n * k, 0);
+  std::mutex merge;
+  const int64_t n_blocks = (n + kBlock - 1) / kBlock;
+  at::parallel_for(0, (n_blocks + 1) / 2, 1, [&](int64_t pair_lo, int64_t pair_hi) {
+    std::vector<int64_t> sums(n * k, 0);
+    std::vector<double> tile(kBlock * kPanel), columns(kPanel);
+    detail::QueryBlock<double> block;
+    auto add_block = [&](int64_t b) {
+      const int64_t first = b * kBlock, rows = std::min(kBlock, n - first);
+      block.load(x, d, first, rows);
+      for (int64_t p = first / kPanel; p < all_cells.panels(); ++p) {
+        all_cells.squared_distances(block, p, tile.data());
+        const int64_t begin = all_cells.panel_begin(p), width = all_cells.panel_size(p);
+        for (int64_t r = 0; r < rows; ++r) {
+          double* row = &tile[r * kPanel];
+          // Only pairs j > i: the others are counted from the other side (or are i itself).
+          std::fill(row, row + std::clamp<int64_t>(first + r - begin + 1, 0, width), 0.0);
+          detail::square_roots(row, width);
+        }
+        clusters.each_in(begin, begin + width, [&](int64_t c, int64_t lo, int64_t hi) {
+          for (int64_t r = 0; r < rows; ++r)
+            sums[(first + r) * k + c] += fixed.to_fixed(detail::sum(&tile[r * kPanel + lo - begin], hi - lo));
+        });
+        clusters.each_in(first, first + rows, [&](int64_t c, int64_t lo, int64_t hi) {
+          detail::column_sums(&tile[(lo - first) * kPanel], kPanel, hi - lo, width, columns.data());
+          for (int64_t j = 0; j < width; ++j) sums[(begin + j) * k + c] += fixed.to_fixed(columns[j]);
+        });
+      }
+    };
+    for (int64_t pair = pair_lo; pair < pair_hi; ++pair) {
+      add_block(pair);
+      if (n_blocks - 1 - pair != pair) add_block(n_blocks - 1 - pair);
+    }
+    std::lock_guard<std::mutex> hold(merge);
+    for (int64_t e = 0; e < n * k; ++e) total[e] += sums[e];
+  });
+  at::parallel_for(0, n, 1024, [&](int64_t lo, int64_t hi) {
+    std::vector<double> row_sums(k);
+    for (int64_t i = lo; i < hi; ++i) {
+      for (int64_t c = 0; c < k; ++c) row_sums[c] = fixed.to_double(total[i * k + c]);
+      s[i] = clusters.silhouette(row_sums.data(), clusters.own[i]);
+    }
+  });
+}
+
+}  // namespace
 
 torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor& codes_in,
                                  const torch::Tensor& wanted) {
@@ -36,75 +172,39 @@ torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor&
   torch::Tensor unique, dense;
   std::tie(unique, dense, std::ignore) =
       torch::_unique2(codes64, /*sorted=*/true, /*return_inverse=*/true, /*return_counts=*/false);
-  const int64_t k = unique.numel();
-  if (k < 2) return result;  // one cluster: silhouette undefined, 0 as in sklearn
+  Clusters clusters;
+  clusters.k = unique.numel();
+  if (clusters.k < 2) return result;  // one cluster: silhouette undefined, 0 as in sklearn
 
   // Cells ordered by cluster, so each cluster is one contiguous range of distance columns.
   torch::Tensor order = torch::argsort(dense);
   torch::Tensor sorted_codes = dense.index_select(0, order);
-  torch::Tensor counts_t = torch::bincount(sorted_codes, {}, k);
-  std::vector<int64_t> counts(counts_t.data_ptr<int64_t>(), counts_t.data_ptr<int64_t>() + k);
-  std::vector<int64_t> start(k + 1, 0);
-  for (int64_t c = 0; c < k; ++c) start[c + 1] = start[c] + counts[c];
+  torch::Tensor counts = torch::bincount(sorted_codes, {}, clusters.k);
+  clusters.counts.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + clusters.k);
+  clusters.start.assign(clusters.k + 1, 0);
+  for (int64_t c = 0; c < clusters.k; ++c) clusters.start[c + 1] = clusters.start[c] + clusters.counts[c];
+  clusters.own = sorted_codes.data_ptr<int64_t>();
 
   // float64 throughout: the |a|^2 + |b|^2 - 2ab expansion cancels badly in float32 for close
   // points, and the reference values are float64. Centring first shrinks the norms that cancel.
   torch::Tensor x = x_in.to(torch::kFloat64).index_select(0, order);
   x = (x - x.mean(0, /*keepdim=*/true)).contiguous();
   const int64_t d = x.size(1);
-  const double* rows = x.data_ptr<double>();
-  const detail::ReferencePanels<double> all_cells(rows, n, d);
-
   torch::Tensor s_sorted = torch::zeros({n}, torch::kFloat64);
-  double* s = s_sorted.data_ptr<double>();
-  const int64_t* own = sorted_codes.data_ptr<int64_t>();
-  // Positions (in cluster order) whose silhouette is computed.
   const torch::Tensor positions =
       wanted.defined() ? torch::nonzero(wanted.to(torch::kBool).index_select(0, order)).flatten()
-                       : torch::arange(n, torch::kInt64);
-  const int64_t n_rows = positions.numel();
-  const int64_t* position = positions.data_ptr<int64_t>();
-  constexpr int64_t kBlock = detail::QueryBlock<double>::kBlockRows;
-  constexpr int64_t kPanel = detail::ReferencePanels<double>::kPanelCols;
-  const int64_t n_blocks = (n_rows + kBlock - 1) / kBlock;
-  at::parallel_for(0, n_blocks, 1, [&](int64_t block_lo, int64_t block_hi) {
-    std::vector<double> tile(kBlock * kPanel), sums(kBlock * k), self(kBlock);
-    detail::QueryBlock<double> block;
-    for (int64_t b = block_lo; b < block_hi; ++b) {
-      const int64_t first = b * kBlock;
-      block.load(rows, d, first, std::min(kBlock, n_rows - first), position);
-      std::fill(sums.begin(), sums.end(), 0.0);
-      for (int64_t p = 0; p < all_cells.panels(); ++p) {
-        all_cells.squared_distances(block, p, tile.data());
-        const int64_t begin = all_cells.panel_begin(p), end = begin + all_cells.panel_size(p);
-        // The clusters overlapping this panel, each one contiguous run of columns.
-        int64_t c = std::upper_bound(start.begin(), start.end(), begin) - start.begin() - 1;
-        for (; c < k && start[c] < end; ++c) {
-          const int64_t lo = std::max(start[c], begin), hi = std::min(start[c + 1], end);
-          for (int64_t r = 0; r < block.count(); ++r)
-            sums[r * k + c] += detail::sum_of_square_roots(&tile[r * kPanel + lo - begin], hi - lo);
-        }
-        for (int64_t r = 0; r < block.count(); ++r) {
-          const int64_t i = position[first + r];
-          if (i >= begin && i < end) self[r] = tile[r * kPanel + i - begin];
-        }
-      }
-      for (int64_t r = 0; r < block.count(); ++r) {
-        const int64_t i = position[first + r];
-        const int64_t ci = own[i];
-        if (counts[ci] < 2) continue;  // singleton: s = 0
-        double* row_sums = &sums[r * k];
-        // A cell's distance to itself is exactly 0; rounding would otherwise add a tiny term.
-        row_sums[ci] -= std::sqrt(self[r]);
-        const double a = row_sums[ci] / static_cast<double>(counts[ci] - 1);
-        double nearest = std::numeric_limits<double>::infinity();
-        for (int64_t c = 0; c < k; ++c)
-          if (c != ci) nearest = std::min(nearest, row_sums[c] / static_cast<double>(counts[c]));
-        const double m = std::max(a, nearest);
-        s[i] = m > 0 ? (nearest - a) / m : 0.0;  // a = b = 0 (duplicates): 0, as sklearn's nan_to_num
-      }
-    }
-  });
+                       : torch::Tensor();
+  // Every pair once needs an n x k table of sums per thread; past 1 GiB in all, rows one by one.
+  const bool table_fits = n * clusters.k * static_cast<int64_t>(sizeof(int64_t)) *
+                              (at::get_num_threads() + 1) <= (int64_t{1} << 30);
+  if ((!positions.defined() || positions.numel() == n) && table_fits) {
+    const double largest_sq = (x * x).sum(1).max().item<double>();
+    silhouettes_of_all(x.data_ptr<double>(), n, d, largest_sq, clusters, s_sorted.data_ptr<double>());
+  } else {
+    const torch::Tensor rows = positions.defined() ? positions : torch::arange(n, torch::kInt64);
+    silhouettes_of_rows(x.data_ptr<double>(), n, d, clusters, rows.data_ptr<int64_t>(),
+                        rows.numel(), s_sorted.data_ptr<double>());
+  }
   // Back to the caller's row order.
   result.index_copy_(0, order, s_sorted);
   return result;

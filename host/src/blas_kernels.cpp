@@ -20,7 +20,25 @@ const char* openblas_corename() {
   return corename ? corename() : nullptr;
 }
 
+using GetThreads = int (*)();
+using SetThreads = void (*)(int);
+
 }  // namespace
+
+BlasLeavesOneCore::BlasLeavesOneCore() {
+  auto get = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (!get || !set) return;
+  const int threads = get();
+  if (threads <= 1) return;
+  saved_ = threads;
+  set(threads - 1);
+}
+
+BlasLeavesOneCore::~BlasLeavesOneCore() {
+  if (!saved_) return;
+  reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))(saved_);
+}
 
 void restart_with_native_blas_kernels(char** argv) {
 #if defined(__linux__) && (defined(__x86_64__) || defined(__i386__))

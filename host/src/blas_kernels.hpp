@@ -14,6 +14,20 @@ namespace scssl::host {
 // not OpenBLAS, or off Linux. Returns normally only when no restart happened.
 void restart_with_native_blas_kernels(char** argv);
 
+// While alive, OpenBLAS runs one thread fewer than it was set to (at least one): during training
+// the augmented views of the next mini-batch are made on a thread of their own, which then has a
+// core to itself. Does nothing where the BLAS is not OpenBLAS.
+class BlasLeavesOneCore {
+ public:
+  BlasLeavesOneCore();
+  ~BlasLeavesOneCore();
+  BlasLeavesOneCore(const BlasLeavesOneCore&) = delete;
+  BlasLeavesOneCore& operator=(const BlasLeavesOneCore&) = delete;
+
+ private:
+  int saved_ = 0;  // 0: nothing changed
+};
+
 // A line for the debug log: which kernels OpenBLAS uses and whether we chose them; empty when the
 // BLAS is not OpenBLAS.
 std::string blas_kernel_note();

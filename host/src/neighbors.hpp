@@ -13,7 +13,7 @@ namespace scssl::host {
 
 struct NeighborOptions {
   std::string backend = "auto";    // "auto" | "exact" | "hnsw"
-  int64_t exact_max_cells = 50000;  // "auto" searches exactly up to this many cells
+  int64_t exact_max_cells = 250000;  // "auto" searches exactly up to this many cells
 };
 
 // Whether this build has the approximate backend.

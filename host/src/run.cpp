@@ -342,7 +342,10 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
     TrainOptions options = cfg.train;
     if (options.checkpoint_every > 0) options.checkpoint_dir = (dir / "checkpoints").string();
     meter.begin("fit");
-    method.fit(train_view.get(), options);
+    {
+      const BlasLeavesOneCore for_augmentation;
+      method.fit(train_view.get(), options);
+    }
     meter.finish();
 
     meter.begin("embed");

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <future>
 
 namespace fs = std::filesystem;
 
@@ -142,10 +143,12 @@ TrainResult Trainer::fit(const CellData& train, torch::nn::Module& model,
     model.train();
     double loss_sum = 0;
     const auto start = std::chrono::steady_clock::now();
-    for (int64_t s = 0; s < steps; ++s) {
+    // The two augmented views of step s, made on a second thread while step s - 1 trains: the
+    // augmentations draw from their own seeded generators, so the result does not depend on it.
+    auto prepare = [&, epoch](int64_t s) {
       TrainBatch batch;
       batch.cell_ids = order.slice(0, s * batch_size, (s + 1) * batch_size).contiguous();
-      if (domains.defined()) batch.domains = domains.index_select(0, batch.cell_ids).to(device_);
+      if (domains.defined()) batch.domains = domains.index_select(0, batch.cell_ids);
       batch.epoch = epoch;
       batch.epochs = options_.epochs;
       batch.step = epoch * steps + s;
@@ -155,9 +158,18 @@ TrainResult Trainer::fit(const CellData& train, torch::nn::Module& model,
         torch::Tensor v0 = x.clone(), v1 = x;
         host_.augment(m, 0, v0, batch.cell_ids, mix_seed(options_.seed, epoch, s, 2 * k + 3));
         host_.augment(m, 1, v1, batch.cell_ids, mix_seed(options_.seed, epoch, s, 2 * k + 4));
-        batch.view0.push_back(v0.to(device_));
-        batch.view1.push_back(v1.to(device_));
+        batch.view0.push_back(v0);
+        batch.view1.push_back(v1);
       }
+      return batch;
+    };
+    std::future<TrainBatch> next = std::async(std::launch::async, prepare, 0);
+    for (int64_t s = 0; s < steps; ++s) {
+      TrainBatch batch = next.get();
+      if (s + 1 < steps) next = std::async(std::launch::async, prepare, s + 1);
+      if (batch.domains.defined()) batch.domains = batch.domains.to(device_);
+      for (auto& v : batch.view0) v = v.to(device_);
+      for (auto& v : batch.view1) v = v.to(device_);
       torch::Tensor loss = callbacks.loss(batch);
       if (!torch::isfinite(loss).item<bool>())
         throw BadData("the training loss became " + std::to_string(loss.item<double>()) +

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# A small sweep through the slurm executor on a real cluster (CI starts a one-node one with
+# Sweeps through the slurm executor on a real cluster (CI starts a one-node one with
 # tools/slurm_local.sh start). Exit 77 (reported by ctest as skipped) where no cluster answers.
-#   tests/sweep_slurm.sh BUILD_DIR SOURCE_DIR
+#   tests/sweep_slurm.sh BUILD_DIR SOURCE_DIR [smoke|comparison]
+# smoke: three PCA runs, then a resume that submits nothing. comparison: the README's method
+# comparison (configs/experiments/method_comparison.toml, 33 runs) and its report.
 set -euo pipefail
-build=$(cd "$1" && pwd) repo=$(cd "$2" && pwd)
+build=$(cd "$1" && pwd) repo=$(cd "$2" && pwd) mode=${3:-smoke}
 if ! command -v sbatch > /dev/null || ! sinfo -h > /dev/null 2>&1; then
   echo "SKIPPED: no Slurm cluster answers here (sbatch or the controller is missing);" \
     "start one with tools/slurm_local.sh start (as root)"
@@ -12,6 +14,19 @@ fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 chmod 755 "$out"
+host=("$build/bin/scssl-host" --plugins "$build/plugins")
+
+if [[ $mode == comparison ]]; then
+  "${host[@]}" sweep "$repo/configs/experiments/method_comparison.toml" --executor slurm \
+    --output "$out" | tee "$out/sweep.txt"
+  grep -q "33 runs: 33 ok (0 of them complete before), 0 failed" "$out/sweep.txt"
+  [[ $(grep -c ",ok," "$out/method_comparison/results.csv") == 33 ]]
+  "${host[@]}" report "$out/method_comparison" --output "$out/report" | tee "$out/report.txt"
+  [[ -s $out/report/report.html ]]
+  echo "method comparison through Slurm: OK"
+  exit 0
+fi
+
 cat > "$out/sweep.toml" <<EOF
 [sweep]
 name = "slurm_smoke"
@@ -23,7 +38,6 @@ set = ['evaluation.evaluators=["knn_annotation"]']
 [slurm]
 cpus_per_task = 1
 EOF
-host=("$build/bin/scssl-host" --plugins "$build/plugins")
 "${host[@]}" sweep "$out/sweep.toml" --output "$out" | tee "$out/first.txt"
 grep -q "3 runs: 3 ok (0 of them complete before), 0 failed" "$out/first.txt"
 [[ $(grep -c ",ok," "$out/slurm_smoke/results.csv") == 3 ]]

@@ -57,7 +57,7 @@ EOF
     echo $(pgrep -n -x slurmd) > "$state/slurmd.pid"
   fi
   for _ in $(seq 60); do
-    if sinfo -h -o %t 2> /dev/null | grep -qx idle; then
+    if timeout 10 sinfo -h -o %t 2> /dev/null | grep -qx idle; then
       echo "Slurm is up: node $host idle"
       return 0
     fi
@@ -70,7 +70,11 @@ EOF
 stop() {
   for daemon in slurmd slurmctld munged; do
     if [[ -f $state/$daemon.pid ]]; then
-      kill "$(cat "$state/$daemon.pid")" 2> /dev/null || true
+      local pid
+      pid=$(cat "$state/$daemon.pid")
+      kill "$pid" 2> /dev/null || true
+      # Gone before returning: a `start` right after must not mistake it for a running daemon.
+      for _ in $(seq 50); do kill -0 "$pid" 2> /dev/null || break; sleep 0.2; done
       rm -f "$state/$daemon.pid"
     fi
   done

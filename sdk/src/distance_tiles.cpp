@@ -4,6 +4,14 @@
 #include <cmath>
 #include <cstring>
 
+// The hot kernels are compiled three times on x86-64 and the loader picks the best for the CPU;
+// elsewhere once, for the target the build was configured for.
+#if defined(__x86_64__)
+#define SCSSL_KERNEL_CLONES [[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+#else
+#define SCSSL_KERNEL_CLONES
+#endif
+
 namespace scssl::detail {
 
 namespace {
@@ -62,26 +70,26 @@ template <class Real>
   }
 }
 
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+SCSSL_KERNEL_CLONES
 void tile_kernel(const double* query, const double* query_sq, int64_t query_rows,
                  const double* strips, const double* ref_sq, int64_t cols, int64_t d, double* tile,
                  int64_t tile_stride) {
   tile_body(query, query_sq, query_rows, strips, ref_sq, cols, d, tile, tile_stride);
 }
 
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+SCSSL_KERNEL_CLONES
 void tile_kernel(const float* query, const float* query_sq, int64_t query_rows,
                  const float* strips, const float* ref_sq, int64_t cols, int64_t d, float* tile,
                  int64_t tile_stride) {
   tile_body(query, query_sq, query_rows, strips, ref_sq, cols, d, tile, tile_stride);
 }
 
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+SCSSL_KERNEL_CLONES
 void square_roots_kernel(double* values, int64_t count) {
   for (int64_t j = 0; j < count; ++j) values[j] = std::sqrt(values[j]);
 }
 
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+SCSSL_KERNEL_CLONES
 double sum_kernel(const double* values, int64_t count) {
   // Eight partial sums in a fixed lane order: vectorisable, and the same result for every clone.
   constexpr int64_t kPartials = 8;
@@ -95,7 +103,7 @@ double sum_kernel(const double* values, int64_t count) {
   return total;
 }
 
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+SCSSL_KERNEL_CLONES
 void column_sums_kernel(const double* values, int64_t stride, int64_t rows, int64_t cols,
                         double* out) {
   std::fill(out, out + cols, 0.0);

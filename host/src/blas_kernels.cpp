@@ -27,17 +27,16 @@ using SetThreads = void (*)(int);
 
 BlasLeavesOneCore::BlasLeavesOneCore() {
   auto get = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
-  auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  if (!get || !set) return;
+  set_threads_ = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (!get || !set_threads_) return;
   const int threads = get();
   if (threads <= 1) return;
   saved_ = threads;
-  set(threads - 1);
+  set_threads_(threads - 1);
 }
 
 BlasLeavesOneCore::~BlasLeavesOneCore() {
-  if (!saved_) return;
-  reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))(saved_);
+  if (saved_) set_threads_(saved_);
 }
 
 void restart_with_native_blas_kernels(char** argv) {

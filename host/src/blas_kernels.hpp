@@ -25,6 +25,7 @@ class BlasLeavesOneCore {
   BlasLeavesOneCore& operator=(const BlasLeavesOneCore&) = delete;
 
  private:
+  void (*set_threads_)(int) = nullptr;
   int saved_ = 0;  // 0: nothing changed
 };
 

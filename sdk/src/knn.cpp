@@ -9,7 +9,6 @@
 #include <emmintrin.h>
 #endif
 #include <limits>
-#include <numeric>
 
 #include "distance_tiles.hpp"
 
@@ -157,7 +156,8 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
   const double max_ref_sq = ref_sq_t.max().item<double>();
   // |float32 d^2 - d^2| <= (d + 7) u (|q|^2 + |x|^2) with u = 2^-24 (inputs rounded to float32,
   // a d-term float32 dot product, the final sums). Taken twice over as the error bound e of a
-  // row, the candidates kept are those within 2e of the k-th best (cosine: in units of d^2 / 2).
+  // row, the candidates kept are those within 2e of the k-th best; cosine values are d^2 / 2,
+  // so there the slack is e.
   const double error_per_norm = 2.0 * static_cast<double>(d + 7) * std::ldexp(1.0, -24);
   int64_t* out_idx = out.indices.data_ptr<int64_t>();
   float* out_dist = out.distances.data_ptr<float>();
@@ -174,7 +174,7 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
       candidates.clear();
       for (int64_t r = 0; r < block.count(); ++r) {
         const double error = error_per_norm * (query_sq[first + r] + max_ref_sq);
-        candidates.emplace_back(wanted, 2.0 * (cosine ? error / 2.0 : error));
+        candidates.emplace_back(wanted, cosine ? error : 2.0 * error);
       }
       for (int64_t p = 0; p < panels.panels(); ++p) {
         panels.squared_distances(block, p, tile.data());

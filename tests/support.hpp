@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,7 +14,8 @@
 
 #include "adapters.hpp"
 #include "registry.hpp"
-#include "scssl/h5.hpp"
+#include "scssl/anndata/anndata.hpp"
+#include "scssl/anndata/hdf5.hpp"  // for suites that edit fixture files directly (test_cli)
 
 namespace scssl::test {
 
@@ -49,11 +51,16 @@ inline CellData load_h5ad(const std::string& path, const std::string& batch_key 
   return host::load_dataset(p, params, services);
 }
 
+// A dense anndata::Matrix as a float32 [rows, cols] tensor (a copy).
+inline torch::Tensor to_tensor(const anndata::Matrix& m) {
+  torch::Tensor t = torch::empty({m.rows, m.cols}, torch::kFloat32);
+  std::copy(m.values.begin(), m.values.end(), t.data_ptr<float>());
+  return t;
+}
+
 // obsm/<key> of an .h5ad as float32 [n, d].
 inline torch::Tensor read_obsm(const std::string& path, const std::string& key) {
-  int64_t rows = 0, cols = 0;
-  std::vector<float> values = h5::read_obsm_array(path, key, rows, cols);
-  return torch::from_blob(values.data(), {rows, cols}, torch::kFloat32).clone();
+  return to_tensor(anndata::read_obsm(path, key));
 }
 
 inline std::string read_text(const std::string& path) {
@@ -106,12 +113,7 @@ inline std::string run_config(const std::string& config, const std::string& outp
 
 // The embedding of a run folder (embedding.h5).
 inline torch::Tensor run_embedding(const std::string& run_dir) {
-  h5::File f = h5::File::open(run_dir + "/embedding.h5");
-  h5::Dataset d = f.root().dataset("embedding");
-  auto shape = d.shape();
-  torch::Tensor t = torch::empty({shape.at(0), shape.at(1)});
-  d.read(h5::NumType::Float32, t.data_ptr<float>());
-  return t;
+  return to_tensor(anndata::read_embedding_h5(run_dir + "/embedding.h5"));
 }
 
 // One series of a run's history.csv (e.g. "loss", one value per epoch).

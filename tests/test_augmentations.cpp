@@ -2,6 +2,7 @@
 // real registry and checked by their behaviour only: which genes change, where copied values come
 // from, and which cells the graph augmentations mix. See docs/augmentations.md.
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -447,7 +448,9 @@ TEST(Bbknn, SwitchTakesGenesFromOneNeighbourWithProbabilityOneMinusAlpha) {
     EXPECT_TRUE(torch::equal(v.remainder(genes), torch::arange(genes)));  // genes stay in place
     torch::Tensor source = v.div(genes, "floor");
     torch::Tensor others = source.masked_select(source != cell);
-    if (others.numel()) EXPECT_TRUE((others == others[0]).all().item<bool>());
+    if (others.numel()) {
+      EXPECT_TRUE((others == others[0]).all().item<bool>());
+    }
     from_self += (source == cell).sum().item<int64_t>();
   }
   EXPECT_NEAR(from_self / double(ids.size(0) * genes), 0.3, 0.03);
@@ -492,11 +495,19 @@ TEST(Augmentations, OutOfRangeParametersAreRefusedAtCreationByName) {
                                    {"bbknn", "neighbors_within_batch", integer(0)},
                                    {"bbknn", "alpha", real(-1.0)},
                                    {"bbknn", "mode", text("blend")}};
+  // The host's schema check refuses them, naming the parameter and the plugin.
   for (const auto& c : cases) {
     const std::string message = creation_error(c.plugin, {{c.param, c.value}});
-    EXPECT_NE(message.find("'" + c.param + "'"), std::string::npos)
+    EXPECT_NE(message.find("parameter '" + c.param + "' of augmentation plugin '" + c.plugin +
+                           "' must be"),
+              std::string::npos)
         << c.plugin << "." << c.param << ": " << (message.empty() ? "accepted" : message);
   }
+  // Infinity passes sigma's lower bound, but a bounded number must be finite.
+  const std::string message =
+      creation_error("gauss", {{"sigma", real(std::numeric_limits<double>::infinity())}});
+  EXPECT_NE(message.find("'sigma' of augmentation plugin 'gauss' must be at least 0, got inf (not a finite number)"),
+            std::string::npos) << message;
 }
 
 TEST(Augmentations, CellIdsOutsideTheTrainingDataAreRefused) {
@@ -527,9 +538,10 @@ TEST(AugmentationConfigs, EveryFileLoadsIntoARunConfigAndRuns) {
   torch::Tensor ids = torch::arange(0, 256, torch::kInt64);
   for (const auto& [name, plugins] : expected) {
     const std::string file = test::repo_file("configs/augmentations/" + name + ".toml");
+    // A method that declares SCSSL_USES_AUGMENTATIONS: the host refuses the sections otherwise.
     const std::string head =
         "[dataset]\nplugin = \"h5ad\"\npath = \"unused.h5ad\"\n\n"
-        "[method]\nplugin = \"pca\"\n\n";
+        "[method]\nplugin = \"simclr\"\n\n";
     const std::string run = dir + "/" + name + ".toml",
                       with_include = dir + "/inc_" + name + ".toml";
     std::ofstream(run) << head << test::read_text(file);

@@ -2,6 +2,7 @@
 // through scssl-host on the bundled data (falling loss, one seed = one embedding, CLAIRE's
 // refinement and its refusal of data without batches), and a saved model loaded again.
 #include <cmath>
+#include <fstream>
 #include <regex>
 
 #include "../plugins/methods/claire/claire_pairs.hpp"
@@ -186,19 +187,18 @@ TEST(ClaireTraining, RefusesDataWithoutBatchesInTheHostAndInThePlugin) {
   }
 }
 
+// CLAIRE builds its own views and does not declare SCSSL_USES_AUGMENTATIONS, so the host refuses
+// a config that gives it [[augmentation]] sections, before any data is read.
 TEST(ClaireTraining, RefusesConfiguredAugmentations) {
-  scssl::CellData data = scssl::test::load_h5ad(scssl::test::repo_file(kKang));
-  scssl::host::HostServices services;
-  services.on_augmentation_count = [](int) { return 1; };
-  const scssl::host::LoadedPlugin& plugin = scssl::test::plugins().get("claire", SCSSL_KIND_METHOD);
-  scssl::host::Method method(plugin, plugin.default_params(), services);
-  scssl::CellDataView view(data);
-  try {
-    method.fit(view.get(), scssl::TrainOptions{});
-    ADD_FAILURE() << "claire trained with an augmentation pipeline";
-  } catch (const scssl::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("builds its own positive pairs"), std::string::npos) << e.what();
-  }
+  const std::string dir = scssl::test::temp_dir("claire-augmentations");
+  const std::string config = dir + "/claire_with_mask.toml";
+  std::ofstream(config) << "include = [\"" << scssl::test::repo_file("configs/methods/claire.toml")
+                        << "\", \"" << scssl::test::repo_file("configs/augmentations/only_mask.toml")
+                        << "\"]\n";
+  auto r = run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR +
+                       " --quiet run " + config + " --output " + dir + "/runs");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("method 'claire' does not use augmentations"), std::string::npos) << r.output;
 }
 
 TEST(ConcertoTraining, LossFallsAndOneSeedGivesOneEmbedding) {

@@ -1,9 +1,11 @@
-// scssl-host as a user runs it: subcommands, the quickstart end to end, and bad input.
+// scssl-host as a user runs it: subcommands and their --help, the quickstart end to end, the run
+// folders checked against docs/schema/*.json, and bad input.
 #include <filesystem>
 #include <regex>
 
 #include <sstream>
 
+#include "json_schema.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;
@@ -12,6 +14,11 @@ using scssl::test::run_command;
 namespace {
 
 std::string quickstart() { return scssl::test::repo_file("configs/quickstart.toml"); }
+
+// Problems of a run folder's file against docs/schema/<schema>, one per line ("" when it conforms).
+std::string schema_problems(const std::string& schema, const std::string& file) {
+  return scssl::test::schema_problems(scssl::test::repo_file("docs/schema/" + schema), file);
+}
 
 std::string run_folder_of(const std::string& output) {
   std::smatch m;
@@ -70,9 +77,9 @@ TEST(Cli, DescribeShowsEveryParameterWithTypeAndDefault) {
 TEST(Cli, ValidateAcceptsAGoodPluginAndRefusesABrokenOne) {
   auto good = run_command(scssl::test::host_command("validate " SCSSL_TEST_FIXTURE_DIR "/libfixture-good.so"));
   EXPECT_EQ(good.exit_code, 0) << good.output;
-  auto bad = run_command(scssl::test::host_command("validate " SCSSL_TEST_FIXTURE_DIR "/libfixture-wrong-abi.so"));
+  auto bad = run_command(scssl::test::host_command("validate " SCSSL_TEST_FIXTURE_DIR "/libfixture-abi1.so"));
   EXPECT_NE(bad.exit_code, 0);
-  EXPECT_NE(bad.output.find("ABI version"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("ABI 1"), std::string::npos) << bad.output;
 }
 
 // metrics.csv without its last column (the evaluators' wall times, which vary run to run).
@@ -107,6 +114,15 @@ TEST(Cli, QuickstartRunsEndToEndAndRepeatsWithTheSameSeed) {
   EXPECT_NE(run.find("\"status\": \"ok\""), std::string::npos);
   EXPECT_NE(run.find("\"stage\": \"preprocess\""), std::string::npos);
   EXPECT_NE(run.find("\"libtorch\""), std::string::npos);
+  // The documented run-folder format (docs/run-folder.md).
+  EXPECT_EQ(schema_problems("run.schema.json", a + "/run.json"), "");
+  EXPECT_EQ(schema_problems("metrics.schema.json", a + "/metrics.json"), "");
+  const auto record = scssl::test::json_file(a + "/run.json");
+  EXPECT_EQ(record["embedding"]["file"], "embedding.h5");
+  EXPECT_EQ(record["data"]["n_cells"], 1556);
+  const auto records = scssl::test::json_file(a + "/metrics.json");
+  EXPECT_EQ(records.back()["metric"], "total");
+  EXPECT_TRUE(records.back()["seconds"].is_null()) << "aggregates have no time: null, not NaN";
   // The resolved config reproduces the run.
   auto again = run_command(scssl::test::host_command("--quiet run " + a + "/config.resolved.toml --output " + out.dir));
   ASSERT_EQ(again.exit_code, 0) << again.output;
@@ -220,6 +236,10 @@ TEST(Cli, EvaluateScoresStoredEmbeddings) {
   EXPECT_NE(comparison.find("\nX_batchcentered,"), std::string::npos) << comparison;
   EXPECT_NE(scssl::test::read_text(dir + "/X_pca/run.json").find("\"backend\": \"exact\""),
             std::string::npos);
+  for (const char* f : {"run.json", "X_pca/run.json", "X_batchcentered/run.json"})
+    EXPECT_EQ(schema_problems("run.schema.json", dir + "/" + f), "");
+  EXPECT_EQ(schema_problems("metrics.schema.json", dir + "/X_pca/metrics.json"), "");
+  EXPECT_TRUE(scssl::test::json_file(dir + "/X_pca/run.json")["embedding"]["file"].is_null());
 }
 
 TEST(Cli, EvaluateNamesAMissingObsmKeyAndTheKeysThereAre) {
@@ -237,4 +257,64 @@ TEST(Cli, EvaluateWithoutEmbeddingIsAUsageError) {
   auto r = run_command(scssl::test::host_command("evaluate " + data));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("embedding"), std::string::npos) << r.output;
+}
+
+// The checker itself refuses what the schemas rule out, so that the checks above can fail.
+TEST(Cli, RunFolderSchemaCheckerFindsProblems) {
+  const scssl::test::SchemaChecker checker(
+      scssl::test::json_file(scssl::test::repo_file("docs/schema/metrics.schema.json")));
+  const auto bad = nlohmann::ordered_json::parse(
+      R"([{"evaluator": "e", "metric": "m", "group": "biology", "higher_is_better": true, "value": "0.5",
+          "seconds": null, "extra": 1}])");
+  const auto problems = checker.check(bad);
+  std::string all;
+  for (const auto& p : problems) all += p + "\n";
+  EXPECT_EQ(problems.size(), 3u) << all;
+  EXPECT_NE(all.find("$[0].group"), std::string::npos) << all;
+  EXPECT_NE(all.find("$[0].value"), std::string::npos) << all;
+  EXPECT_NE(all.find("'extra'"), std::string::npos) << all;
+}
+
+// `COMMAND --help` prints that command's own options (not the global usage) and exits with 0; the
+// same for the tool programs started directly.
+TEST(Cli, EveryCommandAnswersHelpWithItsOwnOptions) {
+  const fs::path bin = fs::path(SCSSL_TEST_HOST).parent_path();
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"evaluate", {"Usage: scssl-host evaluate", "--unintegrated-key", "--min-max-scale", "--embedding",
+                    "--evaluators", "--query-batches", "--batch-key", "--label-key"}},
+      {"run", {"Usage: scssl-host run", "--set", "--output", "--run-dir"}},
+      {"validate", {"Usage: scssl-host validate FILE.so"}},
+      {"list", {"Usage: scssl-host list"}},
+      {"describe", {"Usage: scssl-host describe NAME"}},
+      {"sweep", {"Usage: scssl-sweep", "--executor", "--workers", "--dry-run", "--plugins"}},
+      {"report", {"Usage: scssl-report", "--min-max-scale", "--rows", "--layout-cells", "--title", "--assets"}},
+      {"fetch", {"Usage: scssl-fetch", "--into", "--force"}}};
+  for (const auto& [command, expected] : cases) {
+    if (command == "fetch" && !fs::exists(bin / "scssl-fetch")) continue;  // built only with libcurl
+    for (const std::string& line : {scssl::test::host_command(command + " --help"),
+                                    (bin / ("scssl-" + command)).string() + " --help"}) {
+      if (line.find("scssl-" + command + " --help") != std::string::npos && !fs::exists(bin / ("scssl-" + command)))
+        continue;  // list, run, ... are scssl-host's own
+      auto r = run_command(line);
+      EXPECT_EQ(r.exit_code, 0) << line << "\n" << r.output;
+      for (const auto& e : expected) EXPECT_NE(r.output.find(e), std::string::npos) << line << ": no " << e << "\n" << r.output;
+      EXPECT_EQ(r.output.find("Commands:"), std::string::npos) << line << " printed the global usage";
+      EXPECT_NE(r.output.find("--quiet"), std::string::npos) << line;
+    }
+  }
+}
+
+// sweep, report and fetch are programs of their own; scssl-host starts them and passes the exit code.
+TEST(Cli, ToolCommandsForwardToTheirPrograms) {
+  auto r = run_command(scssl::test::host_command("report /nonexistent/runs -o /nonexistent/out"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("/nonexistent/runs"), std::string::npos) << r.output;
+  r = run_command(scssl::test::host_command("sweep"));
+  EXPECT_EQ(r.exit_code, 2) << "a usage error of scssl-sweep: " << r.output;
+  const fs::path bin = fs::path(SCSSL_TEST_HOST).parent_path();
+  for (const char* program : {"scssl-sweep", "scssl-report"}) {
+    r = run_command((bin / program).string() + " --version");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find(std::string(program) + " " SCSSL_VERSION), std::string::npos) << r.output;
+  }
 }

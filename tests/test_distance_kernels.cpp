@@ -34,10 +34,6 @@ torch::Tensor integer_points(int64_t n, int64_t d, int64_t seed) {
   return torch::randint(0, 3, {n, d}, torch::kInt64).to(torch::kFloat32);
 }
 
-double squared_distance(const torch::Tensor& x, int64_t i, int64_t j) {
-  return (x[i] - x[j]).to(torch::kFloat64).pow(2).sum().item<double>();
-}
-
 }  // namespace
 
 TEST(ExactKnn, SelfSearchEqualsDirectSortingWithTiesBySmallerIndex) {

@@ -1,4 +1,5 @@
-// `scssl-host fetch` through file:// URLs (no network), and the schema of the catalog manifests.
+// scssl-fetch through `scssl-host fetch` with file:// URLs (libcurl; no network), SHA-256 from
+// libcrypto, and the schema of the catalog manifests.
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -55,12 +56,12 @@ size_t entries(const std::string& dir) {
 }  // namespace
 
 TEST(Fetch, Sha256MatchesKnownValues) {
-  EXPECT_EQ(scssl::host::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(scssl::host::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  // Two blocks of padding (56 bytes) and a multi-block input.
-  EXPECT_EQ(scssl::host::sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+  // FIPS 180-4's examples, including two blocks of padding, and a file of several megabytes.
+  EXPECT_EQ(scssl::fetch::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(scssl::fetch::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(scssl::fetch::sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-  EXPECT_EQ(scssl::host::sha256_file(scssl::test::repo_file(kKang)), kKangSha);
+  EXPECT_EQ(scssl::fetch::sha256_file(scssl::test::repo_file(kKang)), kKangSha);
 }
 
 TEST(Fetch, FileUrlLandsVerifiedAndUsableFromARunConfig) {
@@ -69,7 +70,7 @@ TEST(Fetch, FileUrlLandsVerifiedAndUsableFromARunConfig) {
   auto r = fetch(manifest + " --into " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(has(r.output, "sha256 ok")) << r.output;
-  EXPECT_EQ(scssl::host::sha256_file(out + "/kang.h5ad"), kKangSha);
+  EXPECT_EQ(scssl::fetch::sha256_file(out + "/kang.h5ad"), kKangSha);
   EXPECT_EQ(entries(out), 2u) << "only the data and its run-config sections";
   EXPECT_EQ(scssl::test::load_h5ad(out + "/kang.h5ad").n_cells(), 1556);
 
@@ -92,11 +93,11 @@ TEST(Fetch, FileUrlLandsVerifiedAndUsableFromARunConfig) {
 TEST(Fetch, GzipDownloadIsDecompressed) {
   const std::string dir = scssl::test::temp_dir("fetch-gz"), out = dir + "/data";
   ASSERT_EQ(run_command("gzip -c " + scssl::test::repo_file(kKang) + " > " + dir + "/k.h5ad.gz").exit_code, 0);
-  Source src{"file://" + dir + "/k.h5ad.gz", "h5ad.gz", scssl::host::sha256_file(dir + "/k.h5ad.gz")};
+  Source src{"file://" + dir + "/k.h5ad.gz", "h5ad.gz", scssl::fetch::sha256_file(dir + "/k.h5ad.gz")};
   src.file_sha256 = kKangSha;
   auto r = fetch(write_manifest(dir, src) + " --into " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(scssl::host::sha256_file(out + "/kang.h5ad"), kKangSha);
+  EXPECT_EQ(scssl::fetch::sha256_file(out + "/kang.h5ad"), kKangSha);
   EXPECT_EQ(entries(out), 2u);
 
   // Not gzip data: gzip's own message is shown, and nothing is kept.
@@ -113,16 +114,16 @@ TEST(Fetch, ZipMemberIsExtracted) {
   fs::create_directories(dir + "/in");
   fs::copy_file(scssl::test::repo_file(kKang), dir + "/in/inner.h5ad");
   ASSERT_EQ(run_command("cd " + dir + "/in && zip -q ../k.zip inner.h5ad").exit_code, 0);
-  Source src{"file://" + dir + "/k.zip", "zip", scssl::host::sha256_file(dir + "/k.zip"), "inner.h5ad"};
+  Source src{"file://" + dir + "/k.zip", "zip", scssl::fetch::sha256_file(dir + "/k.zip"), "inner.h5ad"};
   auto r = fetch(write_manifest(dir, src) + " --into " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(scssl::host::sha256_file(out + "/kang.h5ad"), kKangSha);
+  EXPECT_EQ(scssl::fetch::sha256_file(out + "/kang.h5ad"), kKangSha);
 
   src.member = "absent.h5ad";
   r = fetch(write_manifest(dir, src) + " --into " + out + " --force");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(has(r.output, "unzip failed") && has(r.output, "absent.h5ad")) << r.output;
-  EXPECT_EQ(scssl::host::sha256_file(out + "/kang.h5ad"), kKangSha) << "the earlier file is untouched";
+  EXPECT_EQ(scssl::fetch::sha256_file(out + "/kang.h5ad"), kKangSha) << "the earlier file is untouched";
   EXPECT_EQ(entries(out), 2u);
 }
 
@@ -163,7 +164,7 @@ TEST(Fetch, ExistingDifferentFileIsLeftUnlessForced) {
   EXPECT_EQ(scssl::test::read_text(out + "/kang.h5ad"), "an older file");
   r = fetch(manifest + " --into " + out + " --force");
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(scssl::host::sha256_file(out + "/kang.h5ad"), kKangSha);
+  EXPECT_EQ(scssl::fetch::sha256_file(out + "/kang.h5ad"), kKangSha);
 }
 
 TEST(Fetch, FailuresAreOneClearMessageAndLeaveNothing) {
@@ -172,11 +173,14 @@ TEST(Fetch, FailuresAreOneClearMessageAndLeaveNothing) {
 
   auto r = fetch(write_manifest(dir, {"file://" + dir + "/missing.h5ad"}) + " --into " + out);
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_TRUE(has(r.output, "curl failed")) << r.output;
+  EXPECT_TRUE(has(r.output, "could not download file://" + dir + "/missing.h5ad")) << r.output;
 
-  r = fetch(write_manifest(dir, {good}) + " --into " + out, "PATH=" + dir + " ");
+  // The converters are programs on PATH; a missing one is named with the package to install.
+  ASSERT_EQ(run_command("gzip -c " + scssl::test::repo_file(kKang) + " > " + dir + "/k.h5ad.gz").exit_code, 0);
+  Source gz{"file://" + dir + "/k.h5ad.gz", "h5ad.gz", scssl::fetch::sha256_file(dir + "/k.h5ad.gz")};
+  r = fetch(write_manifest(dir, gz) + " --into " + out, "PATH=" + dir + " ");
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_TRUE(has(r.output, "curl is needed")) << r.output;
+  EXPECT_TRUE(has(r.output, "gzip is needed")) << r.output;
 
   Source wrong_cells{good};
   wrong_cells.n_cells = 1000;
@@ -205,8 +209,8 @@ TEST(Fetch, EveryCatalogManifestFollowsTheSchema) {
     if (entry.path().extension() != ".toml") continue;
     ++n;
     SCOPED_TRACE(entry.path().string());
-    scssl::host::DatasetManifest m;
-    ASSERT_NO_THROW(m = scssl::host::load_manifest(entry.path().string()));
+    scssl::fetch::DatasetManifest m;
+    ASSERT_NO_THROW(m = scssl::fetch::load_manifest(entry.path().string()));
     EXPECT_EQ(m.name, entry.path().stem().string());
     EXPECT_FALSE(m.title.empty());
     EXPECT_FALSE(m.citation.empty());
@@ -215,7 +219,7 @@ TEST(Fetch, EveryCatalogManifestFollowsTheSchema) {
     const fs::path local = catalog / m.name / m.file_name;
     if (fs::exists(local)) {
       ++bundled;
-      EXPECT_EQ(scssl::host::sha256_file(local.string()), m.sha256);
+      EXPECT_EQ(scssl::fetch::sha256_file(local.string()), m.sha256);
       EXPECT_EQ(static_cast<int64_t>(fs::file_size(local)), m.size_bytes);
       EXPECT_EQ(scssl::test::load_h5ad(local.string(), m.batch_key, m.label_key).n_cells(), m.n_cells);
     }

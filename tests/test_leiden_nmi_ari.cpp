@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <iostream>
+#include <limits>
 
 #include "support.hpp"
 
@@ -129,7 +130,7 @@ TEST(LeidenNmiAri, ScoresMatchSklearnOnKnownClusters) {
   types.insert(types.end(), 20, 2);
   types.insert(types.end(), 20, 0);
   ParamSet params = plugin().default_params();
-  params.set("resolutions", StringList{"0.2"});
+  params.set("resolutions", FloatList{0.2});
   const Scores got = score(typed_cells(types), separated_blobs(3, 40), params);
   EXPECT_NEAR(got.nmi, 0.5730163526353569, 1e-12);
   EXPECT_NEAR(got.ari, 0.47963534397766994, 1e-12);
@@ -151,11 +152,22 @@ TEST(LeidenNmiAri, SeededRunsAreIdentical) {
   EXPECT_EQ(first.ari, second.ari);
 }
 
+// The schema refuses bad resolutions when they are set, before the plugin exists: out of bounds,
+// empty, or infinite (a bounded number must be finite).
 TEST(LeidenNmiAri, RejectsBadResolutions) {
-  host::HostServices services;
-  for (const StringList& bad : {StringList{"0.5", "fine"}, StringList{"-1"}, StringList{}}) {
+  for (const FloatList& bad : {FloatList{0.5, 0.0}, FloatList{-1}, FloatList{},
+                               FloatList{0.5, std::numeric_limits<double>::infinity()}}) {
     ParamSet params = plugin().default_params();
-    params.set("resolutions", bad);
-    EXPECT_THROW(host::Evaluator e(plugin(), params, services), Error) << format_param(bad);
+    try {
+      params.set("resolutions", bad);
+      ADD_FAILURE() << "accepted resolutions " << format_param(bad);
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(
+                    "parameter 'resolutions' of evaluator plugin 'leiden_nmi_ari' must be"),
+                std::string::npos)
+          << e.what();
+    }
   }
+  ParamSet params = plugin().default_params();
+  EXPECT_THROW(params.set("resolutions", StringList{"0.5"}), InvalidArgument);  // not numbers
 }

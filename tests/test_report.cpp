@@ -1,11 +1,13 @@
-// `scssl-host report`: tables that are the seed means of real runs, failed runs listed and not
-// averaged, bad folders refused, the t-SNE layout, and the page opened in headless Chromium.
+// scssl-report through `scssl-host report`: tables that are the seed means of real runs, failed
+// runs listed and not averaged, bad folders refused, the neighbours the UMAP maps start from, and
+// the page opened in headless Chromium with its maps drawn.
 #include <cmath>
 #include <filesystem>
 #include <map>
 #include <regex>
 #include <sstream>
 
+#include "json_schema.hpp"
 #include "report.hpp"
 #include "support.hpp"
 
@@ -47,10 +49,11 @@ std::map<std::string, double> metrics_of(const std::string& run_dir) {
 }
 
 double fit_seconds_of(const std::string& run_dir) {
-  std::smatch m;
-  const std::string json = read_text(run_dir + "/run.json");
-  EXPECT_TRUE(std::regex_search(json, m, std::regex("\"stage\": \"fit\", \"wall_seconds\": ([-0-9.e+]+)")));
-  return std::stod(m[1].str());
+  const auto record = scssl::test::json_file(run_dir + "/run.json");
+  for (const auto& stage : record["stages"])
+    if (stage["stage"] == "fit") return stage["wall_seconds"].get<double>();
+  ADD_FAILURE() << run_dir << " has no fit stage";
+  return std::nan("");
 }
 
 double mean(double a, double b) { return (a + b) / 2; }
@@ -181,12 +184,20 @@ TEST_F(Report, RunFolderWithoutMetricsIsListedAsFailed) {
   fs::copy(runs["pca"][0], dir + "/pca-run", fs::copy_options::recursive);
   fs::copy(runs["vicreg"][0], dir + "/vicreg-run", fs::copy_options::recursive);
   fs::remove(dir + "/vicreg-run/metrics.csv");
+  // A run whose process died leaves run.json saying "running".
+  fs::copy(runs["vicreg"][1], dir + "/died", fs::copy_options::recursive);
+  auto record = scssl::test::json_file(dir + "/died/run.json");
+  record["status"] = "running";
+  std::ofstream(dir + "/died/run.json") << record.dump(2);
   auto r = run_command(scssl::test::host_command("--quiet report " + dir + " -o " + dir + "/out --layout-cells 0"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto all = read_csv(dir + "/out/runs.csv");
-  ASSERT_EQ(all.size(), 2u);
-  EXPECT_EQ(row_of(all, "method", "vicreg").at("status"), "failed");
-  EXPECT_NE(row_of(all, "method", "vicreg").at("error").find("metrics.csv"), std::string::npos);
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(row_of(all, "seed", "1").at("status"), "running");
+  EXPECT_NE(row_of(all, "seed", "1").at("error").find("still says running"), std::string::npos);
+  const auto& broken = row_of(all, "dir", dir + "/vicreg-run");
+  EXPECT_EQ(broken.at("status"), "failed");
+  EXPECT_NE(broken.at("error").find("metrics.csv"), std::string::npos);
   EXPECT_EQ(read_csv(dir + "/out/scib_kang2018_pbmc_ctrl_stim_4samples.csv").size(), 1u);
 }
 
@@ -264,22 +275,20 @@ TEST(ReportInput, ABrokenSweepFileNamesIt) {
   EXPECT_NE(r.output.find(dir + "/sweep.json"), std::string::npos) << r.output;
 }
 
-// Three well-separated blobs stay apart in the layout, and the layout repeats exactly.
-TEST(Tsne, KeepsClustersApartAndIsDeterministic) {
-  torch::manual_seed(3);
-  const int64_t per = 60;
-  torch::Tensor x = torch::randn({3 * per, 10});
-  for (int c = 0; c < 3; ++c) x.slice(0, c * per, (c + 1) * per).select(1, c).add_(12.0);
-  torch::Tensor y = scssl::host::tsne_2d(x);
-  ASSERT_EQ(y.sizes(), (std::vector<int64_t>{3 * per, 2}));
-  EXPECT_TRUE(torch::isfinite(y).all().item<bool>());
-  torch::Tensor d = torch::cdist(y, y);
-  d.fill_diagonal_(std::numeric_limits<float>::infinity());
-  torch::Tensor nearest = d.argmin(1);
-  int64_t same = 0;
-  for (int64_t i = 0; i < 3 * per; ++i) same += nearest[i].item<int64_t>() / per == i / per;
-  EXPECT_EQ(same, 3 * per);
-  EXPECT_TRUE(torch::equal(y, scssl::host::tsne_2d(x)));
+// The neighbours a map starts from: each cell first, then by distance, ties to the lower index.
+TEST(MapNeighbours, ExactAndInOrderWithTheCellFirst) {
+  // Five cells on a line at 0, 1, 3, 3 and 10 (two dimensions, the second always 0).
+  const std::vector<float> x = {0, 0, 1, 0, 3, 0, 3, 0, 10, 0};
+  std::vector<int32_t> idx;
+  std::vector<float> dist;
+  scssl::report::nearest_neighbors(x, 5, 2, 3, idx, dist);
+  const std::vector<int32_t> expected = {0, 1, 2,  1, 0, 2,  2, 3, 1,  3, 2, 1,  4, 2, 3};
+  EXPECT_EQ(idx, expected);
+  const std::vector<float> expected_dist = {0, 1, 3,  0, 1, 2,  0, 0, 2,  0, 0, 2,  0, 7, 7};
+  EXPECT_EQ(dist, expected_dist);
+  // k is capped at the number of cells.
+  scssl::report::nearest_neighbors(x, 2, 2, 15, idx, dist);
+  EXPECT_EQ(idx, (std::vector<int32_t>{0, 1, 1, 0}));
 }
 
 // The page as a browser sees it: every chart drawn, no script error.
@@ -296,9 +305,13 @@ TEST_F(Report, ChartsRenderInHeadlessChromium) {
   const size_t body = dom.find("<body");
   ASSERT_NE(body, std::string::npos) << dom.substr(0, 2000);
   const std::string attributes = dom.substr(body, dom.find('>', body) - body);
-  // scIB table, Bio-vs-Batch scatter, annotation, augmentation, compute, two embedding plots.
+  // scIB table, Bio-vs-Batch scatter, annotation, augmentation, compute, two embedding maps.
   EXPECT_NE(attributes.find("data-charts=\"7\""), std::string::npos) << attributes;
   EXPECT_NE(attributes.find("data-rendered=\"7\""), std::string::npos) << attributes;
+  // Both maps' UMAP layouts were computed in the page and drawn, 300 cells each.
+  EXPECT_NE(attributes.find("data-maps=\"2\""), std::string::npos) << attributes;
+  EXPECT_NE(attributes.find("data-maps-drawn=\"2\""), std::string::npos) << attributes;
+  EXPECT_NE(dom.find("UMAP of 300 of 1556 cells"), std::string::npos) << "no map subtitle";
   EXPECT_NE(attributes.find("data-done=\"true\""), std::string::npos) << attributes;
   EXPECT_EQ(attributes.find("data-errors"), std::string::npos) << attributes;
   EXPECT_EQ(dom.find("class=\"report-error\""), std::string::npos)

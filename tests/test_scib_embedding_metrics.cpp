@@ -1,6 +1,6 @@
 // The silhouette-based scIB metrics (silhouette_label, isolated_labels, silhouette_batch) and PCR
 // comparison against the reference cases (tests/data/reference/*.scib.json, within 1e-4), plus
-// small hand-checkable cases for the definitions and edge cases of metrics.md §2-3 and §5.
+// small hand-checkable cases for the definitions and edge cases of docs/metrics.md §2-3 and §5.
 #include <nlohmann/json.hpp>
 
 #include <cmath>

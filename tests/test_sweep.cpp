@@ -1,13 +1,16 @@
-// scssl-host sweep: grid expansion with stable run ids, the local executor (one process per run),
-// resume, failure isolation, validation before any run, and the Slurm job script.
+// scssl-sweep through `scssl-host sweep`: grid expansion with stable run ids, the local executor (one
+// process per run), resume, failure isolation, validation before any run, the Slurm job script,
+// and the sweep and run folders it leaves checked against docs/schema/*.json.
 #include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
 
+#include "json_schema.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;
+using scssl::test::json_file;
 using scssl::test::read_text;
 using scssl::test::run_command;
 
@@ -35,6 +38,11 @@ std::vector<std::vector<std::string>> csv_rows(const std::string& path) {
   return rows;
 }
 
+// Problems of a file against docs/schema/<schema>, one per line.
+std::string schema_problems(const std::string& schema, const std::string& file) {
+  return scssl::test::schema_problems(scssl::test::repo_file("docs/schema/" + schema), file);
+}
+
 }  // namespace
 
 TEST(Sweep, RunsTheGridLocallyAndResumes) {
@@ -58,7 +66,18 @@ TEST(Sweep, RunsTheGridLocallyAndResumes) {
   const auto macro_f1 = std::find(rows[0].begin(), rows[0].end(), "macro_f1") - rows[0].begin();
   EXPECT_EQ(rows[1][3], "pca");
   EXPECT_EQ(rows[1][macro_f1], rows[2][macro_f1]);
-  EXPECT_NE(read_text(dir + "/smoke/sweep.json").find("\"labels\": {\"dataset\": "), std::string::npos);
+  const auto sweep = json_file(dir + "/smoke/sweep.json");
+  ASSERT_EQ(sweep["runs"].size(), 4u);
+  EXPECT_EQ(sweep["runs"][0]["labels"].begin().key(), "dataset") << "labels in their order";
+  EXPECT_EQ(sweep["runs"][0]["labels"]["method"], "pca");
+  EXPECT_EQ(sweep["runs"][0]["status"], "ok");
+  EXPECT_TRUE(sweep["runs"][0]["error"].is_null());
+  EXPECT_EQ(schema_problems("sweep.schema.json", dir + "/smoke/sweep.json"), "");
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const std::string run = dir + "/smoke/runs/" + rows[i][0];
+    EXPECT_EQ(schema_problems("run.schema.json", run + "/run.json"), "");
+    EXPECT_EQ(schema_problems("metrics.schema.json", run + "/metrics.json"), "");
+  }
 
   // Again: same ids, nothing rerun.
   auto second = run_command(scssl::test::host_command("sweep " + file + " --output " + dir));
@@ -66,6 +85,18 @@ TEST(Sweep, RunsTheGridLocallyAndResumes) {
   EXPECT_NE(second.output.find("4 runs: 4 ok (4 of them complete before)"), std::string::npos) << second.output;
   const auto again = csv_rows(dir + "/smoke/results.csv");
   for (size_t i = 1; i < rows.size(); ++i) EXPECT_EQ(again[i][0], rows[i][0]);
+
+  // A run whose process died mid-way leaves run.json saying "running": the next sweep reruns it and
+  // keeps the old folder aside.
+  const std::string killed = dir + "/smoke/runs/" + rows[1][0];
+  auto record = json_file(killed + "/run.json");
+  record["status"] = "running";
+  std::ofstream(killed + "/run.json") << record.dump(2);
+  auto third = run_command(scssl::test::host_command("sweep " + file + " --output " + dir));
+  ASSERT_EQ(third.exit_code, 0) << third.output;
+  EXPECT_NE(third.output.find("4 runs: 4 ok (3 of them complete before)"), std::string::npos) << third.output;
+  EXPECT_EQ(json_file(killed + ".previous/run.json")["status"], "running");
+  EXPECT_EQ(json_file(killed + "/run.json")["status"], "ok");
 }
 
 TEST(Sweep, AFailingRunIsRecordedAndTheOthersGoOn) {

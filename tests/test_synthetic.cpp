@@ -168,4 +168,8 @@ TEST(Synthetic, InvalidParametersAreRefused) {
   EXPECT_NE(message({{"de_fraction", 1.5}}).find("'de_fraction'"), std::string::npos);
   EXPECT_NE(message({{"mean_library_size", -1.0}}).find("'mean_library_size'"), std::string::npos);
   EXPECT_NE(message({{"n_proteins", int64_t{-1}}}).find("'n_proteins'"), std::string::npos);
+  // The host checks the schema's bounds, naming the plugin.
+  EXPECT_NE(message({{"theta", 0.0}}).find("of dataset plugin 'synthetic' must be in (0, "),
+            std::string::npos)
+      << message({{"theta", 0.0}});
 }

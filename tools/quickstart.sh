@@ -2,6 +2,8 @@
 # The main job: set up, then run configs/quickstart.toml on the bundled Kang et al. 2018 data.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$repo/tools/setup.sh"
+# Only what users run: the host, the plugins and the run-folder tools, no tests (tools/test.sh
+# builds everything).
+"$repo/tools/setup.sh" scssl-host scssl_all_plugins scssl-sweep scssl-report scssl-fetch
 cd "$repo"
 exec "${SCSSL_BUILD_DIR:-$repo/build}/bin/scssl-host" run configs/quickstart.toml "$@"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package the build, the tests and the main job need, then configures
-# and builds the whole tree into build/ (or $SCSSL_BUILD_DIR). Safe to run again: packages that
-# are present are not reinstalled and the build is incremental.
+# and builds into build/ (or $SCSSL_BUILD_DIR): the targets given as arguments, or everything.
+# Safe to run again: packages that are present are not reinstalled and the build is incremental.
+# Under CI (CI=true) compiler warnings are errors.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${SCSSL_BUILD_DIR:-$repo/build}
@@ -16,7 +17,8 @@ packages=(
   libhnswlib-dev                                 # approximate neighbour index for large n
   libgtest-dev googletest nlohmann-json3-dev     # tests
   chromium                                       # tests: opens report pages headless (test_report)
-  curl unzip                                     # scssl-host fetch (downloads, zip members)
+  unzip gzip                                     # scssl-fetch: zip members, .gz downloads
+  libssl-dev libcurl4-openssl-dev                # scssl-fetch: SHA-256 (libcrypto) and downloads (libcurl)
 )
 
 missing=()
@@ -31,9 +33,16 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
+# `setup.sh --packages-only`: install, do not build (tools/build_clang.sh).
+[ "${1:-}" = --packages-only ] && exit 0
+
 # ccache must not mistake the shared precompiled header for a different one.
 export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
 echo "== configuring $build"
-cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
-echo "== building (a first build takes several minutes on 2 cores)"
-cmake --build "$build"
+werror=OFF
+[ "${CI:-}" = true ] && werror=ON
+cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSCSSL_WARNINGS_AS_ERRORS=$werror
+echo "== building ${*:-everything} (a first build takes several minutes on 2 cores)"
+targets=()
+for t in "$@"; do targets+=(--target "$t"); done
+cmake --build "$build" "${targets[@]}"

@@ -4,6 +4,8 @@
 
 #include <boost/dll/shared_library.hpp>
 
+#include "crash_guard.hpp"
+
 namespace scssl::host {
 
 HostServices::HostServices() {
@@ -20,7 +22,9 @@ HostServices::HostServices() {
   on_augmentation_count = [](int) { return 0; };
   on_record = [](const std::string&, int64_t, double) {};
 
+  api_ = make_sized<scssl_host_api>();
   api_.abi_version = SCSSL_ABI_VERSION;
+  api_.abi_minor = SCSSL_ABI_MINOR;
   api_.host_data = this;
   api_.log = [](void* self, int32_t level, const char* message) {
     static_cast<HostServices*>(self)->on_log(static_cast<scssl_log_level>(level), message);
@@ -108,17 +112,19 @@ void check_status(scssl_status status, const scssl_error& error, const std::stri
 
 namespace {
 
+// The plugin's table in this host's layout: functions its (older) build did not have are NULL.
 template <class Table>
-const Table* table_of(const LoadedPlugin& plugin, scssl_kind kind) {
+Table table_of(const LoadedPlugin& plugin, scssl_kind kind) {
   if (plugin.kind() != kind)
     throw InvalidArgument(plugin.label() + " is not a " + kind_name(kind) + " plugin");
-  return static_cast<const Table*>(plugin.info->table);
+  return read_sized(static_cast<const Table*>(plugin.code().table));
 }
 
 scssl_instance create(const scssl_instance_table& table, const LoadedPlugin& plugin,
                       const ParamSet& params, HostServices& services) {
   scssl_instance instance = nullptr;
   scssl_error error{};
+  const crash::PluginCall call(plugin.label(), plugin.path, "create");
   check_status(table.create(params.c_view(), services.api(), &instance, &error), error,
                "creating " + plugin.label());
   return instance;
@@ -127,29 +133,35 @@ scssl_instance create(const scssl_instance_table& table, const LoadedPlugin& plu
 }  // namespace
 
 CellData load_dataset(const LoadedPlugin& plugin, const ParamSet& params, HostServices& services) {
-  auto* table = table_of<scssl_dataset_table>(plugin, SCSSL_KIND_DATASET);
+  const auto table = table_of<scssl_dataset_table>(plugin, SCSSL_KIND_DATASET);
   scssl_cell_data* out = nullptr;
   scssl_error error{};
-  check_status(table->load(params.c_view(), services.api(), &out, &error), error,
+  const crash::PluginCall call(plugin.label(), plugin.path, "load");
+  check_status(table.load(params.c_view(), services.api(), &out, &error), error,
                "loading data with " + plugin.label());
-  return import_owned(out, plugin.library);
+  return import_owned(out, plugin.code().library);
 }
 
 Augmentation::Augmentation(const LoadedPlugin& plugin, const ParamSet& params,
                            HostServices& services)
-    : library_(plugin.library),
-      table_(table_of<scssl_augmentation_table>(plugin, SCSSL_KIND_AUGMENTATION)),
+    : table_(table_of<scssl_augmentation_table>(plugin, SCSSL_KIND_AUGMENTATION)),
       name_(plugin.name()) {
-  instance_ = create(table_->instance, plugin, params, services);
+  library_ = plugin.code().library;
+  label_ = plugin.label();
+  path_ = plugin.path;
+  instance_ = create(table_.instance, plugin, params, services);
 }
 
 Augmentation::~Augmentation() {
-  if (instance_) table_->instance.destroy(instance_);
+  if (!instance_) return;
+  const crash::PluginCall call(label_, path_, "destroy");
+  table_.instance.destroy(instance_);
 }
 
 void Augmentation::prepare(const scssl_cell_data* train, int modality) {
   scssl_error error{};
-  check_status(table_->prepare(instance_, train, modality, &error), error,
+  const crash::PluginCall call(label_, path_, "prepare");
+  check_status(table_.prepare(instance_, train, modality, &error), error,
                "preparing augmentation '" + name_ + "'");
 }
 
@@ -158,25 +170,32 @@ void Augmentation::apply(torch::Tensor& batch, const torch::Tensor& cell_ids, in
   DLTensor b = to_dl(batch);
   DLTensor i = to_dl(cell_ids);
   scssl_error error{};
-  check_status(table_->apply(instance_, &b, &i, view, seed, &error), error,
+  const crash::PluginCall call(label_, path_, "apply");
+  check_status(table_.apply(instance_, &b, &i, view, seed, &error), error,
                "applying augmentation '" + name_ + "'");
 }
 
 Method::Method(const LoadedPlugin& plugin, const ParamSet& params, HostServices& services)
-    : library_(plugin.library),
-      table_(table_of<scssl_method_table>(plugin, SCSSL_KIND_METHOD)),
-      name_(plugin.name()) {
-  instance_ = create(table_->instance, plugin, params, services);
+    : table_(table_of<scssl_method_table>(plugin, SCSSL_KIND_METHOD)),
+      name_(plugin.name()),
+      requirements_(plugin.requirements()) {
+  library_ = plugin.code().library;
+  label_ = plugin.label();
+  path_ = plugin.path;
+  instance_ = create(table_.instance, plugin, params, services);
 }
 
 Method::~Method() {
-  if (instance_) table_->instance.destroy(instance_);
+  if (!instance_) return;
+  const crash::PluginCall call(label_, path_, "destroy");
+  table_.instance.destroy(instance_);
 }
 
 void Method::fit(const scssl_cell_data* train, const TrainOptions& options) {
   scssl_train_options c = options.to_c();
   scssl_error error{};
-  check_status(table_->fit(instance_, train, &c, &error), error,
+  const crash::PluginCall call(label_, path_, "fit");
+  check_status(table_.fit(instance_, train, &c, &error), error,
                "training method '" + name_ + "'");
 }
 
@@ -184,7 +203,8 @@ torch::Tensor Method::embed(const CellData& data) {
   CellDataView view(data);
   DLManagedTensor* out = nullptr;
   scssl_error error{};
-  check_status(table_->embed(instance_, view.get(), &out, &error), error,
+  const crash::PluginCall call(label_, path_, "embed");
+  check_status(table_.embed(instance_, view.get(), &out, &error), error,
                "embedding with method '" + name_ + "'");
   torch::Tensor embedding = import_managed(out, library_, "embedding of method '" + name_ + "'");
   if (embedding.dim() != 2 || embedding.size(0) != data.n_cells() ||
@@ -197,25 +217,32 @@ torch::Tensor Method::embed(const CellData& data) {
 
 void Method::save(const std::string& directory) {
   scssl_error error{};
-  check_status(table_->save(instance_, directory.c_str(), &error), error,
+  const crash::PluginCall call(label_, path_, "save");
+  check_status(table_.save(instance_, directory.c_str(), &error), error,
                "saving method '" + name_ + "'");
 }
 
 void Method::load(const std::string& directory) {
   scssl_error error{};
-  check_status(table_->load(instance_, directory.c_str(), &error), error,
+  const crash::PluginCall call(label_, path_, "load");
+  check_status(table_.load(instance_, directory.c_str(), &error), error,
                "loading method '" + name_ + "'");
 }
 
 Evaluator::Evaluator(const LoadedPlugin& plugin, const ParamSet& params, HostServices& services)
-    : library_(plugin.library),
-      table_(table_of<scssl_evaluator_table>(plugin, SCSSL_KIND_EVALUATOR)),
-      name_(plugin.name()) {
-  instance_ = create(table_->instance, plugin, params, services);
+    : table_(table_of<scssl_evaluator_table>(plugin, SCSSL_KIND_EVALUATOR)),
+      name_(plugin.name()),
+      metrics_(plugin.meta.metrics) {
+  library_ = plugin.code().library;
+  label_ = plugin.label();
+  path_ = plugin.path;
+  instance_ = create(table_.instance, plugin, params, services);
 }
 
 Evaluator::~Evaluator() {
-  if (instance_) table_->instance.destroy(instance_);
+  if (!instance_) return;
+  const crash::PluginCall call(label_, path_, "destroy");
+  table_.instance.destroy(instance_);
 }
 
 std::vector<MetricValue> Evaluator::evaluate(const CellData& data, const torch::Tensor& embedding,
@@ -228,7 +255,7 @@ std::vector<MetricValue> Evaluator::evaluate(const CellData& data, const torch::
                           : torch::Tensor();
   std::vector<const char*> queries;
   for (const auto& q : query_batches) queries.push_back(q.c_str());
-  scssl_eval_context context{};
+  scssl_eval_context context = make_sized<scssl_eval_context>();
   context.data = view.get();
   context.embedding = to_dl(emb);
   context.unintegrated = to_dl(pre);
@@ -236,26 +263,27 @@ std::vector<MetricValue> Evaluator::evaluate(const CellData& data, const torch::
   context.query_batches = queries.data();
 
   struct Collector {
-    const scssl_evaluator_table* table;
+    const std::vector<MetricRule>* metrics;
     const std::string* evaluator;
     std::vector<MetricValue> values;
     std::string unknown;
-  } collector{table_, &name_, {}, {}};
-  scssl_metric_sink sink{&collector, [](void* data, const char* name, double value) {
-                           auto* c = static_cast<Collector*>(data);
-                           for (int64_t i = 0; i < c->table->n_metrics; ++i) {
-                             const scssl_metric_spec& spec = c->table->metrics[i];
-                             if (std::string(spec.name) == name) {
-                               c->values.push_back({*c->evaluator, name, value,
-                                                    static_cast<scssl_metric_group>(spec.group),
-                                                    spec.higher_is_better != 0});
-                               return;
-                             }
-                           }
-                           c->unknown = name;
-                         }};
+  } collector{&metrics_, &name_, {}, {}};
+  scssl_metric_sink sink = make_sized<scssl_metric_sink>();
+  sink.sink_data = &collector;
+  sink.report = [](void* data, const char* name, double value) {
+    auto* c = static_cast<Collector*>(data);
+    for (const MetricRule& spec : *c->metrics) {
+      if (spec.name == name) {
+        c->values.push_back({*c->evaluator, name, value,
+                             static_cast<scssl_metric_group>(spec.group), spec.higher_is_better});
+        return;
+      }
+    }
+    c->unknown = name;
+  };
   scssl_error error{};
-  check_status(table_->evaluate(instance_, &context, &sink, &error), error,
+  const crash::PluginCall call(label_, path_, "evaluate");
+  check_status(table_.evaluate(instance_, &context, &sink, &error), error,
                "evaluating with '" + name_ + "'");
   if (!collector.unknown.empty())
     throw Error(SCSSL_ERR_INTERNAL, "evaluator '" + name_ + "' reported metric '" +

@@ -67,7 +67,8 @@ class Augmentation {
 
  private:
   std::shared_ptr<boost::dll::shared_library> library_;
-  const scssl_augmentation_table* table_;
+  scssl_augmentation_table table_;  // in this host's layout (read_sized)
+  std::string label_, path_;         // for crash reports
   scssl_instance instance_ = nullptr;
   std::string name_;
 };
@@ -78,7 +79,7 @@ class Method {
   ~Method();
   Method(const Method&) = delete;
   Method& operator=(const Method&) = delete;
-  uint64_t requirements() const { return table_->requirements; }
+  uint64_t requirements() const { return requirements_; }
   // `train` must outlive this object.
   void fit(const scssl_cell_data* train, const TrainOptions& options);
   torch::Tensor embed(const CellData& data);
@@ -88,9 +89,11 @@ class Method {
 
  private:
   std::shared_ptr<boost::dll::shared_library> library_;
-  const scssl_method_table* table_;
+  scssl_method_table table_;  // in this host's layout (read_sized)
+  std::string label_, path_;   // for crash reports
   scssl_instance instance_ = nullptr;
   std::string name_;
+  uint64_t requirements_;
 };
 
 struct MetricValue {
@@ -115,9 +118,11 @@ class Evaluator {
 
  private:
   std::shared_ptr<boost::dll::shared_library> library_;
-  const scssl_evaluator_table* table_;
+  scssl_evaluator_table table_;  // in this host's layout (read_sized)
+  std::string label_, path_;      // for crash reports
   scssl_instance instance_ = nullptr;
   std::string name_;
+  std::vector<MetricRule> metrics_;  // what the plugin note declares
 };
 
 }  // namespace scssl::host

@@ -17,12 +17,15 @@ class ConfigReader {
  public:
   explicit ConfigReader(std::string file) : file_(std::move(file)) {}
 
+  // Names where the offending value came from: its own file and line (an included file's too),
+  // or the command line for a value given with --set.
   [[noreturn]] void fail(const std::string& key, const toml::node* node,
                          const std::string& message) const {
     std::string where = file_.empty() ? std::string("config") : file_;
-    // Nodes from --set overrides have no source file, so no misleading line number.
     if (node && node->source().path && node->source().begin.line > 0)
-      where += ":" + std::to_string(node->source().begin.line);
+      where = *node->source().path + ":" + std::to_string(node->source().begin.line);
+    else if (node)
+      where = "--set";  // override nodes carry no source file
     throw InvalidArgument(where + ": " + (key.empty() ? "" : "'" + key + "' ") + message);
   }
 
@@ -32,12 +35,23 @@ class ConfigReader {
     if (auto v = node.as_floating_point()) return v->get();
     if (auto v = node.as_string()) return v->get();
     if (auto arr = node.as_array()) {
+      // A list of numbers is a float list; anything else must be a list of strings.
+      const bool numbers = !arr->empty() && std::all_of(arr->begin(), arr->end(), [](const toml::node& item) {
+        return item.is_integer() || item.is_floating_point();
+      });
+      if (numbers) {
+        FloatList items;
+        for (const auto& item : *arr)
+          items.push_back(item.is_integer() ? static_cast<double>(item.as_integer()->get())
+                                            : item.as_floating_point()->get());
+        return items;
+      }
       StringList items;
       for (const auto& item : *arr) {
         if (auto s = item.as_string())
           items.push_back(s->get());
         else
-          fail(key, &item, "must be a list of strings");
+          fail(key, &item, "must be a list of strings or a list of numbers");
       }
       return items;
     }
@@ -106,6 +120,11 @@ class ConfigReader {
       } catch (const InvalidArgument& e) {
         fail("", &node, e.what());
       }
+    }
+    try {
+      choice.params.check_required();
+    } catch (const InvalidArgument& e) {
+      fail("", table.get("plugin"), "[" + section + "] " + e.what());
     }
     return choice;
   }
@@ -226,7 +245,12 @@ void put(toml::table& t, const std::string& key, const ParamValue& v) {
     case 1: t.insert_or_assign(key, std::get<int64_t>(v)); break;
     case 2: t.insert_or_assign(key, std::get<double>(v)); break;
     case 3: t.insert_or_assign(key, std::get<std::string>(v)); break;
-    default: t.insert_or_assign(key, to_toml_list(std::get<StringList>(v))); break;
+    case 4: t.insert_or_assign(key, to_toml_list(std::get<StringList>(v))); break;
+    default: {
+      toml::array arr;
+      for (double x : std::get<FloatList>(v)) arr.push_back(x);
+      t.insert_or_assign(key, arr);
+    }
   }
 }
 
@@ -389,6 +413,12 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
         r.fail(s + ".probability", a.get("probability"), "must be between 0 and 1");
       cfg.augmentations.push_back(std::move(choice));
     }
+    if (use == ConfigUse::Run && !arr->empty() &&
+        !(cfg.method.plugin->requirements() & SCSSL_USES_AUGMENTATIONS))
+      r.fail("augmentation", augs,
+             "is given, but method '" + cfg.method.plugin->name() +
+                 "' does not use augmentations (it does not declare SCSSL_USES_AUGMENTATIONS); "
+                 "remove the [[augmentation]] sections");
   }
 
   const toml::table& eval = section("evaluation");
@@ -396,6 +426,14 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   std::set<std::string> eval_known = {"evaluators", "query_batches", "unintegrated_components",
                                       "neighbors", "exact_max_cells"};
   for (const auto& n : names) eval_known.insert(n);
+  // A section for an evaluator that is not in the list is most likely a list that left it out.
+  for (const auto& [k, node] : eval) {
+    const std::string key(k.str());
+    if (node.is_table() && !eval_known.count(key))
+      r.fail("evaluation." + key, &node,
+             "configures evaluator '" + key + "', which evaluation.evaluators does not list; add '" +
+                 key + "' to evaluation.evaluators or remove the [evaluation." + key + "] section");
+  }
   r.only(eval, "evaluation", eval_known);
   cfg.query_batches = r.get(eval, "evaluation", "query_batches", StringList{});
   cfg.unintegrated_components =
@@ -416,8 +454,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
       r.fail("evaluation." + n, node, "must be a section of that evaluator's parameters");
     cfg.evaluators.push_back(r.plugin(node ? *node->as_table() : empty, "evaluation." + n,
                                       SCSSL_KIND_EVALUATOR, registry, {}, n));
-    const auto* table = static_cast<const scssl_evaluator_table*>(cfg.evaluators.back().plugin->info->table);
-    if ((table->requirements & SCSSL_NEEDS_QUERY_BATCHES) && cfg.query_batches.empty())
+    if ((cfg.evaluators.back().plugin->requirements() & SCSSL_NEEDS_QUERY_BATCHES) &&
+        cfg.query_batches.empty())
       r.fail("evaluation.query_batches", eval.get("query_batches"),
              "must name the held-out batches: evaluator '" + n + "' needs them");
   }

@@ -1,4 +1,4 @@
-// The host's neighbour service for evaluators (metrics.md §1.2-1.3): one k-nearest-neighbour
+// The host's neighbour service for evaluators (docs/metrics.md §1.2-1.3): one k-nearest-neighbour
 // search per embedding at the largest k asked for (at least 90, the scIB metrics' largest), served
 // as prefixes, and the fuzzy connectivities per k. Exact search up to a size threshold, an HNSW
 // index (hnswlib) above it; the backend used is recorded with the results.

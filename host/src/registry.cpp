@@ -4,25 +4,22 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <set>
+#include <sstream>
+
+#include "plugin_file.hpp"
+#include "scssl/abi_sized.hpp"
+#include "scssl/fingerprint.hpp"
 
 namespace fs = std::filesystem;
 
 namespace scssl::host {
 
-const char* kind_name(scssl_kind kind) {
-  switch (kind) {
-    case SCSSL_KIND_DATASET: return "dataset";
-    case SCSSL_KIND_AUGMENTATION: return "augmentation";
-    case SCSSL_KIND_METHOD: return "method";
-    case SCSSL_KIND_EVALUATOR: return "evaluator";
-  }
-  return "unknown";
+BuildFingerprint host_fingerprint() {
+  const scssl_build_fingerprint own = SCSSL_BUILD_FINGERPRINT;
+  return {own.torch_version, own.cxx_stdlib, own.compiler};
 }
 
-ParamSet LoadedPlugin::default_params() const {
-  return ParamSet::defaults(info->params, info->n_params, label());
-}
+ParamSet LoadedPlugin::default_params() const { return ParamSet::defaults(meta.params, label()); }
 
 std::string LoadedPlugin::label() const {
   return std::string(kind_name(kind())) + " plugin '" + name() + "'";
@@ -30,93 +27,118 @@ std::string LoadedPlugin::label() const {
 
 namespace {
 
-bool valid_name(const char* name) {
-  if (name == nullptr || name[0] == '\0') return false;
-  for (const char* c = name; *c; ++c)
-    if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_')) return false;
-  return true;
-}
-
-bool nonempty(const char* s) { return s != nullptr && s[0] != '\0'; }
-
-std::string check_table(const scssl_plugin_info* info) {
+// The functions every table of the kind must offer, within the size its plugin declared.
+std::string table_problem(scssl_kind kind, const void* table) {
   auto instance_ok = [](const scssl_instance_table& t) { return t.create && t.destroy; };
-  switch (info->kind) {
+  switch (kind) {
     case SCSSL_KIND_DATASET: {
-      auto* t = static_cast<const scssl_dataset_table*>(info->table);
-      return t->load ? "" : "its dataset table has no load function";
+      const auto t = read_sized(static_cast<const scssl_dataset_table*>(table));
+      return t.load ? "" : "its dataset table has no load function";
     }
     case SCSSL_KIND_AUGMENTATION: {
-      auto* t = static_cast<const scssl_augmentation_table*>(info->table);
-      return instance_ok(t->instance) && t->prepare && t->apply
+      const auto t = read_sized(static_cast<const scssl_augmentation_table*>(table));
+      return instance_ok(t.instance) && t.prepare && t.apply
                  ? ""
                  : "its augmentation table lacks create, destroy, prepare or apply";
     }
     case SCSSL_KIND_METHOD: {
-      auto* t = static_cast<const scssl_method_table*>(info->table);
-      return instance_ok(t->instance) && t->fit && t->embed && t->save && t->load
+      const auto t = read_sized(static_cast<const scssl_method_table*>(table));
+      return instance_ok(t.instance) && t.fit && t.embed && t.save && t.load
                  ? ""
                  : "its method table lacks create, destroy, fit, embed, save or load";
     }
     case SCSSL_KIND_EVALUATOR: {
-      auto* t = static_cast<const scssl_evaluator_table*>(info->table);
-      if (!instance_ok(t->instance) || !t->evaluate)
-        return "its evaluator table lacks create, destroy or evaluate";
-      if (t->n_metrics <= 0 || t->metrics == nullptr) return "it declares no metrics";
-      std::set<std::string> seen;
-      for (int64_t i = 0; i < t->n_metrics; ++i) {
-        const scssl_metric_spec& m = t->metrics[i];
-        if (!valid_name(m.name)) return "metric " + std::to_string(i) + " has an invalid name";
-        if (!seen.insert(m.name).second)
-          return "metric '" + std::string(m.name) + "' is declared twice";
-        if (m.group < SCSSL_GROUP_BIO || m.group > SCSSL_GROUP_OTHER)
-          return "metric '" + std::string(m.name) + "' has unknown group " +
-                 std::to_string(m.group);
-      }
-      return "";
+      const auto t = read_sized(static_cast<const scssl_evaluator_table*>(table));
+      return instance_ok(t.instance) && t.evaluate
+                 ? ""
+                 : "its evaluator table lacks create, destroy or evaluate";
     }
   }
-  return "unknown plugin kind " + std::to_string(info->kind);
+  return "unknown plugin kind";
+}
+
+// The first line where two notes differ, as "note: ... / code: ...".
+std::string first_difference(const std::string& note, const std::string& code) {
+  std::istringstream a(note), b(code);
+  std::string la, lb;
+  while (true) {
+    const bool more_a = static_cast<bool>(std::getline(a, la));
+    const bool more_b = static_cast<bool>(std::getline(b, lb));
+    if (!more_a && !more_b) return "";
+    if (!more_a) la = "(nothing)";
+    if (!more_b) lb = "(nothing)";
+    if (la != lb) return "the note has '" + la + "' where the code has '" + lb + "'";
+  }
 }
 
 }  // namespace
 
-std::string check_info(const scssl_plugin_info* info) {
-  if (info == nullptr) return "its entry point returned no plugin description";
-  if (info->magic != SCSSL_MAGIC) return "its entry point does not return a scssl plugin description";
-  if (info->abi_version != SCSSL_ABI_VERSION)
-    return "built for scssl ABI version " + std::to_string(info->abi_version) +
-           ", this host uses version " + std::to_string(SCSSL_ABI_VERSION) +
-           "; rebuild the plugin against this SDK";
-  if (info->kind < SCSSL_KIND_DATASET || info->kind > SCSSL_KIND_EVALUATOR)
-    return "unknown plugin kind " + std::to_string(info->kind);
-  if (!valid_name(info->name))
-    return "plugin name '" + std::string(info->name ? info->name : "") +
-           "' is not made of lower-case letters, digits and '_'";
-  if (!nonempty(info->version)) return "plugin '" + std::string(info->name) + "' has no version";
-  if (!nonempty(info->summary)) return "plugin '" + std::string(info->name) + "' has no summary";
-  if (info->table == nullptr) return "plugin '" + std::string(info->name) + "' has no function table";
-  if (info->n_params < 0 || (info->n_params > 0 && info->params == nullptr))
-    return "plugin '" + std::string(info->name) + "' has a malformed parameter schema";
-  for (int64_t i = 0; i < info->n_params; ++i) {
-    const scssl_param_spec& p = info->params[i];
-    if (!valid_name(p.name))
-      return "parameter " + std::to_string(i) + " of '" + info->name + "' has an invalid name";
-    if (p.type < SCSSL_PARAM_BOOL || p.type > SCSSL_PARAM_STRING_LIST)
-      return "parameter '" + std::string(p.name) + "' has unknown type " + std::to_string(p.type);
-  }
+const PluginCode& LoadedPlugin::code() const {
+  std::lock_guard<std::mutex> lock(loading_);
+  if (code_) return *code_;
+  auto refuse = [&](const std::string& reason) {
+    return InvalidArgument(path + ": " + reason);
+  };
+  auto loaded = std::make_unique<PluginCode>();
   try {
-    ParamSet::defaults(info->params, info->n_params, std::string("plugin '") + info->name + "'");
+    // rtld_now: a plugin with unresolved symbols is refused now, not when a function is called.
+    loaded->library = std::make_shared<boost::dll::shared_library>(
+        fs::path(path), boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
   } catch (const std::exception& e) {
+    throw refuse(std::string("cannot be loaded as a shared library (") + e.what() + ")");
+  }
+  if (!loaded->library->has(SCSSL_ENTRY_POINT))
+    throw refuse(std::string("has no entry point '") + SCSSL_ENTRY_POINT +
+                 "'; is it built with SCSSL_PLUGIN?");
+  loaded->info = loaded->library->get<const scssl_plugin_info*()>(SCSSL_ENTRY_POINT)();
+  PluginMeta live;
+  try {
+    live = meta_from_info(loaded->info);
+  } catch (const std::exception& e) {
+    throw refuse(e.what());
+  }
+  const std::string difference = first_difference(meta_to_note(meta), meta_to_note(live));
+  if (!difference.empty())
+    throw refuse("its plugin note does not match its code (" + difference +
+                 "); rebuild it so that scssl_add_plugin() writes the note again");
+  loaded->table = loaded->info->table;
+  if (std::string reason = table_problem(kind(), loaded->table); !reason.empty())
+    throw refuse(reason);
+  code_ = std::move(loaded);
+  return *code_;
+}
+
+std::string check_plugin_file(const std::string& path, PluginMeta& meta) {
+  PluginFileFacts facts;
+  try {
+    facts = inspect_plugin_file(path);
+  } catch (const Error& e) {
     return e.what();
   }
-  return check_table(info);
+  if (!facts.problem.empty()) return facts.problem;
+  if (!facts.elf) return "is not a shared library (it does not start with an ELF header)";
+  if (!facts.shared_library) return "is an ELF file but not a shared library";
+  if (!facts.has_note)
+    return facts.exports_entry
+               ? std::string("has no plugin note, so it was built for scssl ABI 1 or without "
+                             "scssl_add_plugin(); rebuild it against this SDK (ABI ") +
+                     std::to_string(SCSSL_ABI_VERSION) + ") with scssl_add_plugin()"
+               : std::string("is a shared library but not a scssl plugin (no plugin note, no "
+                             "entry point '") +
+                     SCSSL_ENTRY_POINT + "')";
+  try {
+    meta = meta_from_note(facts.note);
+  } catch (const std::exception& e) {
+    return std::string("its plugin note cannot be read: ") + e.what();
+  }
+  return meta_problem(meta, host_fingerprint());
 }
 
 void Registry::add_directory(const std::string& directory) {
   std::error_code ec;
   if (!fs::is_directory(directory, ec))
     throw InvalidArgument("plugin folder '" + directory + "' does not exist");
+  folders_.push_back(directory);
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(directory, ec)) {
     const std::string ext = entry.path().extension().string();
@@ -124,32 +146,23 @@ void Registry::add_directory(const std::string& directory) {
       files.push_back(entry.path());
   }
   std::sort(files.begin(), files.end());
-  for (const auto& f : files) add_file(f.string());
+  for (const auto& f : files) add_file(f.string(), directory);
 }
 
-bool Registry::add_file(const std::string& path) {
-  auto refuse = [&](const std::string& reason) {
-    refusals_.push_back(path + ": " + reason);
-    return false;
-  };
+bool Registry::add_file(const std::string& path, const std::string& folder) {
   auto plugin = std::make_unique<LoadedPlugin>();
   plugin->path = fs::absolute(path).lexically_normal().string();
-  try {
-    // rtld_now: a plugin with unresolved symbols is refused now, not when a function is called.
-    plugin->library = std::make_shared<boost::dll::shared_library>(
-        fs::path(path), boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
-  } catch (const std::exception& e) {
-    return refuse(std::string("cannot be loaded as a shared library (") + e.what() + ")");
+  plugin->folder = folder;
+  if (std::string reason = check_plugin_file(path, plugin->meta); !reason.empty()) {
+    refusals_.push_back(path + ": " + reason);
+    return false;
   }
-  if (!plugin->library->has(SCSSL_ENTRY_POINT))
-    return refuse(std::string("has no entry point '") + SCSSL_ENTRY_POINT +
-                  "'; is it built with SCSSL_PLUGIN?");
-  auto entry = plugin->library->get<const scssl_plugin_info*()>(SCSSL_ENTRY_POINT);
-  plugin->info = entry();
-  if (std::string reason = check_info(plugin->info); !reason.empty()) return refuse(reason);
   auto it = by_name_.find(plugin->name());
-  if (it != by_name_.end())
-    return refuse("plugin name '" + plugin->name() + "' is already taken by " + it->second->path);
+  if (it != by_name_.end()) {
+    refusals_.push_back(path + ": plugin name '" + plugin->name() + "' is already taken by " +
+                        it->second->path);
+    return false;
+  }
   by_name_[plugin->name()] = std::move(plugin);
   return true;
 }
@@ -166,8 +179,18 @@ const LoadedPlugin& Registry::get(const std::string& name, scssl_kind kind) cons
   for (const auto* q : plugins(kind)) available += (available.empty() ? "" : ", ") + q->name();
   std::string message = std::string("no ") + kind_name(kind) + " plugin named '" + name + "'";
   if (p != nullptr) message += " ('" + name + "' is a " + kind_name(p->kind()) + " plugin)";
-  message += available.empty() ? "; none is loaded (check --plugins)"
-                               : "; available: " + available;
+  message += available.empty() ? "; none is loaded" : "; available: " + available;
+  if (p == nullptr) {
+    std::string searched;
+    for (const auto& f : folders_) searched += (searched.empty() ? "" : ", ") + f;
+    message += ". Plugins are looked up in --plugins DIR, $SCSSL_PLUGIN_PATH and the folder next "
+               "to scssl-host" +
+               (searched.empty() ? std::string(" (no folder was searched)")
+                                 : " (searched: " + searched + ")");
+    if (!refusals_.empty())
+      message += "; " + std::to_string(refusals_.size()) +
+                 " file(s) there were refused (see `scssl-host list`)";
+  }
   throw InvalidArgument(message);
 }
 

@@ -1,5 +1,7 @@
 #include "run.hpp"
 
+#include "crash_guard.hpp"
+
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 #include <torch/version.h>
@@ -13,15 +15,23 @@
 #include <sstream>
 #include <thread>
 
+#include "aggregates.hpp"
 #include "augmentation_pipeline.hpp"
 #include "blas_kernels.hpp"
+#include "resources.hpp"
 #include "results.hpp"
-#include "scssl/h5.hpp"
+#include "runfolder/files.hpp"
+#include "runfolder/records.hpp"
+#include "scssl/anndata/anndata.hpp"
 #include "scssl/pca.hpp"
 
 namespace fs = std::filesystem;
 
 namespace scssl::host {
+
+using runfolder::claim_run_directory;
+using runfolder::create_run_directory;
+using runfolder::write_file_atomic;
 
 namespace {
 
@@ -92,10 +102,8 @@ void check_config_against_data(const RunConfig& cfg, const CellData& data) {
   }
 }
 
-std::string plugin_json(const LoadedPlugin& p) {
-  return "{\"kind\": " + json_string(kind_name(p.kind())) + ", \"name\": " + json_string(p.name()) +
-         ", \"version\": " + json_string(p.info->version) + ", \"path\": " + json_string(p.path) +
-         "}";
+runfolder::PluginRecord plugin_record(const LoadedPlugin& p) {
+  return {kind_name(p.kind()), p.name(), p.meta.version, p.path};
 }
 
 std::string iso_time(std::chrono::system_clock::time_point t) {
@@ -113,9 +121,9 @@ std::string hostname() {
 
 
 // Loads the data set and preprocesses every modality; `info` receives the data summary of run.json
-// (an open JSON object the caller completes).
+// (the caller adds the reference and query sizes).
 CellData load_and_preprocess(const RunConfig& cfg, HostServices& services, StageMeter& meter,
-                             std::ostringstream& info) {
+                             runfolder::DataSummary& info) {
   meter.begin("load");
   CellData data = load_dataset(*cfg.dataset.plugin, cfg.dataset.params, services);
   spdlog::info("loaded {} cells: {}", data.n_cells(), [&] {
@@ -128,23 +136,20 @@ CellData load_and_preprocess(const RunConfig& cfg, HostServices& services, Stage
 
   check_config_against_data(cfg, data);
   meter.begin("preprocess");
-  info << "{\"n_cells\": " << data.n_cells() << ", \"modalities\": [";
-  for (size_t i = 0; i < data.modalities.size(); ++i) {
-    Modality& m = data.modalities[i];
+  info.n_cells = data.n_cells();
+  for (Modality& m : data.modalities) {
     const size_t before = m.features.size();
     preprocess_modality(m, cfg.preprocess_for(m.name), data.batches());
     spdlog::info("preprocessed {}: {} of {} features kept", m.name, m.features.size(), before);
-    info << (i ? ", " : "") << "{\"name\": " << json_string(m.name)
-         << ", \"features_in\": " << before << ", \"features_kept\": " << m.features.size() << "}";
+    info.modalities.push_back({m.name, static_cast<int64_t>(before), static_cast<int64_t>(m.features.size())});
   }
-  info << "]";
   const StageRecord& pre = meter.finish();
   spdlog::info("read and preprocessed in {:.2f} s", pre.wall_seconds + meter.stages().front().wall_seconds);
   return data;
 }
 
 uint64_t evaluator_needs(const PluginChoice& e) {
-  return static_cast<const scssl_evaluator_table*>(e.plugin->info->table)->requirements;
+  return e.plugin->requirements();
 }
 
 // The configured evaluators, created up front so that a bad parameter or a data set lacking what
@@ -173,19 +178,19 @@ torch::Tensor unintegrated_pca(const RunConfig& cfg, const CellData& data, Stage
 }
 
 // Scores one embedding: one neighbour search serves every evaluator; each metric carries its
-// evaluator's wall time; the scIB aggregates follow. `neighbors_json` records the search.
-std::vector<MetricValue> score_embedding(std::vector<std::unique_ptr<Evaluator>>& evaluators,
-                                         const RunConfig& cfg, const CellData& data,
-                                         const torch::Tensor& embedding,
-                                         const torch::Tensor& unintegrated, HostServices& services,
-                                         StageMeter& meter, std::string& neighbors_json) {
+// evaluator's wall time; the study's aggregates follow. `searched` records the search.
+std::vector<MetricRecord> score_embedding(std::vector<std::unique_ptr<Evaluator>>& evaluators,
+                                          const RunConfig& cfg, const CellData& data,
+                                          const torch::Tensor& embedding,
+                                          const torch::Tensor& unintegrated, HostServices& services,
+                                          StageMeter& meter, std::optional<runfolder::NeighborRecord>& searched) {
   // No training loop competes with OpenBLAS here, so the evaluators' own loops get every core.
   struct ThreadsFor {
     int saved = torch::get_num_threads();
     explicit ThreadsFor(int n) { torch::set_num_threads(n); }
     ~ThreadsFor() { torch::set_num_threads(saved); }
   } threads(cfg.threads > 0 ? cfg.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  std::vector<MetricValue> metrics;
+  std::vector<MetricRecord> metrics;
   NeighborCache neighbors(embedding, cfg.neighbors);
   services.serve_neighbors(&neighbors);
   for (auto& evaluator : evaluators) {
@@ -193,56 +198,70 @@ std::vector<MetricValue> score_embedding(std::vector<std::unique_ptr<Evaluator>>
     auto values = evaluator->evaluate(data, embedding, unintegrated, cfg.query_batches);
     const StageRecord& s = meter.finish();
     spdlog::info("{}: {} metric(s) in {:.2f} s", evaluator->name(), values.size(), s.wall_seconds);
-    for (auto& v : values) v.seconds = s.wall_seconds;
-    metrics.insert(metrics.end(), values.begin(), values.end());
+    for (auto& v : values) {
+      v.seconds = s.wall_seconds;
+      metrics.push_back(metric_record(v));
+    }
   }
   services.serve_neighbors(nullptr);
-  const auto aggregates = scib_aggregates(metrics);
+  const auto aggregates = evaluation::scib_aggregates(metrics);
   metrics.insert(metrics.end(), aggregates.begin(), aggregates.end());
-  if (neighbors.searched_k() > 0)
-    neighbors_json = "{\"backend\": " + json_string(neighbors.backend()) +
-                     ", \"k\": " + std::to_string(neighbors.searched_k()) + "}";
+  if (neighbors.searched_k() > 0) searched = runfolder::NeighborRecord{neighbors.backend(), neighbors.searched_k()};
   return metrics;
 }
 
-// run.json: what ran, with which plugins and versions, how it ended, and the cost of each stage.
+// run.json: what ran, with which plugins and versions, how it ended, and the cost of each stage
+// (docs/run-folder.md).
 struct RunRecord {
   std::string name;
   std::vector<const LoadedPlugin*> plugins;
-  std::string data_json = "null", embedding_json = "null", neighbors_json = "null";
+  std::optional<runfolder::DataSummary> data;
+  std::optional<runfolder::EmbeddingRecord> embedding;
+  std::optional<runfolder::NeighborRecord> neighbors;
   std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
 
-  std::string json(const RunConfig& cfg, const RunSettings& settings, const StageMeter& meter,
-                   const std::string* error) const {
+  // The record as it stands: `status` running while the run goes on, then ok or failed (`error`).
+  runfolder::RunRecord typed(const RunConfig& cfg, const RunSettings& settings, const StageMeter& meter,
+                             runfolder::RunStatus status, const std::string* error) const {
     const auto finished = std::chrono::system_clock::now();
-    std::string listed_json;
+    runfolder::RunRecord r;
+    r.status = status;
+    if (error) r.error = *error;
+    r.name = name;
+    r.config = cfg.config_path;
+    r.command = settings.command_line;
+    r.seed = cfg.seed;
+    r.threads = torch::get_num_threads();
+    r.started = iso_time(started);
+    r.finished = status == runfolder::RunStatus::running ? "" : iso_time(finished);
+    r.wall_seconds = std::chrono::duration<double>(finished - started).count();
+    r.peak_rss_mb = 0;
+    for (const auto& s : meter.stages()) {
+      r.peak_rss_mb = std::max(r.peak_rss_mb, s.peak_rss_mb);
+      r.stages.push_back({s.name, s.wall_seconds, s.peak_rss_mb, s.end_rss_mb});
+    }
+    r.host = hostname();
+    r.versions = {SCSSL_VERSION, SCSSL_ABI_VERSION, TORCH_VERSION, blas_kernel_note()};
     std::set<const LoadedPlugin*> listed;
     for (const auto* p : plugins)
-      if (p && listed.insert(p).second)
-        listed_json += (listed_json.empty() ? "\n    " : ",\n    ") + plugin_json(*p);
-    double peak = 0;
-    for (const auto& s : meter.stages()) peak = std::max(peak, s.peak_rss_mb);
-    std::ostringstream run;
-    run << "{\n  \"status\": " << json_string(error ? "failed" : "ok")
-        << ",\n  \"error\": " << (error ? json_string(*error) : "null")
-        << ",\n  \"name\": " << json_string(name)
-        << ",\n  \"config\": " << json_string(cfg.config_path)
-        << ",\n  \"command\": " << json_string(settings.command_line)
-        << ",\n  \"seed\": " << cfg.seed << ",\n  \"threads\": " << torch::get_num_threads()
-        << ",\n  \"started\": " << json_string(iso_time(started))
-        << ",\n  \"finished\": " << json_string(iso_time(finished))
-        << ",\n  \"wall_seconds\": " << json_number(std::chrono::duration<double>(finished - started).count())
-        << ",\n  \"peak_rss_mb\": " << json_number(peak)
-        << ",\n  \"host\": " << json_string(hostname())
-        << ",\n  \"versions\": {\"scssl\": " << json_string(SCSSL_VERSION)
-        << ", \"abi\": " << SCSSL_ABI_VERSION << ", \"libtorch\": " << json_string(TORCH_VERSION)
-        << ", \"blas\": " << json_string(blas_kernel_note())
-        << "},\n  \"plugins\": [" << listed_json << "\n  ]"
-        << ",\n  \"data\": " << data_json
-        << ",\n  \"embedding\": " << embedding_json
-        << ",\n  \"neighbors\": " << neighbors_json
-        << ",\n  \"stages\": " << stages_json(meter.stages()) << "\n}\n";
-    return run.str();
+      if (p && listed.insert(p).second) r.plugins.push_back(plugin_record(*p));
+    r.data = data;
+    r.embedding = embedding;
+    r.neighbors = neighbors;
+    return r;
+  }
+
+  void write(const fs::path& dir, const RunConfig& cfg, const RunSettings& settings, const StageMeter& meter,
+             runfolder::RunStatus status, const std::string* error = nullptr) const {
+    runfolder::write_run_record((dir / "run.json").string(), typed(cfg, settings, meter, status, error));
+  }
+
+  // What run.json says if a plugin crashes the process from here on (crash_guard.hpp).
+  void arm_crash_record(const fs::path& dir, const RunConfig& cfg, const RunSettings& settings,
+                        const StageMeter& meter) const {
+    const std::string placeholder = crash::kPlaceholder;
+    const runfolder::Json json = typed(cfg, settings, meter, runfolder::RunStatus::failed, &placeholder);
+    crash::arm_record((dir / "run.json").string(), runfolder::dump_json(json));
   }
 };
 
@@ -303,17 +322,19 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
 
   HostServices services;
   start_services(cfg, settings, services);
+  StageMeter meter;
+  record.write(dir, cfg, settings, meter, runfolder::RunStatus::running);
+  record.arm_crash_record(dir, cfg, settings, meter);
   std::ostringstream history;  // series recorded by plugins (e.g. the training loss per epoch)
   history << "series,step,value\n";
   services.on_record = [&history](const std::string& series, int64_t step, double value) {
-    history << series << "," << step << "," << (std::isfinite(value) ? json_number(value) : "nan") << "\n";
+    history << series << "," << step << "," << runfolder::csv_number(value) << "\n";
   };
 
-  StageMeter meter;
   std::exception_ptr failure;
   std::string error;
   try {
-    std::ostringstream info;
+    runfolder::DataSummary info;
     CellData data = load_and_preprocess(cfg, services, meter, info);
     Method method(*cfg.method.plugin, cfg.method.params, services);
     check_requirements(method.requirements(), "method '" + method.name() + "'", data);
@@ -322,9 +343,9 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
 
     torch::Tensor reference_ids, query_ids;
     split_query(data, cfg.query_batches, reference_ids, query_ids);
-    info << ", \"n_reference\": " << reference_ids.size(0) << ", \"n_query\": " << query_ids.size(0)
-         << "}";
-    record.data_json = info.str();
+    info.n_reference = reference_ids.size(0);
+    info.n_query = query_ids.size(0);
+    record.data = info;
     CellData train = query_ids.size(0) == 0 ? data : data.select_cells(reference_ids);
     CellDataView train_view(train);
     spdlog::info("training on {} reference cells, {} query cells held out", train.n_cells(),
@@ -341,6 +362,7 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
 
     TrainOptions options = cfg.train;
     if (options.checkpoint_every > 0) options.checkpoint_dir = (dir / "checkpoints").string();
+    record.arm_crash_record(dir, cfg, settings, meter);
     meter.begin("fit");
     {
       const BlasLeavesOneCore for_augmentation;
@@ -363,17 +385,17 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
         write_h5ad_with_embedding(source, h5ad_copy, key, embedding);
       }
     }
-    record.embedding_json =
-        "{\"dim\": " + std::to_string(embedding.size(1)) + ", \"file\": \"embedding.h5\"" +
-        ", \"h5ad\": " + (h5ad_copy.empty() ? "null" : json_string(fs::path(h5ad_copy).filename().string())) +
-        ", \"obsm_key\": " + json_string(key) + "}";
+    record.embedding = runfolder::EmbeddingRecord{
+        embedding.size(1), "embedding.h5",
+        h5ad_copy.empty() ? std::nullopt : std::optional<std::string>(fs::path(h5ad_copy).filename().string()), key};
     meter.finish();
     if (cfg.save_model) method.save((dir / "model").string());
 
+    record.arm_crash_record(dir, cfg, settings, meter);
     out.metrics = score_embedding(evaluators, cfg, data, embedding, unintegrated, services, meter,
-                                  record.neighbors_json);
-    write_file_atomic((dir / "metrics.json").string(), metrics_json(out.metrics) + "\n");
-    write_file_atomic((dir / "metrics.csv").string(), metrics_csv(out.metrics));
+                                  record.neighbors);
+    write_file_atomic((dir / "metrics.json").string(), runfolder::metrics_json(out.metrics));
+    write_file_atomic((dir / "metrics.csv").string(), runfolder::metrics_csv(out.metrics));
   } catch (const std::exception& e) {
     failure = std::current_exception();
     error = e.what();
@@ -382,8 +404,9 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
   }
 
   write_file_atomic((dir / "history.csv").string(), history.str());
-  write_file_atomic((dir / "run.json").string(),
-                    record.json(cfg, settings, meter, failure ? &error : nullptr));
+  record.write(dir, cfg, settings, meter, failure ? runfolder::RunStatus::failed : runfolder::RunStatus::ok,
+               failure ? &error : nullptr);
+  crash::disarm_record();
   if (failure) std::rethrow_exception(failure);
   return out;
 }
@@ -409,17 +432,17 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
   summary.plugins = {cfg.dataset.plugin};
   for (const auto& e : cfg.evaluators) summary.plugins.push_back(e.plugin);
   StageMeter setup;
+  summary.write(dir, cfg, settings, setup, runfolder::RunStatus::running);
   try {
     // The whole input is read and checked before anything is scored.
-    std::ostringstream info;
+    runfolder::DataSummary info;
     CellData data = load_and_preprocess(cfg, services, setup, info);
     auto read_key = [&](const std::string& key) {
-      int64_t rows = 0, cols = 0;
-      std::vector<float> values = h5::read_obsm_array(source, key, rows, cols);
-      if (rows != data.n_cells())
-        throw BadData(source + ": obsm['" + key + "'] has " + std::to_string(rows) +
+      anndata::Matrix m = anndata::read_obsm(source, key);
+      if (m.rows != data.n_cells())
+        throw BadData(source + ": obsm['" + key + "'] has " + std::to_string(m.rows) +
                       " rows but the data set has " + std::to_string(data.n_cells()) + " cells");
-      return torch::from_blob(values.data(), {rows, cols}, torch::kFloat32).clone();
+      return torch::from_blob(m.values.data(), {m.rows, m.cols}, torch::kFloat32).clone();
     };
     std::vector<torch::Tensor> embeddings;
     for (const auto& key : request.obsm_keys) embeddings.push_back(read_key(key));
@@ -429,8 +452,9 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
                                      : read_key(request.unintegrated_key);
     torch::Tensor reference_ids, query_ids;
     split_query(data, cfg.query_batches, reference_ids, query_ids);
-    info << ", \"n_reference\": " << reference_ids.size(0) << ", \"n_query\": " << query_ids.size(0) << "}";
-    summary.data_json = info.str();
+    info.n_reference = reference_ids.size(0);
+    info.n_query = query_ids.size(0);
+    summary.data = info;
 
     // One run-style folder per embedding, so that every tool reading runs reads these too.
     for (size_t i = 0; i < embeddings.size(); ++i) {
@@ -440,34 +464,36 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
       RunRecord record = summary;
       record.name = cfg.name + "/" + key;
       record.started = std::chrono::system_clock::now();
-      record.embedding_json = "{\"dim\": " + std::to_string(embeddings[i].size(1)) +
-                              ", \"h5ad\": " + json_string(source) + ", \"obsm_key\": " + json_string(key) + "}";
+      record.embedding = runfolder::EmbeddingRecord{embeddings[i].size(1), std::nullopt, source, key};
       StageMeter meter;
+      record.arm_crash_record(sub, cfg, settings, meter);
       try {
         spdlog::info("scoring obsm['{}'] ({} dimensions)", key, embeddings[i].size(1));
         out.metrics.push_back(score_embedding(evaluators, cfg, data, embeddings[i], unintegrated,
-                                              services, meter, record.neighbors_json));
+                                              services, meter, record.neighbors));
       } catch (const std::exception& e) {
         const std::string error = e.what();
         meter.finish();
-        write_file_atomic((sub / "run.json").string(), record.json(cfg, settings, meter, &error));
+        record.write(sub, cfg, settings, meter, runfolder::RunStatus::failed, &error);
         throw;
       }
-      write_file_atomic((sub / "metrics.json").string(), metrics_json(out.metrics.back()) + "\n");
-      write_file_atomic((sub / "metrics.csv").string(), metrics_csv(out.metrics.back()));
-      write_file_atomic((sub / "run.json").string(), record.json(cfg, settings, meter, nullptr));
+      write_file_atomic((sub / "metrics.json").string(), runfolder::metrics_json(out.metrics.back()));
+      write_file_atomic((sub / "metrics.csv").string(), runfolder::metrics_csv(out.metrics.back()));
+      record.write(sub, cfg, settings, meter, runfolder::RunStatus::ok);
+      crash::disarm_record();
     }
-    if (request.min_max_scale) out.scaled = min_max_scaled(out.metrics);
+    if (request.min_max_scale) out.scaled = evaluation::min_max_scaled(out.metrics);
     write_file_atomic((dir / "comparison.csv").string(),
                       comparison_csv(request.obsm_keys, out.metrics, out.scaled));
   } catch (const std::exception& e) {
     const std::string error = e.what();
     setup.finish();
     log.record_error(error);
-    write_file_atomic((dir / "run.json").string(), summary.json(cfg, settings, setup, &error));
+    summary.write(dir, cfg, settings, setup, runfolder::RunStatus::failed, &error);
     throw;
   }
-  write_file_atomic((dir / "run.json").string(), summary.json(cfg, settings, setup, nullptr));
+  summary.write(dir, cfg, settings, setup, runfolder::RunStatus::ok);
+  crash::disarm_record();
   return out;
 }
 

@@ -8,12 +8,13 @@
 #include "adapters.hpp"
 #include "config.hpp"
 #include "registry.hpp"
+#include "runfolder/metrics.hpp"
 
 namespace scssl::host {
 
 struct RunOutcome {
   std::string run_dir;
-  std::vector<MetricValue> metrics;
+  std::vector<runfolder::MetricRecord> metrics;  // aggregates included
 };
 
 struct RunSettings {
@@ -35,8 +36,8 @@ struct EvaluationRequest {
 
 struct EvaluationOutcome {
   std::string dir;
-  std::vector<std::vector<MetricValue>> metrics;  // per embedding, aggregates included
-  std::vector<std::vector<MetricValue>> scaled;   // per embedding; empty unless min_max_scale
+  std::vector<std::vector<runfolder::MetricRecord>> metrics;  // per embedding, aggregates included
+  std::vector<std::vector<runfolder::MetricRecord>> scaled;   // per embedding; empty unless min_max_scale
 };
 
 // Reads and checks every embedding first, then writes <output_dir>/<name>-<time>/ holding

@@ -1,8 +1,27 @@
+# scssl_add_plugin_note(<target>)
+#
+# After each link of <target>, writes the plugin's description into the library's ELF section
+# .scssl_plugin (SCSSL_NOTE_SECTION), where scssl-host reads it without running the plugin's code.
+# scssl_add_plugin() calls it; call it yourself for a plugin library made another way.
+function(scssl_add_plugin_note target)
+  if(NOT CMAKE_OBJCOPY)
+    message(FATAL_ERROR "scssl_add_plugin_note(${target}): no objcopy found (install binutils)")
+  endif()
+  set(note ${CMAKE_CURRENT_BINARY_DIR}/${target}.scssl-note)
+  add_custom_command(TARGET ${target} POST_BUILD
+    COMMAND scssl::plugin-note $<TARGET_FILE:${target}> ${note}
+    COMMAND ${CMAKE_OBJCOPY} --remove-section=.scssl_plugin
+            --add-section .scssl_plugin=${note} $<TARGET_FILE:${target}>
+    COMMENT "Writing the plugin note of ${target}"
+    VERBATIM)
+endfunction()
+
 # scssl_add_plugin(<name> KIND <dataset|augmentation|method|evaluator> SOURCES <files...>
 #                  [LIBRARIES <targets...>])
 #
 # Builds one plugin as a shared library named libscssl-<kind>-<name>.so that exports only its
-# entry point. Used in this tree and, through find_package(scssl), by out-of-tree plugins.
+# entry point and carries its plugin note. Used in this tree and, through find_package(scssl), by
+# out-of-tree plugins (C++17; a Release build unless CMAKE_BUILD_TYPE says otherwise).
 function(scssl_add_plugin name)
   cmake_parse_arguments(ARG "" "KIND" "SOURCES;LIBRARIES" ${ARGN})
   set(kinds dataset augmentation method evaluator)
@@ -24,8 +43,14 @@ function(scssl_add_plugin name)
   if(TARGET scssl_sdk AND NOT SCSSL_NO_PCH_REUSE)
     target_precompile_headers(${target} REUSE_FROM scssl_sdk)
   endif()
+  target_compile_features(${target} PRIVATE cxx_std_17)
+  scssl_add_plugin_note(${target})
   set_property(GLOBAL APPEND PROPERTY SCSSL_PLUGIN_TARGETS ${target})
+  # `cmake --install` puts the plugin where scssl-host looks by default: in this tree the install
+  # tree's plugin folder, out of tree the folder of the scssl installation that was found.
   if(DEFINED SCSSL_PLUGIN_INSTALL_DIR)
     install(TARGETS ${target} LIBRARY DESTINATION ${SCSSL_PLUGIN_INSTALL_DIR})
+  elseif(DEFINED SCSSL_PLUGIN_DIR)
+    install(TARGETS ${target} LIBRARY DESTINATION ${SCSSL_PLUGIN_DIR})
   endif()
 endfunction()

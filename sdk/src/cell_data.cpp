@@ -1,5 +1,7 @@
 #include "scssl/cell_data.hpp"
 
+#include "scssl/abi_sized.hpp"
+
 #include <ATen/DLConvertor.h>
 
 #include <cmath>
@@ -365,13 +367,15 @@ Matrix from_c(const scssl_matrix& c, const std::shared_ptr<void>& owner, const s
   throw BadData(what + ": unknown matrix format " + std::to_string(c.format));
 }
 
-CellData import_view(const scssl_cell_data* d, const std::shared_ptr<void>& owner) {
-  if (d == nullptr) throw BadData("no cell data was given");
+CellData import_view(const scssl_cell_data* given, const std::shared_ptr<void>& owner) {
+  if (given == nullptr) throw BadData("no cell data was given");
+  const scssl_cell_data copy = read_sized(given);
+  const scssl_cell_data* d = &copy;
   CellData out;
   out.cell_names.reserve(d->n_cells);
   for (int64_t i = 0; i < d->n_cells; ++i) out.cell_names.emplace_back(d->cell_names[i]);
   for (int64_t m = 0; m < d->n_modalities; ++m) {
-    const scssl_modality& src = d->modalities[m];
+    const scssl_modality src = read_sized_at(d->modalities, m, "the modality list");
     Modality mod;
     mod.name = src.name;
     for (int64_t j = 0; j < src.n_features; ++j) mod.features.emplace_back(src.feature_names[j]);
@@ -380,7 +384,7 @@ CellData import_view(const scssl_cell_data* d, const std::shared_ptr<void>& owne
     out.modalities.push_back(std::move(mod));
   }
   for (int64_t c = 0; c < d->n_columns; ++c) {
-    const scssl_column& src = d->columns[c];
+    const scssl_column src = read_sized_at(d->columns, c, "the column list");
     Column col;
     col.name = src.name;
     col.categorical = src.type == SCSSL_COLUMN_CATEGORICAL;
@@ -406,7 +410,7 @@ CellDataView::CellDataView(CellData data) : data_(std::move(data)) {
   for (const auto& m : data_.modalities) {
     auto& names = feature_names_.emplace_back();
     for (const auto& f : m.features) names.push_back(f.c_str());
-    scssl_modality c{};
+    scssl_modality c = make_sized<scssl_modality>();
     c.name = m.name.c_str();
     c.n_features = static_cast<int64_t>(m.features.size());
     c.feature_names = names.data();
@@ -418,7 +422,7 @@ CellDataView::CellDataView(CellData data) : data_(std::move(data)) {
   for (const auto& col : data_.columns) {
     auto& cats = categories_.emplace_back();
     for (const auto& k : col.categories) cats.push_back(k.c_str());
-    scssl_column c{};
+    scssl_column c = make_sized<scssl_column>();
     c.name = col.name.c_str();
     c.type = col.categorical ? SCSSL_COLUMN_CATEGORICAL : SCSSL_COLUMN_NUMERIC;
     if (col.categorical) {
@@ -430,6 +434,7 @@ CellDataView::CellDataView(CellData data) : data_(std::move(data)) {
     }
     columns_.push_back(c);
   }
+  view_.struct_size = sizeof(scssl_cell_data);
   view_.n_cells = data_.n_cells();
   view_.cell_names = cell_names_.data();
   view_.n_modalities = static_cast<int64_t>(modalities_.size());

@@ -2,19 +2,24 @@
 
 namespace scssl {
 
+// A host service is usable when the host's table is long enough to hold it and the host filled it
+// in: an older host's shorter table simply lacks the newer services (scssl/abi.h, "Versioning").
+#define SCSSL_HOST_OFFERS(api, field) \
+  ((api) != nullptr && SCSSL_HAS_FIELD(api, scssl_host_api, field) && (api)->field != nullptr)
+
 void HostContext::log(scssl_log_level level, const std::string& message) const {
-  if (api_ && api_->log) api_->log(api_->host_data, level, message.c_str());
+  if (SCSSL_HOST_OFFERS(api_, log)) api_->log(api_->host_data, level, message.c_str());
 }
 
 void HostContext::progress(const std::string& stage, int64_t done, int64_t total,
                            const std::string& text) const {
-  if (api_ && api_->progress)
+  if (SCSSL_HOST_OFFERS(api_, progress))
     api_->progress(api_->host_data, stage.c_str(), done, total, text.c_str());
 }
 
 void HostContext::augment(int modality, int view, torch::Tensor& batch,
                           const torch::Tensor& cell_ids, uint64_t seed) const {
-  if (!api_ || !api_->augment) return;
+  if (!SCSSL_HOST_OFFERS(api_, augment)) return;
   batch = batch.to(torch::kCPU, torch::kFloat32).contiguous();
   torch::Tensor ids = cell_ids.to(torch::kCPU, torch::kInt64).contiguous();
   DLTensor b = to_dl(batch);
@@ -25,16 +30,16 @@ void HostContext::augment(int modality, int view, torch::Tensor& batch,
 }
 
 int HostContext::augmentation_count(int modality) const {
-  if (!api_ || !api_->augmentation_count) return 0;
+  if (!SCSSL_HOST_OFFERS(api_, augmentation_count)) return 0;
   return api_->augmentation_count(api_->host_data, modality);
 }
 
 void HostContext::record(const std::string& series, int64_t step, double value) const {
-  if (api_ && api_->record) api_->record(api_->host_data, series.c_str(), step, value);
+  if (SCSSL_HOST_OFFERS(api_, record)) api_->record(api_->host_data, series.c_str(), step, value);
 }
 
 std::pair<torch::Tensor, torch::Tensor> HostContext::neighbors(int64_t k) const {
-  if (!api_ || !api_->neighbors) throw Error(SCSSL_ERR_INTERNAL, "this host offers no neighbour lists");
+  if (!SCSSL_HOST_OFFERS(api_, neighbors)) throw Error(SCSSL_ERR_INTERNAL, "this host offers no neighbour lists");
   DLTensor indices{}, distances{};
   scssl_error error{};
   scssl_status status = api_->neighbors(api_->host_data, k, &indices, &distances, &error);
@@ -44,7 +49,7 @@ std::pair<torch::Tensor, torch::Tensor> HostContext::neighbors(int64_t k) const 
 }
 
 SparseGraph HostContext::connectivities(int64_t k) const {
-  if (!api_ || !api_->connectivities)
+  if (!SCSSL_HOST_OFFERS(api_, connectivities))
     throw Error(SCSSL_ERR_INTERNAL, "this host offers no neighbour connectivities");
   DLTensor indptr{}, indices{}, weights{};
   scssl_error error{};
@@ -56,7 +61,7 @@ SparseGraph HostContext::connectivities(int64_t k) const {
 }
 
 torch::Tensor HostContext::shared(const std::string& key) const {
-  if (!api_ || !api_->shared_result) return {};
+  if (!SCSSL_HOST_OFFERS(api_, shared_result)) return {};
   DLTensor value{};
   scssl_error error{};
   scssl_status status = api_->shared_result(api_->host_data, key.c_str(), &value, &error);
@@ -65,7 +70,7 @@ torch::Tensor HostContext::shared(const std::string& key) const {
 }
 
 void HostContext::share(const std::string& key, const torch::Tensor& value) const {
-  if (!api_ || !api_->share_result) return;  // an older host: every evaluator computes its own
+  if (!SCSSL_HOST_OFFERS(api_, share_result)) return;  // an older host: every evaluator computes its own
   const torch::Tensor dense = value.to(torch::kCPU).contiguous();
   DLTensor v = to_dl(dense);
   scssl_error error{};
@@ -92,7 +97,7 @@ TrainOptions TrainOptions::from_c(const scssl_train_options& c) {
 }
 
 scssl_train_options TrainOptions::to_c() const {
-  scssl_train_options c{};
+  scssl_train_options c = make_sized<scssl_train_options>();
   c.epochs = epochs;
   c.batch_size = batch_size;
   c.learning_rate = learning_rate;

@@ -8,19 +8,25 @@ namespace fs = std::filesystem;
 
 namespace scssl {
 
-std::vector<scssl_param_spec> ssl_parameters() {
+std::vector<scssl::ParamSpec> ssl_parameters() {
   return {
-      {"hidden_dim", SCSSL_PARAM_INT, "64", "embedding size h (encoder output); the study used 64"},
-      {"encoder_hidden", SCSSL_PARAM_INT, "128", "width of the encoder's first layer"},
-      {"dropout", SCSSL_PARAM_FLOAT, "0.0", "dropout after the encoder (ablations: 0.15, 0.2)"},
+      ParamSpec("hidden_dim", SCSSL_PARAM_INT, "64",
+                "embedding size h (encoder output); the study used 64")
+          .at_least(1),
+      ParamSpec("encoder_hidden", SCSSL_PARAM_INT, "128", "width of the encoder's first layer")
+          .at_least(1),
+      ParamSpec("dropout", SCSSL_PARAM_FLOAT, "0.0", "dropout after the encoder (ablations: 0.15, 0.2)")
+          .at_least(0)
+          .below(1),
       {"keep_projector", SCSSL_PARAM_BOOL, "false",
        "embed with the projector output instead of the encoder output (ablation)"},
       {"dsbn", SCSSL_PARAM_BOOL, "false",
        "domain-specific batch normalisation: one BatchNorm per batch in the encoder (ablation)"},
       {"multimodal", SCSSL_PARAM_BOOL, "false",
        "train on the first two modalities (e.g. RNA + ADT) with one encoder each"},
-      {"integrate", SCSSL_PARAM_STRING, "add",
-       "multimodal fusion: add | mean | concat | clip (CLIP loss between the modalities)"},
+      ParamSpec("integrate", SCSSL_PARAM_STRING, "add",
+                "multimodal fusion: add | mean | concat | clip (CLIP loss between the modalities)")
+          .one_of({"add", "mean", "concat", "clip"}),
       {"predict_only_rna", SCSSL_PARAM_BOOL, "false",
        "multimodal: embed with the first modality's encoder only"},
       {"train_mode_embedding", SCSSL_PARAM_BOOL, "false",
@@ -28,12 +34,6 @@ std::vector<scssl_param_spec> ssl_parameters() {
        "accident; default is evaluation mode"},
   };
 }
-
-namespace {
-
-const std::vector<std::string> kIntegrate = {"add", "mean", "concat", "clip"};
-
-}  // namespace
 
 SslNetworkImpl::SslNetworkImpl(const std::vector<int64_t>& in_features, int64_t encoder_hidden,
                                int64_t hidden_dim, double dropout, int64_t n_domains,
@@ -55,7 +55,7 @@ torch::Tensor SslNetworkImpl::fuse(const std::vector<torch::Tensor>& parts) cons
   if (parts.size() == 1) return parts[0];
   if (integrate_ == "add") return parts[0] + parts[1];
   if (integrate_ == "mean") return (parts[0] + parts[1]) / 2;
-  return torch::cat(parts, 1);  // concat; clip embeds as concat too (methods.md §0.5)
+  return torch::cat(parts, 1);  // concat; clip embeds as concat too (docs/method-spec.md §0.5)
 }
 
 ViewOutput SslNetworkImpl::forward(const std::vector<torch::Tensor>& x, const torch::Tensor& domains) {
@@ -94,13 +94,7 @@ SslMethod::SslMethod(const ParamSet& p, HostContext& host)
       multimodal_(p.get_bool("multimodal")),
       only_rna_(p.get_bool("predict_only_rna")),
       train_mode_embedding_(p.get_bool("train_mode_embedding")),
-      integrate_(p.get_string("integrate")) {
-  if (hidden_dim_ < 1 || encoder_hidden_ < 1)
-    throw InvalidArgument("hidden_dim and encoder_hidden must be at least 1");
-  if (dropout_ < 0 || dropout_ >= 1) throw InvalidArgument("dropout must be in [0, 1)");
-  if (std::find(kIntegrate.begin(), kIntegrate.end(), integrate_) == kIntegrate.end())
-    throw InvalidArgument("integrate must be add, mean, concat or clip, not '" + integrate_ + "'");
-}
+      integrate_(p.get_string("integrate")) {}
 
 std::vector<int> SslMethod::used_modalities(const CellData& data) const {
   if (!multimodal_) return {0};

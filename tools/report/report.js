@@ -1,7 +1,9 @@
-// The report page: builds every section from the JSON in #report-data (written by
-// `scssl-host report`) and draws the charts with Vega-Lite through vega-embed. <body> carries
-// data-charts (charts on the page) and data-rendered (charts drawn so far), so that a headless
-// browser can tell a complete page; errors end up in data-errors (see the trap in the page head).
+// The report page: builds every section from the JSON in #report-data (written by scssl-report)
+// and draws the charts with Vega-Lite through vega-embed; the embedding maps are UMAP layouts that
+// umap-js computes here from the neighbour graphs in the data. <body> carries data-charts (charts on
+// the page), data-rendered (charts drawn so far), data-maps and data-maps-drawn (the same for the
+// embedding maps) and data-done, so that a headless browser can tell a complete page; errors end up
+// in data-errors (see the trap in the page head).
 (function () {
   'use strict';
   var SCHEMA = 'https://vega.github.io/schema/vega-lite/v5.json';
@@ -35,9 +37,10 @@
     for (var i = 0; i < stats.length; i++) if (stats[i].row === row && stats[i].metric === metric) return stats[i];
     return null;
   }
-  function chart(parent, spec) {
-    spec.$schema = SCHEMA;
-    charts.push([add(parent, 'div', { 'class': 'chart' }), spec]);
+  // `spec` is a Vega-Lite spec, or a promise of one (the embedding maps).
+  function chart(parent, spec, isMap) {
+    charts.push({ div: add(parent, 'div', { 'class': 'chart' }, isMap ? 'computing the UMAP layout…' : undefined),
+                  spec: spec, isMap: !!isMap });
   }
   function rowOrder(ds) { return ds.rows.map(function (r) { return r.key; }); }
   function metricNames(stats) {
@@ -202,11 +205,47 @@
     return { data: { values: values }, hconcat: [panel('fit', 'training time (s)', '#9c9c9c'), panel('peak', 'peak memory (MB resident)', '#c28e5c')] };
   }
 
-  // One run's embedding in 2-d, coloured by cell type and by batch.
-  function embeddingSpec(e) {
+  // A small deterministic random stream (xorshift32), so that a map is the same on every opening.
+  function seededRandom(seed) {
+    var state = seed >>> 0 || 1;
+    return function () {
+      state ^= state << 13; state >>>= 0;
+      state ^= state >>> 17;
+      state ^= state << 5; state >>>= 0;
+      return state / 4294967296;
+    };
+  }
+
+  // UMAP of one row's sampled cells with umap-js, from the exact neighbours the report tool found
+  // (each cell first among its own k), with scanpy's defaults: 15 neighbours, min_dist 0.5, spread 1.
+  // The epochs run in slices so that the page stays responsive; resolves to [[x, y], ...].
+  function umapLayout(e) {
+    return new Promise(function (resolve, reject) {
+      var n = e.label.length, indices = [], distances = [];
+      for (var i = 0; i < n; i++) {
+        indices.push(e.knn.slice(i * e.k, (i + 1) * e.k));
+        distances.push(e.knn_dist.slice(i * e.k, (i + 1) * e.k));
+      }
+      var umap = new UMAP.UMAP({ nComponents: 2, nNeighbors: e.k, minDist: 0.5, spread: 1.0, random: seededRandom(1 + e.seed) });
+      umap.setPrecomputedKNN(indices, distances);
+      // With the neighbours given, umap-js uses its input only for the number of cells.
+      var epochs = umap.initializeFit(indices.map(function () { return []; })), done = 0;
+      (function slice() {
+        try {
+          for (var stop = Math.min(epochs, done + 25); done < stop; done++) umap.step();
+          if (done < epochs) setTimeout(slice, 0); else resolve(umap.getEmbedding());
+        } catch (error) {
+          reject(error);
+        }
+      })();
+    });
+  }
+
+  // One run's embedding map, coloured by cell type and by batch.
+  function embeddingSpec(e, xy) {
     function name(names, code) { return code >= 0 ? names[code] : '(missing)'; }
-    var values = e.x.map(function (x, i) {
-      return { x: x, y: e.y[i], label: name(e.labels, e.label[i]), batch: name(e.batches, e.batch[i]) };
+    var values = xy.map(function (p, i) {
+      return { x: p[0], y: p[1], label: name(e.labels, e.label[i]), batch: name(e.batches, e.batch[i]) };
     });
     function panel(field, title) {
       return {
@@ -223,11 +262,20 @@
     }
     return {
       data: { values: values },
-      title: { text: e.row, subtitle: 't-SNE of ' + e.x.length + ' of ' + e.n_total + ' cells (run with seed ' + e.seed + ')' },
+      title: { text: e.row, subtitle: 'UMAP of ' + xy.length + ' of ' + e.n_total + ' cells (run with seed ' + e.seed + ')' },
       hconcat: [panel('label', e.label_key || 'cell type'), panel('batch', e.batch_key || 'batch')],
       resolve: { scale: { color: 'independent' } },
       config: { view: { stroke: '#eee' } }
     };
+  }
+
+  // The maps' layouts run one after another, so that the first map appears as soon as it can; one
+  // that fails is reported on its chart and the next one still runs.
+  var layouts = Promise.resolve();
+  function mapSpec(e) {
+    var layout = layouts.then(function () { return umapLayout(e); });
+    layouts = layout.catch(function () {});
+    return layout.then(function (xy) { return embeddingSpec(e, xy); });
   }
 
   function runsTable(parent, runs) {
@@ -286,10 +334,11 @@
     }
     if (ds.embeddings.length) {
       add(section, 'h3', {}, 'Embeddings');
-      add(section, 'p', { 'class': 'caption' }, 'Exact t-SNE (perplexity 30, PCA start) of a fixed random subsample of at most ' +
-          data.layout_cells + ' cells of each row\'s lowest-seed run, computed by the report tool.');
+      add(section, 'p', { 'class': 'caption' }, 'UMAP (scanpy\'s defaults: 15 neighbours, min_dist 0.5) of a fixed random ' +
+          'subsample of at most ' + data.layout_cells + ' cells of each row\'s lowest-seed run. The report tool finds ' +
+          'the exact neighbours; this page computes the layouts with umap-js, one map after another.');
       var grid = add(section, 'div', { 'class': 'grid' });
-      ds.embeddings.forEach(function (e) { chart(grid, embeddingSpec(e)); });
+      ds.embeddings.forEach(function (e) { chart(grid, mapSpec(e), true); });
     }
     if (ds.notes.length) {
       var notes = add(section, 'ul', { 'class': 'notes' });
@@ -301,14 +350,21 @@
     }
   });
 
+  var maps = charts.filter(function (c) { return c.isMap; }).length;
   document.body.dataset.charts = String(charts.length);
   document.body.dataset.rendered = '0';
-  var rendered = 0;
+  document.body.dataset.maps = String(maps);
+  document.body.dataset.mapsDrawn = '0';
+  var rendered = 0, mapsDrawn = 0;
   var options = { renderer: 'svg', actions: { export: true, source: false, compiled: false, editor: false } };
   Promise.all(charts.map(function (c, i) {
-    return vegaEmbed(c[0], c[1], options).then(function () {
+    return Promise.resolve(c.spec).then(function (spec) {
+      spec.$schema = SCHEMA;
+      return vegaEmbed(c.div, spec, options);
+    }).then(function () {
       rendered += 1;
       document.body.dataset.rendered = String(rendered);
+      if (c.isMap) document.body.dataset.mapsDrawn = String(++mapsDrawn);
     }).catch(function (error) {
       reportError('chart ' + (i + 1) + ': ' + ((error && error.message) || error));
     });

@@ -1,6 +1,6 @@
 // random_projection: embeds cells by a seeded Gaussian random projection of the preprocessed
 // matrix (Johnson-Lindenstrauss). A baseline with no training, and a complete example of a
-// method plugin: parameters, a check of its input, fit/embed, save/load.
+// method plugin: a parameter schema with bounds, a check of its input, fit/embed, save/load.
 #include <filesystem>
 
 #include <scssl/plugin.hpp>
@@ -9,15 +9,15 @@ namespace {
 
 class RandomProjection final : public scssl::IMethod {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"dim", SCSSL_PARAM_INT, "32", "size of the embedding"},
-            {"seed", SCSSL_PARAM_INT, "0", "seed of the projection matrix"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    // The host checks every value against these bounds (with the config file and line) before
+    // the constructor runs, so the constructor does not repeat them.
+    return {scssl::ParamSpec("dim", SCSSL_PARAM_INT, "32", "size of the embedding").at_least(1),
+            scssl::ParamSpec("seed", SCSSL_PARAM_INT, "0", "seed of the projection matrix").at_least(0)};
   }
 
   RandomProjection(const scssl::ParamSet& params, scssl::HostContext& host)
-      : IMethod(host), dim_(params.get_int("dim")), seed_(params.get_int("seed")) {
-    if (dim_ < 1) throw scssl::InvalidArgument("random_projection: dim must be at least 1");
-  }
+      : IMethod(host), dim_(params.get_int("dim")), seed_(params.get_int("seed")) {}
 
   void fit(const scssl::CellData& train, const scssl::TrainOptions&) override {
     const int64_t features = train.modalities.at(0).X.cols;

@@ -1,6 +1,6 @@
-// bbknn: mixes every cell with a random batch-balanced neighbour (methods.md §0.6). prepare()
-// finds, in the PCA of the training cells, the `neighbors_within_batch` nearest cells of EACH
-// batch (Euclidean, the cell itself excluded). apply() draws one of them per cell and either
+// bbknn: mixes every cell with a random batch-balanced neighbour (docs/method-spec.md §0.6).
+// prepare() finds, in the PCA of the training cells, the `neighbors_within_batch` nearest cells of
+// EACH batch (Euclidean, the cell itself excluded). apply() draws one of them per cell and either
 // interpolates, a * x + (1 - a) * x_n, or switches gene-wise, keeping x with probability alpha and
 // taking x_n otherwise. The bench drew neighbours from bbknn's trimmed, symmetrised connectivity
 // graph; these are the plain per-batch lists that graph starts from.
@@ -12,15 +12,22 @@ namespace {
 
 class Bbknn final : public scssl::IAugmentation {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"neighbors_within_batch", SCSSL_PARAM_INT, "3",
-             "nearest cells taken from each batch, >= 1"},
-            {"mode", SCSSL_PARAM_STRING, "switch",
-             "\"switch\": gene-wise Bernoulli(alpha) choice of the cell's value over the "
-             "neighbour's (scSSL-Bench pipelines); \"interpolate\": alpha*x + (1-alpha)*x_n; "
-             "\"either\": one of the two per cell, at random"},
-            {"alpha", SCSSL_PARAM_FLOAT, "0.5", "weight of the cell itself, in [0, 1]"},
-            {"n_pcs", SCSSL_PARAM_INT, "50", "principal components the neighbours are found in"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    using scssl::ParamSpec;
+    return {ParamSpec("neighbors_within_batch", SCSSL_PARAM_INT, "3",
+                      "nearest cells taken from each batch")
+                .at_least(1),
+            ParamSpec("mode", SCSSL_PARAM_STRING, "switch",
+                      "\"switch\": gene-wise Bernoulli(alpha) choice of the cell's value over the "
+                      "neighbour's (scSSL-Bench pipelines); \"interpolate\": alpha*x + "
+                      "(1-alpha)*x_n; \"either\": one of the two per cell, at random")
+                .one_of({"switch", "interpolate", "either"}),
+            ParamSpec("alpha", SCSSL_PARAM_FLOAT, "0.5", "weight of the cell itself")
+                .at_least(0)
+                .at_most(1),
+            ParamSpec("n_pcs", SCSSL_PARAM_INT, "50",
+                      "principal components the neighbours are found in")
+                .at_least(1)};
   }
 
   Bbknn(const scssl::ParamSet& params, scssl::HostContext& host)
@@ -28,27 +35,11 @@ class Bbknn final : public scssl::IAugmentation {
         k_(params.get_int("neighbors_within_batch")),
         alpha_(params.get_float("alpha")),
         n_pcs_(params.get_int("n_pcs")) {
-    if (k_ < 1)
-      throw scssl::InvalidArgument(
-          "bbknn: parameter 'neighbors_within_batch' must be at least 1, got " +
-          std::to_string(k_));
-    if (!(alpha_ >= 0 && alpha_ <= 1))
-      throw scssl::InvalidArgument("bbknn: parameter 'alpha' must be between 0 and 1, got " +
-                                   scssl::format_param(alpha_));
-    if (n_pcs_ < 1)
-      throw scssl::InvalidArgument("bbknn: parameter 'n_pcs' must be at least 1, got " +
-                                   std::to_string(n_pcs_));
+    // The host has checked the bounds and choices against parameters().
     const std::string& mode = params.get_string("mode");
-    if (mode == "interpolate")
-      mode_ = Mode::Interpolate;
-    else if (mode == "switch")
-      mode_ = Mode::Switch;
-    else if (mode == "either")
-      mode_ = Mode::Either;
-    else
-      throw scssl::InvalidArgument(
-          "bbknn: parameter 'mode' must be \"switch\", \"interpolate\" or \"either\", got \"" +
-          mode + "\"");
+    mode_ = mode == "interpolate" ? Mode::Interpolate
+            : mode == "either"    ? Mode::Either
+                                  : Mode::Switch;
   }
 
   void prepare(const scssl::CellData& train, int modality) override {

@@ -1,6 +1,6 @@
 // crossover: every cell takes the values of int(fraction * G) random genes from one other,
-// randomly chosen cell of the training data (methods.md §0.6). Only the augmented view changes;
-// CLEAR's code also wrote the cell's values back into the donor, which a view cannot do.
+// randomly chosen cell of the training data (docs/method-spec.md §0.6). Only the augmented view
+// changes; CLEAR's code also wrote the cell's values back into the donor, which a view cannot do.
 
 #include "scssl/graphs.hpp"
 #include "scssl/plugin.hpp"
@@ -9,17 +9,15 @@ namespace {
 
 class CrossOver final : public scssl::IAugmentation {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"fraction", SCSSL_PARAM_FLOAT, "0.25",
-             "share of genes copied from the other cell, in [0, 1]; int(fraction * genes)"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    return {scssl::ParamSpec("fraction", SCSSL_PARAM_FLOAT, "0.25",
+                             "share of genes copied from the other cell; int(fraction * genes)")
+                .at_least(0)
+                .at_most(1)};
   }
 
   CrossOver(const scssl::ParamSet& params, scssl::HostContext& host)
-      : IAugmentation(host), fraction_(params.get_float("fraction")) {
-    if (!(fraction_ >= 0 && fraction_ <= 1))
-      throw scssl::InvalidArgument("crossover: parameter 'fraction' must be between 0 and 1, got " +
-                                   scssl::format_param(fraction_));
-  }
+      : IAugmentation(host), fraction_(params.get_float("fraction")) {}
 
   void prepare(const scssl::CellData& train, int modality) override {
     x_ = &train.modalities.at(modality).X;

@@ -1,6 +1,6 @@
 // gauss: adds N(0, sigma^2) noise to exactly int(fraction * G) distinct random genes of every
-// cell (methods.md §0.6). The defaults are the bench's CLEAR-style pipeline (0.8, 0.2); CLEAR's
-// own code ignored its sigma argument and always used 0.5.
+// cell (docs/method-spec.md §0.6). The defaults are the bench's CLEAR-style pipeline (0.8, 0.2);
+// CLEAR's own code ignored its sigma argument and always used 0.5.
 
 #include "scssl/graphs.hpp"
 #include "scssl/plugin.hpp"
@@ -9,24 +9,20 @@ namespace {
 
 class Gauss final : public scssl::IAugmentation {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"fraction", SCSSL_PARAM_FLOAT, "0.8",
-             "share of genes that get noise, in [0, 1]; int(fraction * genes) genes per cell"},
-            {"sigma", SCSSL_PARAM_FLOAT, "0.2",
-             "standard deviation of the noise, >= 0 (CLEAR's code hard-coded 0.5)"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    return {scssl::ParamSpec("fraction", SCSSL_PARAM_FLOAT, "0.8",
+                             "share of genes that get noise; int(fraction * genes) genes per cell")
+                .at_least(0)
+                .at_most(1),
+            scssl::ParamSpec("sigma", SCSSL_PARAM_FLOAT, "0.2",
+                             "standard deviation of the noise (CLEAR's code hard-coded 0.5)")
+                .at_least(0)};
   }
 
   Gauss(const scssl::ParamSet& params, scssl::HostContext& host)
       : IAugmentation(host),
         fraction_(params.get_float("fraction")),
-        sigma_(params.get_float("sigma")) {
-    if (!(fraction_ >= 0 && fraction_ <= 1))
-      throw scssl::InvalidArgument("gauss: parameter 'fraction' must be between 0 and 1, got " +
-                                   scssl::format_param(fraction_));
-    if (!(sigma_ >= 0) || std::isinf(sigma_))
-      throw scssl::InvalidArgument("gauss: parameter 'sigma' must be a finite number >= 0, got " +
-                                   scssl::format_param(sigma_));
-  }
+        sigma_(params.get_float("sigma")) {}
 
   void apply(torch::Tensor& batch, const torch::Tensor&, int, torch::Generator& rng) override {
     if (batch.dim() != 2) throw scssl::BadData("gauss: the batch must be a [cells, genes] matrix");

@@ -1,5 +1,5 @@
 // innerswap: int(G * fraction) // 2 random gene pairs per cell (drawn with replacement) exchange
-// their values inside the cell (methods.md §0.6).
+// their values inside the cell (docs/method-spec.md §0.6).
 //
 // The swaps are applied one after another, so the result is always a permutation of the cell's
 // values. The Python references assign all pairs at once with numpy/torch fancy indexing, which
@@ -11,17 +11,15 @@ namespace {
 
 class InnerSwap final : public scssl::IAugmentation {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"fraction", SCSSL_PARAM_FLOAT, "0.1",
-             "share of genes involved, in [0, 1]: int(genes * fraction) // 2 pairs per cell"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    return {scssl::ParamSpec("fraction", SCSSL_PARAM_FLOAT, "0.1",
+                             "share of genes involved: int(genes * fraction) // 2 pairs per cell")
+                .at_least(0)
+                .at_most(1)};
   }
 
   InnerSwap(const scssl::ParamSet& params, scssl::HostContext& host)
-      : IAugmentation(host), fraction_(params.get_float("fraction")) {
-    if (!(fraction_ >= 0 && fraction_ <= 1))
-      throw scssl::InvalidArgument("innerswap: parameter 'fraction' must be between 0 and 1, got " +
-                                   scssl::format_param(fraction_));
-  }
+      : IAugmentation(host), fraction_(params.get_float("fraction")) {}
 
   void apply(torch::Tensor& batch, const torch::Tensor&, int, torch::Generator& rng) override {
     if (batch.dim() != 2)

@@ -1,5 +1,5 @@
-// mask: picks exactly int(fraction * G) distinct genes of every cell (methods.md §0.6). Two
-// conventions exist and both are offered: CLEAR sets the picked genes to 0 ("zero"); the
+// mask: picks exactly int(fraction * G) distinct genes of every cell (docs/method-spec.md §0.6).
+// Two conventions exist and both are offered: CLEAR sets the picked genes to 0 ("zero"); the
 // scSSL-Bench code multiplies by the pick, i.e. keeps only those genes ("keep").
 
 #include "scssl/graphs.hpp"
@@ -9,25 +9,21 @@ namespace {
 
 class Mask final : public scssl::IAugmentation {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"fraction", SCSSL_PARAM_FLOAT, "0.2",
-             "share of genes picked per cell, in [0, 1]; int(fraction * genes) genes are picked"},
-            {"mode", SCSSL_PARAM_STRING, "zero",
-             "\"zero\": set the picked genes to 0 (CLEAR); \"keep\": keep only the picked genes "
-             "and set all others to 0 (scSSL-Bench code)"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    return {scssl::ParamSpec("fraction", SCSSL_PARAM_FLOAT, "0.2",
+                             "share of genes picked per cell; int(fraction * genes) genes are picked")
+                .at_least(0)
+                .at_most(1),
+            scssl::ParamSpec("mode", SCSSL_PARAM_STRING, "zero",
+                             "\"zero\": set the picked genes to 0 (CLEAR); \"keep\": keep only the "
+                             "picked genes and set all others to 0 (scSSL-Bench code)")
+                .one_of({"zero", "keep"})};
   }
 
   Mask(const scssl::ParamSet& params, scssl::HostContext& host)
-      : IAugmentation(host), fraction_(params.get_float("fraction")) {
-    if (!(fraction_ >= 0 && fraction_ <= 1))
-      throw scssl::InvalidArgument("mask: parameter 'fraction' must be between 0 and 1, got " +
-                                   scssl::format_param(fraction_));
-    const std::string& mode = params.get_string("mode");
-    if (mode != "zero" && mode != "keep")
-      throw scssl::InvalidArgument("mask: parameter 'mode' must be \"zero\" or \"keep\", got \"" +
-                                   mode + "\"");
-    keep_ = mode == "keep";
-  }
+      : IAugmentation(host),
+        fraction_(params.get_float("fraction")),
+        keep_(params.get_string("mode") == "keep") {}
 
   void apply(torch::Tensor& batch, const torch::Tensor&, int, torch::Generator& rng) override {
     if (batch.dim() != 2) throw scssl::BadData("mask: the batch must be a [cells, genes] matrix");
@@ -46,7 +42,7 @@ class Mask final : public scssl::IAugmentation {
 
  private:
   double fraction_;
-  bool keep_ = false;
+  bool keep_;
 };
 
 }  // namespace

@@ -1,4 +1,5 @@
-// mnn: CLAIRE's neighbour-based positive pairs as an augmentation (methods.md §0.6 and §9).
+// mnn: CLAIRE's neighbour-based positive pairs as an augmentation
+// (docs/method-spec.md §0.6 and §9).
 //
 // prepare(): PCA of the training cells, then per batch the `knn` nearest cells of the same batch
 // (Euclidean), and for every pair of batches the mutual nearest neighbours with `k_anchor` on
@@ -16,15 +17,23 @@ namespace {
 
 class Mnn final : public scssl::IAugmentation {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"knn", SCSSL_PARAM_INT, "3", "same-batch neighbours per cell (itself excluded), >= 1"},
-            {"k_anchor", SCSSL_PARAM_INT, "5",
-             "neighbours searched in the other batch for mutual nearest neighbours, >= 1"},
-            {"alpha", SCSSL_PARAM_FLOAT, "0.5", "interpolation weight of the cell, in [0, 1]"},
-            {"lambda_mode", SCSSL_PARAM_STRING, "fixed",
-             "\"fixed\": weight = alpha (scSSL-Bench); \"uniform\": weight ~ U(alpha, 1) per "
-             "cell (CLAIRE)"},
-            {"n_pcs", SCSSL_PARAM_INT, "50", "principal components the neighbours are found in"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    using scssl::ParamSpec;
+    return {ParamSpec("knn", SCSSL_PARAM_INT, "3", "same-batch neighbours per cell (itself excluded)")
+                .at_least(1),
+            ParamSpec("k_anchor", SCSSL_PARAM_INT, "5",
+                      "neighbours searched in the other batch for mutual nearest neighbours")
+                .at_least(1),
+            ParamSpec("alpha", SCSSL_PARAM_FLOAT, "0.5", "interpolation weight of the cell")
+                .at_least(0)
+                .at_most(1),
+            ParamSpec("lambda_mode", SCSSL_PARAM_STRING, "fixed",
+                      "\"fixed\": weight = alpha (scSSL-Bench); \"uniform\": weight ~ U(alpha, 1) "
+                      "per cell (CLAIRE)")
+                .one_of({"fixed", "uniform"}),
+            ParamSpec("n_pcs", SCSSL_PARAM_INT, "50",
+                      "principal components the neighbours are found in")
+                .at_least(1)};
   }
 
   Mnn(const scssl::ParamSet& params, scssl::HostContext& host)
@@ -32,25 +41,8 @@ class Mnn final : public scssl::IAugmentation {
         knn_(params.get_int("knn")),
         k_anchor_(params.get_int("k_anchor")),
         alpha_(params.get_float("alpha")),
-        n_pcs_(params.get_int("n_pcs")) {
-    if (knn_ < 1)
-      throw scssl::InvalidArgument("mnn: parameter 'knn' must be at least 1, got " +
-                                   std::to_string(knn_));
-    if (k_anchor_ < 1)
-      throw scssl::InvalidArgument("mnn: parameter 'k_anchor' must be at least 1, got " +
-                                   std::to_string(k_anchor_));
-    if (!(alpha_ >= 0 && alpha_ <= 1))
-      throw scssl::InvalidArgument("mnn: parameter 'alpha' must be between 0 and 1, got " +
-                                   scssl::format_param(alpha_));
-    if (n_pcs_ < 1)
-      throw scssl::InvalidArgument("mnn: parameter 'n_pcs' must be at least 1, got " +
-                                   std::to_string(n_pcs_));
-    const std::string& mode = params.get_string("lambda_mode");
-    if (mode != "fixed" && mode != "uniform")
-      throw scssl::InvalidArgument(
-          "mnn: parameter 'lambda_mode' must be \"fixed\" or \"uniform\", got \"" + mode + "\"");
-    uniform_ = mode == "uniform";
-  }
+        n_pcs_(params.get_int("n_pcs")),
+        uniform_(params.get_string("lambda_mode") == "uniform") {}
 
   void prepare(const scssl::CellData& train, int modality) override {
     scssl::BatchIndex batches = scssl::batch_index(train, "mnn");
@@ -102,7 +94,7 @@ class Mnn final : public scssl::IAugmentation {
   int64_t k_anchor_;
   double alpha_;
   int64_t n_pcs_;
-  bool uniform_ = false;
+  bool uniform_;
   const scssl::Matrix* x_ = nullptr;
   scssl::NeighborGraph within_;
   scssl::NeighborGraph partners_;

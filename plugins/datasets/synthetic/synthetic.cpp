@@ -30,8 +30,6 @@
 
 namespace {
 
-using scssl::InvalidArgument;
-
 // ---- portable random numbers -------------------------------------------------------------------
 
 uint64_t splitmix64(uint64_t x) {
@@ -404,24 +402,46 @@ std::vector<std::string> numbered(const std::string& prefix, int64_t n) {
 
 class SyntheticDataset final : public scssl::IDataset {
  public:
-  static std::vector<scssl_param_spec> parameters() {
+  static std::vector<scssl::ParamSpec> parameters() {
+    using scssl::ParamSpec;
+    // Sizes stay within int32 indices; the upper bounds on the model's scales keep the counts
+    // finite and the sampler's loops short.
+    constexpr double kMaxIndex = std::numeric_limits<int32_t>::max();
     return {
-        {"n_cells", SCSSL_PARAM_INT, "2000", "number of cells"},
-        {"n_genes", SCSSL_PARAM_INT, "2000", "number of genes (RNA features)"},
-        {"n_cell_types", SCSSL_PARAM_INT, "5", "number of cell types (obs 'cell_type')"},
-        {"n_batches", SCSSL_PARAM_INT, "3", "number of batches (obs 'batch')"},
-        {"n_proteins", SCSSL_PARAM_INT, "0",
-         "number of surface proteins; > 0 adds an ADT modality (CITE-seq-like)"},
-        {"batch_effect", SCSSL_PARAM_FLOAT, "0.5",
-         "log-scale standard deviation of the per-batch, per-feature multiplicative factors"},
-        {"theta", SCSSL_PARAM_FLOAT, "2.0",
-         "negative-binomial inverse dispersion: variance = mu + mu^2 / theta"},
-        {"mean_library_size", SCSSL_PARAM_FLOAT, "5000", "mean total RNA count per cell"},
-        {"de_fraction", SCSSL_PARAM_FLOAT, "0.1",
-         "fraction of features whose mean differs in each cell type"},
-        {"de_effect", SCSSL_PARAM_FLOAT, "1.0",
-         "log-scale standard deviation of those cell-type fold changes"},
-        {"seed", SCSSL_PARAM_INT, "0", "random seed; one seed always gives the same data"},
+        ParamSpec("n_cells", SCSSL_PARAM_INT, "2000", "number of cells").at_least(1).at_most(kMaxIndex),
+        ParamSpec("n_genes", SCSSL_PARAM_INT, "2000", "number of genes (RNA features)")
+            .at_least(1)
+            .at_most(kMaxIndex),
+        ParamSpec("n_cell_types", SCSSL_PARAM_INT, "5", "number of cell types (obs 'cell_type')")
+            .at_least(1)
+            .at_most(100000),
+        ParamSpec("n_batches", SCSSL_PARAM_INT, "3", "number of batches (obs 'batch')")
+            .at_least(1)
+            .at_most(100000),
+        ParamSpec("n_proteins", SCSSL_PARAM_INT, "0",
+                  "number of surface proteins; > 0 adds an ADT modality (CITE-seq-like)")
+            .at_least(0)
+            .at_most(kMaxIndex),
+        ParamSpec("batch_effect", SCSSL_PARAM_FLOAT, "0.5",
+                  "log-scale standard deviation of the per-batch, per-feature multiplicative factors")
+            .at_least(0)
+            .at_most(10),
+        ParamSpec("theta", SCSSL_PARAM_FLOAT, "2.0",
+                  "negative-binomial inverse dispersion: variance = mu + mu^2 / theta")
+            .above(0)
+            .at_most(1e6),
+        ParamSpec("mean_library_size", SCSSL_PARAM_FLOAT, "5000", "mean total RNA count per cell")
+            .above(0)
+            .at_most(1e8),
+        ParamSpec("de_fraction", SCSSL_PARAM_FLOAT, "0.1",
+                  "fraction of features whose mean differs in each cell type")
+            .at_least(0)
+            .at_most(1),
+        ParamSpec("de_effect", SCSSL_PARAM_FLOAT, "1.0",
+                  "log-scale standard deviation of those cell-type fold changes")
+            .at_least(0)
+            .at_most(10),
+        ParamSpec("seed", SCSSL_PARAM_INT, "0", "random seed; one seed always gives the same data"),
     };
   }
 
@@ -437,23 +457,6 @@ class SyntheticDataset final : public scssl::IDataset {
     const double de_fraction = params.get_float("de_fraction");
     const double de_effect = params.get_float("de_effect");
     const uint64_t seed = static_cast<uint64_t>(params.get_int("seed"));
-    constexpr int64_t kMaxIndex = std::numeric_limits<int32_t>::max();
-    auto require = [](bool ok, const std::string& message) {
-      if (!ok) throw InvalidArgument("synthetic: " + message);
-    };
-    require(n_cells >= 1 && n_cells <= kMaxIndex, "parameter 'n_cells' must be between 1 and 2^31-1");
-    require(n_genes >= 1 && n_genes <= kMaxIndex, "parameter 'n_genes' must be between 1 and 2^31-1");
-    require(n_types >= 1 && n_types <= 100000, "parameter 'n_cell_types' must be between 1 and 100000");
-    require(n_batches >= 1 && n_batches <= 100000, "parameter 'n_batches' must be between 1 and 100000");
-    require(n_proteins >= 0 && n_proteins <= kMaxIndex, "parameter 'n_proteins' must be 0 or more");
-    require(std::isfinite(batch_effect) && batch_effect >= 0 && batch_effect <= 10,
-            "parameter 'batch_effect' must be between 0 and 10");
-    require(std::isfinite(theta) && theta > 0 && theta <= 1e6, "parameter 'theta' must be > 0 (and at most 1e6)");
-    require(std::isfinite(library) && library > 0 && library <= 1e8,
-            "parameter 'mean_library_size' must be > 0 (and at most 1e8)");
-    require(de_fraction >= 0 && de_fraction <= 1, "parameter 'de_fraction' must be between 0 and 1");
-    require(std::isfinite(de_effect) && de_effect >= 0 && de_effect <= 10,
-            "parameter 'de_effect' must be between 0 and 10");
 
     // Model parameters and per-cell labels come from one stream, counts from their own.
     std::mt19937_64 model_rng = stream(seed, 1);

@@ -1,5 +1,5 @@
-// cLISI (metrics.md §2.6): how pure each cell's 90-neighbourhood is in cell types. The median LISI
-// over cells, rescaled to (L - median) / (L - 1): 1 = every neighbourhood a single type.
+// cLISI (docs/metrics.md §2.6): how pure each cell's 90-neighbourhood is in cell types. The median
+// LISI over cells, rescaled to (L - median) / (L - 1): 1 = every neighbourhood a single type.
 #include <limits>
 
 #include "scssl/lisi.hpp"
@@ -9,16 +9,16 @@ namespace {
 
 class Clisi final : public scssl::IEvaluator {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"k", SCSSL_PARAM_INT, "90", "neighbours per cell (perplexity k / 3), as scib-metrics"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    return {scssl::ParamSpec("k", SCSSL_PARAM_INT, "90",
+                             "neighbours per cell (perplexity k / 3), as scib-metrics")
+                .at_least(3)};
   }
   static uint64_t requirements() { return SCSSL_NEEDS_LABELS; }
-  static std::vector<scssl_metric_spec> metrics() {
+  static std::vector<scssl::MetricSpec> metrics() {
     return {{"clisi", SCSSL_GROUP_BIO, 1, "cell-type LISI, scaled so that 1 means pure neighbourhoods"}};
   }
-  Clisi(const scssl::ParamSet& p, scssl::HostContext& host) : IEvaluator(host), k_(p.get_int("k")) {
-    if (k_ < 3) throw scssl::InvalidArgument("clisi: k must be at least 3");
-  }
+  Clisi(const scssl::ParamSet& p, scssl::HostContext& host) : IEvaluator(host), k_(p.get_int("k")) {}
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column* labels = &ctx.data.require_labels("clisi");
     auto [indices, distances] = host_.neighbors(k_);

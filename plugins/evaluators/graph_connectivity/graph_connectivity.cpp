@@ -1,6 +1,7 @@
-// Graph connectivity (metrics.md §3.4): for each cell type, the share of its cells in the largest
-// strongly connected component of the directed 15-nearest-neighbour graph restricted to that type
-// (scib-metrics 0.5.1 uses the directed graph, so a cell nobody of its type points to is alone).
+// Graph connectivity (docs/metrics.md §3.4): for each cell type, the share of its cells in the
+// largest strongly connected component of the directed 15-nearest-neighbour graph restricted to
+// that type (scib-metrics 0.5.1 uses the directed graph, so a cell nobody of its type points to is
+// alone).
 #include <algorithm>
 #include <cmath>
 
@@ -60,18 +61,17 @@ int64_t largest_scc(const std::vector<int64_t>& nodes, const int64_t* nb, int64_
 
 class GraphConnectivity final : public scssl::IEvaluator {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"k", SCSSL_PARAM_INT, "15", "neighbours per cell, the cell itself included"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    return {scssl::ParamSpec("k", SCSSL_PARAM_INT, "15", "neighbours per cell, the cell itself included")
+                .at_least(1)};
   }
   static uint64_t requirements() { return SCSSL_NEEDS_LABELS; }
-  static std::vector<scssl_metric_spec> metrics() {
+  static std::vector<scssl::MetricSpec> metrics() {
     return {{"graph_connectivity", SCSSL_GROUP_BATCH, 1,
              "mean over cell types of the largest strongly connected share of the kNN graph"}};
   }
   GraphConnectivity(const scssl::ParamSet& p, scssl::HostContext& host)
-      : IEvaluator(host), k_(p.get_int("k")) {
-    if (k_ < 1) throw scssl::InvalidArgument("graph_connectivity: k must be at least 1");
-  }
+      : IEvaluator(host), k_(p.get_int("k")) {}
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column* labels = &ctx.data.require_labels("graph_connectivity");
     torch::Tensor indices = host_.neighbors(k_).first;

@@ -1,5 +1,6 @@
-// iLISI (metrics.md §3.2): how well batches mix in each cell's 90-neighbourhood. The median LISI
-// over cells, rescaled to (median - 1) / (B - 1): 1 = every neighbourhood as mixed as B batches allow.
+// iLISI (docs/metrics.md §3.2): how well batches mix in each cell's 90-neighbourhood. The median
+// LISI over cells, rescaled to (median - 1) / (B - 1): 1 = every neighbourhood as mixed as B
+// batches allow.
 #include <limits>
 
 #include "scssl/lisi.hpp"
@@ -9,16 +10,16 @@ namespace {
 
 class Ilisi final : public scssl::IEvaluator {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"k", SCSSL_PARAM_INT, "90", "neighbours per cell (perplexity k / 3), as scib-metrics"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    return {scssl::ParamSpec("k", SCSSL_PARAM_INT, "90",
+                             "neighbours per cell (perplexity k / 3), as scib-metrics")
+                .at_least(3)};
   }
   static uint64_t requirements() { return SCSSL_NEEDS_BATCH; }
-  static std::vector<scssl_metric_spec> metrics() {
+  static std::vector<scssl::MetricSpec> metrics() {
     return {{"ilisi", SCSSL_GROUP_BATCH, 1, "batch LISI, scaled so that 1 means fully mixed neighbourhoods"}};
   }
-  Ilisi(const scssl::ParamSet& p, scssl::HostContext& host) : IEvaluator(host), k_(p.get_int("k")) {
-    if (k_ < 3) throw scssl::InvalidArgument("ilisi: k must be at least 3");
-  }
+  Ilisi(const scssl::ParamSet& p, scssl::HostContext& host) : IEvaluator(host), k_(p.get_int("k")) {}
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column* batches = &ctx.data.require_batches("ilisi");
     auto [indices, distances] = host_.neighbors(k_);

@@ -1,10 +1,10 @@
-// Isolated labels, ASW variant as in scib-metrics 0.5.1 (metrics.md §2.3): cell types found in the
-// fewest batches are the "isolated" ones; each is scored by the mean rescaled silhouette (s + 1)/2
-// of its cells, where s is the silhouette over ALL cell types computed once (not isolated-vs-rest),
-// and the metric is the unweighted mean over isolated labels. The threshold is the minimum number
-// of batches any label occurs in, so the set is never empty; if every label is in every batch all
-// labels count (scib-metrics' behaviour, unlike scib's NaN). Cells missing a label or a batch take
-// no part.
+// Isolated labels, ASW variant as in scib-metrics 0.5.1 (docs/metrics.md §2.3): cell types found
+// in the fewest batches are the "isolated" ones; each is scored by the mean rescaled silhouette
+// (s + 1)/2 of its cells, where s is the silhouette over ALL cell types computed once (not
+// isolated-vs-rest), and the metric is the unweighted mean over isolated labels. The threshold is
+// the minimum number of batches any label occurs in, so the set is never empty; if every label is
+// in every batch all labels count (scib-metrics' behaviour, unlike scib's NaN). Cells missing a
+// label or a batch take no part.
 #include <limits>
 #include <set>
 
@@ -16,7 +16,7 @@ namespace {
 class IsolatedLabels final : public scssl::IEvaluator {
  public:
   static uint64_t requirements() { return SCSSL_NEEDS_LABELS | SCSSL_NEEDS_BATCH; }
-  static std::vector<scssl_metric_spec> metrics() {
+  static std::vector<scssl::MetricSpec> metrics() {
     return {{"isolated_labels", SCSSL_GROUP_BIO, 1,
              "mean over the labels in the fewest batches of their mean (silhouette + 1) / 2"}};
   }

@@ -1,6 +1,6 @@
-// kBET per cell type (metrics.md §3.3: scib-metrics 0.5.1's variant, made deterministic). For every
-// label, a diffusion map of its cells' 50-NN fuzzy connectivity subgraph, the k0 + 1 nearest cells
-// of each cell in that map, and a chi-square test of the batch counts among them against the
+// kBET per cell type (docs/metrics.md §3.3: scib-metrics 0.5.1's variant, made deterministic). For
+// every label, a diffusion map of its cells' 50-NN fuzzy connectivity subgraph, the k0 + 1 nearest
+// cells of each cell in that map, and a chi-square test of the batch counts among them against the
 // label's batch composition; the label's score is the share of cells the test accepts. The metric
 // is the mean over labels, skipping labels with fewer than 10 cells or a single batch. Cells
 // missing a label or a batch take no part.
@@ -29,8 +29,9 @@
 namespace {
 
 // Connected graphs up to this size get a dense eigendecomposition, larger ones Lanczos from the
-// fixed start vector 1/sqrt(m). metrics.md §3.3 says dense up to 3000, but both give the same
-// eigenpairs (the reference cases agree to every digit) and Lanczos is ~5x faster from 500 on.
+// fixed start vector 1/sqrt(m) (docs/metrics.md §3.3). The reference values were made dense up to
+// 3000, but both give the same eigenpairs (the reference cases agree to every digit) and Lanczos
+// is ~5x faster from 500 on.
 constexpr int64_t kDenseEigenLimit = 500;
 
 // A weighted undirected graph in CSR form over local node ids 0..size-1, columns ascending.
@@ -272,13 +273,20 @@ double acceptance_rate(const torch::Tensor& neighbours, int64_t wanted,
 
 class Kbet final : public scssl::IEvaluator {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"k", SCSSL_PARAM_INT, "50", "neighbours per cell of the connectivity graph, self included"},
-            {"alpha", SCSSL_PARAM_FLOAT, "0.05", "significance level of the chi-square test"},
-            {"diffusion_components", SCSSL_PARAM_INT, "100", "diffusion-map dimensions per label"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    using scssl::ParamSpec;
+    return {ParamSpec("k", SCSSL_PARAM_INT, "50",
+                      "neighbours per cell of the connectivity graph, self included")
+                .at_least(2),
+            ParamSpec("alpha", SCSSL_PARAM_FLOAT, "0.05", "significance level of the chi-square test")
+                .above(0)
+                .below(1),
+            ParamSpec("diffusion_components", SCSSL_PARAM_INT, "100",
+                      "diffusion-map dimensions per label")
+                .at_least(1)};
   }
   static uint64_t requirements() { return SCSSL_NEEDS_LABELS | SCSSL_NEEDS_BATCH; }
-  static std::vector<scssl_metric_spec> metrics() {
+  static std::vector<scssl::MetricSpec> metrics() {
     return {{"kbet", SCSSL_GROUP_BATCH, 1,
              "mean over cell types of the kBET acceptance rate in a diffusion map of the 50-NN graph"}};
   }
@@ -287,11 +295,7 @@ class Kbet final : public scssl::IEvaluator {
       : IEvaluator(host),
         k_(p.get_int("k")),
         alpha_(p.get_float("alpha")),
-        components_(p.get_int("diffusion_components")) {
-    if (k_ < 2) throw scssl::InvalidArgument("kbet: k must be at least 2");
-    if (!(alpha_ > 0.0 && alpha_ < 1.0)) throw scssl::InvalidArgument("kbet: alpha must be in (0, 1)");
-    if (components_ < 1) throw scssl::InvalidArgument("kbet: diffusion_components must be at least 1");
-  }
+        components_(p.get_int("diffusion_components")) {}
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column& labels = ctx.data.require_labels("kbet");
@@ -312,7 +316,7 @@ class Kbet final : public scssl::IEvaluator {
 
     std::vector<int64_t> local(n, -1);
     // scib-metrics 0.5.1 lowers its component count to (label size - 1) for a small label and keeps
-    // it lowered for every later label (metrics.md §3.3 point 7); reproduced on purpose.
+    // it lowered for every later label (docs/metrics.md §3.3 point 7); reproduced on purpose.
     int64_t components = components_;
     // First, in label order, what each label needs (cheap); then the diffusion maps and tests,
     // the expensive part, for several labels at once.

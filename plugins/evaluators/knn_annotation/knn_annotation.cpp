@@ -1,7 +1,7 @@
-// Cell-type annotation by query-to-reference mapping (metrics.md §4.1): the cells of the held-out
-// query batches are labelled by a k-nearest-neighbour vote among the reference cells, in the
-// embedding, and scored with macro-F1 and accuracy. Like sklearn's KNeighborsClassifier: Euclidean
-// distance, uniform weights, vote ties to the class whose name sorts first.
+// Cell-type annotation by query-to-reference mapping (docs/metrics.md §4.1): the cells of the
+// held-out query batches are labelled by a k-nearest-neighbour vote among the reference cells, in
+// the embedding, and scored with macro-F1 and accuracy. Like sklearn's KNeighborsClassifier:
+// Euclidean distance, uniform weights, vote ties to the class whose name sorts first.
 #include <algorithm>
 #include <limits>
 #include <set>
@@ -18,11 +18,12 @@ struct Scores {
 
 class KnnAnnotation final : public scssl::IEvaluator {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"k", SCSSL_PARAM_INT, "11", "neighbours in the vote (scSSL-Bench uses 11)"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    return {scssl::ParamSpec("k", SCSSL_PARAM_INT, "11", "neighbours in the vote (scSSL-Bench uses 11)")
+                .at_least(1)};
   }
   static uint64_t requirements() { return SCSSL_NEEDS_LABELS | SCSSL_NEEDS_BATCH | SCSSL_NEEDS_QUERY_BATCHES; }
-  static std::vector<scssl_metric_spec> metrics() {
+  static std::vector<scssl::MetricSpec> metrics() {
     return {{"macro_f1", SCSSL_GROUP_ANNOTATION, 1,
              "macro-F1 on the query, cell types seen on one side only excluded"},
             {"accuracy", SCSSL_GROUP_ANNOTATION, 1,
@@ -32,9 +33,7 @@ class KnnAnnotation final : public scssl::IEvaluator {
   }
 
   KnnAnnotation(const scssl::ParamSet& params, scssl::HostContext& host)
-      : IEvaluator(host), k_(params.get_int("k")) {
-    if (k_ < 1) throw scssl::InvalidArgument("knn_annotation: k must be at least 1");
-  }
+      : IEvaluator(host), k_(params.get_int("k")) {}
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column* labels = &ctx.data.require_labels("knn_annotation");

@@ -1,4 +1,4 @@
-// Leiden NMI / ARI (metrics.md §2.4): Leiden clusterings of the 15-NN fuzzy connectivities at
+// Leiden NMI / ARI (docs/metrics.md §2.4): Leiden clusterings of the 15-NN fuzzy connectivities at
 // several resolutions, each compared with the cell types; the clustering with the largest NMI gives
 // both reported numbers (ARI is not maximised on its own).
 #include <igraph.h>
@@ -182,30 +182,22 @@ Agreement compare(const std::vector<int64_t>& truth, const std::vector<int64_t>&
   return out;
 }
 
-std::vector<double> parse_resolutions(const scssl::StringList& items) {
-  if (items.empty()) throw scssl::InvalidArgument(std::string(kName) + ": resolutions is empty");
-  std::vector<double> out;
-  for (const auto& item : items) {
-    char* end = nullptr;
-    const double value = std::strtod(item.c_str(), &end);
-    if (item.empty() || *end != '\0' || !(value > 0) || !std::isfinite(value))
-      throw scssl::InvalidArgument(std::string(kName) + ": resolution '" + item +
-                                   "' is not a positive number");
-    out.push_back(value);
-  }
-  return out;
-}
-
 class LeidenNmiAri final : public scssl::IEvaluator {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"k", SCSSL_PARAM_INT, "15", "neighbours per cell, the cell itself included"},
-            {"resolutions", SCSSL_PARAM_STRING_LIST, "0.2,0.4,0.6,0.8,1.0,1.2,1.4,1.6,1.8,2.0",
-             "Leiden resolutions to try; the one with the largest NMI is reported"},
-            {"seed", SCSSL_PARAM_INT, "42", "seed of igraph's random numbers, reset per resolution"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    using scssl::ParamSpec;
+    return {ParamSpec("k", SCSSL_PARAM_INT, "15", "neighbours per cell, the cell itself included")
+                .at_least(2),
+            ParamSpec("resolutions", SCSSL_PARAM_FLOAT_LIST, "0.2,0.4,0.6,0.8,1.0,1.2,1.4,1.6,1.8,2.0",
+                      "Leiden resolutions to try; the one with the largest NMI is reported")
+                .above(0)
+                .nonempty(),
+            ParamSpec("seed", SCSSL_PARAM_INT, "42",
+                      "seed of igraph's random numbers, reset per resolution")
+                .at_least(0)};
   }
   static uint64_t requirements() { return SCSSL_NEEDS_LABELS; }
-  static std::vector<scssl_metric_spec> metrics() {
+  static std::vector<scssl::MetricSpec> metrics() {
     return {{"leiden_nmi", SCSSL_GROUP_BIO, 1,
              "NMI of cell types and the Leiden clustering, at the resolution with the largest NMI"},
             {"leiden_ari", SCSSL_GROUP_BIO, 1,
@@ -214,11 +206,8 @@ class LeidenNmiAri final : public scssl::IEvaluator {
   LeidenNmiAri(const scssl::ParamSet& p, scssl::HostContext& host)
       : IEvaluator(host),
         k_(p.get_int("k")),
-        resolutions_(parse_resolutions(p.get_list("resolutions"))),
-        seed_(p.get_int("seed")) {
-    if (k_ < 2) throw scssl::InvalidArgument(std::string(kName) + ": k must be at least 2");
-    if (seed_ < 0) throw scssl::InvalidArgument(std::string(kName) + ": seed must not be negative");
-  }
+        resolutions_(p.get_float_list("resolutions")),
+        seed_(p.get_int("seed")) {}
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column& labels = ctx.data.require_labels(kName);

@@ -1,4 +1,4 @@
-// Missing-modality prediction (metrics.md §4.2): each query cell's protein (ADT) profile is
+// Missing-modality prediction (docs/metrics.md §4.2): each query cell's protein (ADT) profile is
 // predicted as the mean of its 5 nearest reference cells by cosine distance in the embedding, and
 // compared with the measured one by Pearson correlation across proteins. The protein block is
 // used as stored (raw counts when the data set gives them), as the reference does; the embedding
@@ -13,20 +13,19 @@ namespace {
 
 class ModalityPrediction final : public scssl::IEvaluator {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"k", SCSSL_PARAM_INT, "5", "reference neighbours averaged per query cell"},
-            {"modality", SCSSL_PARAM_STRING, "ADT", "the modality to predict"}};
+  static std::vector<scssl::ParamSpec> parameters() {
+    return {scssl::ParamSpec("k", SCSSL_PARAM_INT, "5", "reference neighbours averaged per query cell")
+                .at_least(1),
+            scssl::ParamSpec("modality", SCSSL_PARAM_STRING, "ADT", "the modality to predict").nonempty()};
   }
   static uint64_t requirements() { return SCSSL_NEEDS_BATCH | SCSSL_NEEDS_QUERY_BATCHES; }
-  static std::vector<scssl_metric_spec> metrics() {
+  static std::vector<scssl::MetricSpec> metrics() {
     return {{"pearson_mean", SCSSL_GROUP_MODALITY, 1, "mean over query cells of the per-cell Pearson r"},
             {"pearson_min", SCSSL_GROUP_MODALITY, 1, "lowest per-cell Pearson r"},
             {"pearson_max", SCSSL_GROUP_MODALITY, 1, "highest per-cell Pearson r"}};
   }
   ModalityPrediction(const scssl::ParamSet& p, scssl::HostContext& host)
-      : IEvaluator(host), k_(p.get_int("k")), modality_(p.get_string("modality")) {
-    if (k_ < 1) throw scssl::InvalidArgument("modality_prediction: k must be at least 1");
-  }
+      : IEvaluator(host), k_(p.get_int("k")), modality_(p.get_string("modality")) {}
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const int m = ctx.data.modality_index(modality_);

@@ -1,4 +1,4 @@
-// PCR comparison (metrics.md §3.5): how much of the variance explained by batch in the
+// PCR comparison (docs/metrics.md §3.5): how much of the variance explained by batch in the
 // unintegrated data (X_pre, the host's PCA of it) the embedding removed:
 //   score = max(0, (pcr_pre - pcr_post) / pcr_pre), NaN when pcr_pre = 0 (e.g. a single batch).
 // PCR(Y) is the variance-weighted mean over all principal components of the one-way ANOVA R^2 of
@@ -32,7 +32,7 @@ double variance_share_of_batch(const torch::Tensor& y_in, const torch::Tensor& b
 class PcrComparison final : public scssl::IEvaluator {
  public:
   static uint64_t requirements() { return SCSSL_NEEDS_UNINTEGRATED | SCSSL_NEEDS_BATCH; }
-  static std::vector<scssl_metric_spec> metrics() {
+  static std::vector<scssl::MetricSpec> metrics() {
     return {{"pcr_comparison", SCSSL_GROUP_BATCH, 1,
              "relative drop of the variance explained by batch, unintegrated PCA vs embedding"}};
   }

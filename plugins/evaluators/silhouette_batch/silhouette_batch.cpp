@@ -1,4 +1,4 @@
-// Silhouette batch (metrics.md §3.1): batch mixing within each cell type. For every label, the
+// Silhouette batch (docs/metrics.md §3.1): batch mixing within each cell type. For every label, the
 // silhouette of its cells with the batch as cluster (distances within the label only), per-cell
 // score 1 - |s|, averaged over the label's cells; the metric is the unweighted mean over labels.
 // A label is skipped when its cells come from one batch (nothing to mix) or when every cell is its
@@ -16,7 +16,7 @@ namespace {
 class SilhouetteBatch final : public scssl::IEvaluator {
  public:
   static uint64_t requirements() { return SCSSL_NEEDS_LABELS | SCSSL_NEEDS_BATCH; }
-  static std::vector<scssl_metric_spec> metrics() {
+  static std::vector<scssl::MetricSpec> metrics() {
     return {{"silhouette_batch", SCSSL_GROUP_BATCH, 1,
              "mean over cell types of mean (1 - |silhouette with batch as cluster|)"}};
   }

@@ -1,4 +1,4 @@
-// Silhouette label (metrics.md §2.2): how well cell types separate in the embedding. The exact
+// Silhouette label (docs/metrics.md §2.2): how well cell types separate in the embedding. The exact
 // all-pairs silhouette with the labels as clusters, averaged over cells, rescaled from [-1, 1] to
 // [0, 1]: (mean s_i + 1) / 2. Cells without a label take no part.
 #include <limits>
@@ -11,7 +11,7 @@ namespace {
 class SilhouetteLabel final : public scssl::IEvaluator {
  public:
   static uint64_t requirements() { return SCSSL_NEEDS_LABELS; }
-  static std::vector<scssl_metric_spec> metrics() {
+  static std::vector<scssl::MetricSpec> metrics() {
     return {{"silhouette_label", SCSSL_GROUP_BIO, 1,
              "(mean silhouette with cell types as clusters + 1) / 2 (scib-metrics 0.5.1)"}};
   }

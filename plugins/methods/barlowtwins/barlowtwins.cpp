@@ -1,5 +1,5 @@
 // Barlow Twins (Zbontar et al., ICML 2021): the cross-correlation of the two views' standardised
-// projections is pushed towards the identity (methods.md §7).
+// projections is pushed towards the identity (docs/method-spec.md §7).
 #include "scssl/losses.hpp"
 #include "scssl/ssl_method.hpp"
 
@@ -7,17 +7,17 @@ namespace {
 
 class BarlowTwins final : public scssl::SslMethod {
  public:
-  static std::vector<scssl_param_spec> parameters() {
+  static std::vector<scssl::ParamSpec> parameters() {
     auto p = scssl::ssl_parameters();
-    p.push_back({"factor", SCSSL_PARAM_INT, "4", "projection size = factor * hidden_dim"});
-    p.push_back({"lambda_offdiag", SCSSL_PARAM_FLOAT, "0.005", "weight of the off-diagonal terms"});
+    p.push_back(scssl::ParamSpec("factor", SCSSL_PARAM_INT, "4", "projection size = factor * hidden_dim")
+                    .at_least(1));
+    p.push_back(scssl::ParamSpec("lambda_offdiag", SCSSL_PARAM_FLOAT, "0.005",
+                                 "weight of the off-diagonal terms")
+                    .at_least(0));
     return p;
   }
   BarlowTwins(const scssl::ParamSet& p, scssl::HostContext& host)
-      : SslMethod(p, host), factor_(p.get_int("factor")), lambda_(p.get_float("lambda_offdiag")) {
-    if (factor_ < 1) throw scssl::InvalidArgument("barlowtwins: factor must be at least 1");
-    if (lambda_ < 0) throw scssl::InvalidArgument("barlowtwins: lambda_offdiag must not be negative");
-  }
+      : SslMethod(p, host), factor_(p.get_int("factor")), lambda_(p.get_float("lambda_offdiag")) {}
 
  protected:
   int64_t projector_out(int64_t h) const override { return factor_ * h; }

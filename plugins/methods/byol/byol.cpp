@@ -1,6 +1,6 @@
 // BYOL (Grill et al., NeurIPS 2020): the online network's prediction of one view matches a target
-// network's projection of the other (methods.md §5). The target follows the online network by EMA;
-// target_update = "frozen" reproduces the scSSL-Bench code, whose target never moved.
+// network's projection of the other (docs/method-spec.md §5). The target follows the online network
+// by EMA; target_update = "frozen" reproduces the scSSL-Bench code, whose target never moved.
 #include "scssl/losses.hpp"
 #include "scssl/ssl_method.hpp"
 
@@ -8,26 +8,25 @@ namespace {
 
 class Byol final : public scssl::SslMethod {
  public:
-  static std::vector<scssl_param_spec> parameters() {
+  static std::vector<scssl::ParamSpec> parameters() {
     auto p = scssl::ssl_parameters();
-    p.push_back({"factor", SCSSL_PARAM_INT, "4", "head width = factor * hidden_dim"});
-    p.push_back({"target_update", SCSSL_PARAM_STRING, "ema",
-                 "ema (BYOL) | frozen (the reference's target stayed at its initialisation)"});
-    p.push_back({"momentum", SCSSL_PARAM_FLOAT, "0.996",
-                 "target EMA at epoch 0, rising to 1 by a cosine schedule"});
+    p.push_back(scssl::ParamSpec("factor", SCSSL_PARAM_INT, "4", "head width = factor * hidden_dim")
+                    .at_least(1));
+    p.push_back(scssl::ParamSpec("target_update", SCSSL_PARAM_STRING, "ema",
+                                 "ema (BYOL) | frozen (the reference's target stayed at its "
+                                 "initialisation)")
+                    .one_of({"ema", "frozen"}));
+    p.push_back(scssl::ParamSpec("momentum", SCSSL_PARAM_FLOAT, "0.996",
+                                 "target EMA at epoch 0, rising to 1 by a cosine schedule")
+                    .at_least(0)
+                    .at_most(1));
     return p;
   }
   Byol(const scssl::ParamSet& p, scssl::HostContext& host)
       : SslMethod(p, host),
         factor_(p.get_int("factor")),
         ema_(p.get_string("target_update") == "ema"),
-        momentum_(p.get_float("momentum")) {
-    const std::string mode = p.get_string("target_update");
-    if (mode != "ema" && mode != "frozen")
-      throw scssl::InvalidArgument("byol: target_update must be ema or frozen, not '" + mode + "'");
-    if (factor_ < 1) throw scssl::InvalidArgument("byol: factor must be at least 1");
-    if (momentum_ < 0 || momentum_ > 1) throw scssl::InvalidArgument("byol: momentum must be in [0, 1]");
-  }
+        momentum_(p.get_float("momentum")) {}
 
  protected:
   int64_t projector_out(int64_t h) const override { return h; }

@@ -1,7 +1,8 @@
 // CLAIRE (Yan et al., Bioinformatics 2023): MoCo with a symmetric loss whose positive pairs join
-// cells of different batches (methods.md §9). Before training: PCA of the training cells, the kNN
-// graph within every batch and the mutual nearest neighbours (MNN) between batches, as the `mnn`
-// augmentation builds them. Every step, for each anchor cell (a cell with at least one partner):
+// cells of different batches (docs/method-spec.md §9). Before training: PCA of the training
+// cells, the kNN graph within every batch and the mutual nearest neighbours (MNN) between
+// batches, as the `mnn` augmentation builds them. Every step, for each anchor cell (a cell with
+// at least one partner):
 //   view 0 = lambda * x + (1 - lambda) * x_nn               (a same-batch neighbour)
 //   view 1 = lambda' * x_partner + (1 - lambda') * x_p_nn   (an MNN partner and its neighbour)
 // with lambda ~ U(alpha, 1) (CLAIRE) or lambda = alpha (scSSL-Bench). At the start of epoch
@@ -38,28 +39,44 @@ torch::Tensor l2_normalized(const torch::Tensor& x) {
 class Claire final : public scssl::IMethod {
  public:
   static uint64_t requirements() { return SCSSL_NEEDS_BATCH; }
-  static std::vector<scssl_param_spec> parameters() {
+  static std::vector<scssl::ParamSpec> parameters() {
+    using scssl::ParamSpec;
     return {
-        {"latent_dim", SCSSL_PARAM_INT, "128", "embedding size (CLAIRE's lat_dim)"},
-        {"encoder_dropout", SCSSL_PARAM_FLOAT, "0.3", "dropout after the encoder's first two layers"},
-        {"temperature", SCSSL_PARAM_FLOAT, "0.07", "InfoNCE temperature (CLAIRE's moco_t)"},
-        {"bank_size", SCSSL_PARAM_INT, "2048", "negative keys kept in the queue (moco_k)"},
-        {"momentum", SCSSL_PARAM_FLOAT, "0.999",
-         "key encoder EMA per step, constant (moco_m)"},
-        {"knn", SCSSL_PARAM_INT, "10", "same-batch neighbours per cell for the interpolation"},
-        {"k_anchor", SCSSL_PARAM_INT, "5",
-         "neighbours searched in the other batch for mutual nearest neighbours"},
-        {"n_pcs", SCSSL_PARAM_INT, "50", "principal components the neighbours are found in"},
-        {"alpha", SCSSL_PARAM_FLOAT, "0.5", "interpolation weight of the cell (lower bound)"},
-        {"lambda_mode", SCSSL_PARAM_STRING, "uniform",
-         "\"uniform\": weight ~ U(alpha, 1) per cell and view (CLAIRE); \"fixed\": weight = "
-         "alpha (scSSL-Bench's mnn augmentation)"},
-        {"refine_epoch", SCSSL_PARAM_INT, "4",
-         "drop suspected false MNN pairs at the start of this epoch (0-based; after this many "
-         "warm-up epochs); 0 = never (CLAIRE's anchor_schedule)"},
-        {"refine_threshold", SCSSL_PARAM_FLOAT, "0.5",
-         "keep a pair when its probability of the majority mixture component is at least this "
-         "(CLAIRE's yita)"},
+        ParamSpec("latent_dim", SCSSL_PARAM_INT, "128", "embedding size (CLAIRE's lat_dim)").at_least(1),
+        ParamSpec("encoder_dropout", SCSSL_PARAM_FLOAT, "0.3",
+                  "dropout after the encoder's first two layers")
+            .at_least(0)
+            .below(1),
+        ParamSpec("temperature", SCSSL_PARAM_FLOAT, "0.07", "InfoNCE temperature (CLAIRE's moco_t)")
+            .above(0),
+        ParamSpec("bank_size", SCSSL_PARAM_INT, "2048", "negative keys kept in the queue (moco_k)")
+            .at_least(1),
+        ParamSpec("momentum", SCSSL_PARAM_FLOAT, "0.999", "key encoder EMA per step, constant (moco_m)")
+            .at_least(0)
+            .at_most(1),
+        ParamSpec("knn", SCSSL_PARAM_INT, "10", "same-batch neighbours per cell for the interpolation")
+            .at_least(1),
+        ParamSpec("k_anchor", SCSSL_PARAM_INT, "5",
+                  "neighbours searched in the other batch for mutual nearest neighbours")
+            .at_least(1),
+        ParamSpec("n_pcs", SCSSL_PARAM_INT, "50", "principal components the neighbours are found in")
+            .at_least(1),
+        ParamSpec("alpha", SCSSL_PARAM_FLOAT, "0.5", "interpolation weight of the cell (lower bound)")
+            .at_least(0)
+            .at_most(1),
+        ParamSpec("lambda_mode", SCSSL_PARAM_STRING, "uniform",
+                  "\"uniform\": weight ~ U(alpha, 1) per cell and view (CLAIRE); \"fixed\": "
+                  "weight = alpha (scSSL-Bench's mnn augmentation)")
+            .one_of({"uniform", "fixed"}),
+        ParamSpec("refine_epoch", SCSSL_PARAM_INT, "4",
+                  "drop suspected false MNN pairs at the start of this epoch (0-based; after this "
+                  "many warm-up epochs); 0 = never (CLAIRE's anchor_schedule)")
+            .at_least(0),
+        ParamSpec("refine_threshold", SCSSL_PARAM_FLOAT, "0.5",
+                  "keep a pair when its probability of the majority mixture component is at least "
+                  "this (CLAIRE's yita)")
+            .at_least(0)
+            .at_most(1),
     };
   }
 
@@ -74,41 +91,14 @@ class Claire final : public scssl::IMethod {
         k_anchor_(p.get_int("k_anchor")),
         n_pcs_(p.get_int("n_pcs")),
         alpha_(p.get_float("alpha")),
+        uniform_(p.get_string("lambda_mode") == "uniform"),
         refine_epoch_(p.get_int("refine_epoch")),
-        refine_threshold_(p.get_float("refine_threshold")) {
-    auto at_least_one = [](const char* name, int64_t v) {
-      if (v < 1)
-        throw scssl::InvalidArgument(std::string("claire: parameter '") + name +
-                                     "' must be at least 1, got " + std::to_string(v));
-    };
-    at_least_one("latent_dim", latent_dim_);
-    at_least_one("bank_size", bank_size_);
-    at_least_one("knn", knn_);
-    at_least_one("k_anchor", k_anchor_);
-    at_least_one("n_pcs", n_pcs_);
-    if (!(dropout_ >= 0 && dropout_ < 1))
-      throw scssl::InvalidArgument("claire: parameter 'encoder_dropout' must be in [0, 1)");
-    if (!(temperature_ > 0)) throw scssl::InvalidArgument("claire: parameter 'temperature' must be positive");
-    if (!(momentum_ >= 0 && momentum_ <= 1))
-      throw scssl::InvalidArgument("claire: parameter 'momentum' must be in [0, 1]");
-    if (!(alpha_ >= 0 && alpha_ <= 1))
-      throw scssl::InvalidArgument("claire: parameter 'alpha' must be in [0, 1]");
-    if (refine_epoch_ < 0) throw scssl::InvalidArgument("claire: parameter 'refine_epoch' must be >= 0");
-    if (!(refine_threshold_ >= 0 && refine_threshold_ <= 1))
-      throw scssl::InvalidArgument("claire: parameter 'refine_threshold' must be in [0, 1]");
-    const std::string& mode = p.get_string("lambda_mode");
-    if (mode != "uniform" && mode != "fixed")
-      throw scssl::InvalidArgument("claire: parameter 'lambda_mode' must be \"uniform\" or \"fixed\", got \"" +
-                                   mode + "\"");
-    uniform_ = mode == "uniform";
-  }
+        refine_threshold_(p.get_float("refine_threshold")) {}
 
   void fit(const scssl::CellData& train, const scssl::TrainOptions& options) override {
+    // No [[augmentation]] reaches it: claire does not declare SCSSL_USES_AUGMENTATIONS, so the
+    // host refuses those sections.
     const scssl::BatchIndex batches = scssl::batch_index(train, "claire");
-    if (host_.augmentation_count(0) > 0)
-      throw scssl::InvalidArgument(
-          "claire builds its own positive pairs from kNN and MNN neighbours; remove the "
-          "[[augmentation]] sections from the run config");
     x_ = &train.modalities.at(0).X;
     const torch::Tensor pcs = scssl::pca_scores(*x_, n_pcs_);
     within_ = scssl::batch_knn(pcs, batches, knn_, /*own_batch_only=*/true);
@@ -248,7 +238,7 @@ class Claire final : public scssl::IMethod {
   double momentum_;
   int64_t knn_, k_anchor_, n_pcs_;
   double alpha_;
-  bool uniform_ = true;
+  bool uniform_;
   int64_t refine_epoch_;
   double refine_threshold_;
 

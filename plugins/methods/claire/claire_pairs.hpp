@@ -1,5 +1,5 @@
-// CLAIRE's positive pairs and their refinement (methods.md §9), kept apart from the plugin so that
-// tests can check them on hand-made cases:
+// CLAIRE's positive pairs and their refinement (docs/method-spec.md §9), kept apart from the plugin
+// so that tests can check them on hand-made cases:
 //  - the two views of an anchor cell: its own row mixed with a same-batch neighbour, and one of its
 //    mutual-nearest-neighbour (MNN) partners mixed with that partner's same-batch neighbour;
 //  - the symmetric MoCo objective over both views;

@@ -1,7 +1,7 @@
 // CLEAR (Han et al., Briefings in Bioinformatics 2022): MoCo-style contrastive learning for
-// scRNA-seq (methods.md §8). A key encoder follows the query encoder with a constant momentum, and
-// a queue of past keys gives the negatives of InfoNCE. As in the original, there is no projection
-// head: the encoder output itself is contrasted.
+// scRNA-seq (docs/method-spec.md §8). A key encoder follows the query encoder with a constant
+// momentum, and a queue of past keys gives the negatives of InfoNCE. As in the original, there is
+// no projection head: the encoder output itself is contrasted.
 #include "scssl/losses.hpp"
 #include "scssl/ssl_method.hpp"
 
@@ -9,24 +9,26 @@ namespace {
 
 class Clear final : public scssl::SslMethod {
  public:
-  static std::vector<scssl_param_spec> parameters() {
+  static std::vector<scssl::ParamSpec> parameters() {
     auto p = scssl::ssl_parameters();
-    p.push_back({"temperature", SCSSL_PARAM_FLOAT, "0.2", "InfoNCE temperature (CLEAR: 0.2)"});
-    p.push_back({"queue_size", SCSSL_PARAM_INT, "1024",
-                 "negative keys kept in the queue (CLEAR: 1024, best a multiple of the batch size)"});
-    p.push_back({"momentum", SCSSL_PARAM_FLOAT, "0.999",
-                 "key encoder EMA, constant over training (CLEAR: 0.999)"});
+    using scssl::ParamSpec;
+    p.push_back(ParamSpec("temperature", SCSSL_PARAM_FLOAT, "0.2", "InfoNCE temperature (CLEAR: 0.2)")
+                    .above(0));
+    p.push_back(ParamSpec("queue_size", SCSSL_PARAM_INT, "1024",
+                          "negative keys kept in the queue (CLEAR: 1024, best a multiple of the "
+                          "batch size)")
+                    .at_least(1));
+    p.push_back(ParamSpec("momentum", SCSSL_PARAM_FLOAT, "0.999",
+                          "key encoder EMA, constant over training (CLEAR: 0.999)")
+                    .at_least(0)
+                    .at_most(1));
     return p;
   }
   Clear(const scssl::ParamSet& p, scssl::HostContext& host)
       : SslMethod(p, host),
         temperature_(p.get_float("temperature")),
         queue_size_(p.get_int("queue_size")),
-        momentum_(p.get_float("momentum")) {
-    if (temperature_ <= 0) throw scssl::InvalidArgument("clear: temperature must be positive");
-    if (queue_size_ < 1) throw scssl::InvalidArgument("clear: queue_size must be at least 1");
-    if (momentum_ < 0 || momentum_ > 1) throw scssl::InvalidArgument("clear: momentum must be in [0, 1]");
-  }
+        momentum_(p.get_float("momentum")) {}
 
  protected:
   int64_t projector_out(int64_t h) const override { return h; }

@@ -1,7 +1,7 @@
 // Concerto (Yang et al., Nature Machine Intelligence 2022): an attention teacher and an MLP
 // student, both trained by gradient, contrasted with NT-Xent; the networks' dropout is the
-// augmentation (methods.md §10). Unimodal, or RNA + protein with one teacher and one student per
-// modality. The embedding is the teacher's pooled output before its projection head.
+// augmentation (docs/method-spec.md §10). Unimodal, or RNA + protein with one teacher and one
+// student per modality. The embedding is the teacher's pooled output before its projection head.
 
 #include <filesystem>
 
@@ -15,18 +15,28 @@ namespace {
 class Concerto final : public scssl::IMethod {
  public:
   static uint64_t requirements() { return SCSSL_USES_AUGMENTATIONS; }
-  static std::vector<scssl_param_spec> parameters() {
+  static std::vector<scssl::ParamSpec> parameters() {
+    using scssl::ParamSpec;
     return {
-        {"teacher", SCSSL_PARAM_STRING, "original",
-         "\"original\": tokens = gene embedding x expression of the expressed genes (Concerto); "
-         "\"reference\": tokens = embedding of the binned standardised value (scSSL-Bench)"},
-        {"token_dim", SCSSL_PARAM_INT, "128", "size of the tokens, of both networks and the embedding"},
-        {"bins", SCSSL_PARAM_INT, "10", "value bins of the \"reference\" teacher (its vocabulary)"},
-        {"dropout", SCSSL_PARAM_FLOAT, "0.2", "dropout before both projection heads (the augmentation)"},
-        {"temperature", SCSSL_PARAM_FLOAT, "0.2", "NT-Xent temperature"},
+        ParamSpec("teacher", SCSSL_PARAM_STRING, "original",
+                  "\"original\": tokens = gene embedding x expression of the expressed genes "
+                  "(Concerto); \"reference\": tokens = embedding of the binned standardised value "
+                  "(scSSL-Bench)")
+            .one_of({"original", "reference"}),
+        ParamSpec("token_dim", SCSSL_PARAM_INT, "128",
+                  "size of the tokens, of both networks and the embedding")
+            .at_least(1),
+        ParamSpec("bins", SCSSL_PARAM_INT, "10", "value bins of the \"reference\" teacher (its vocabulary)")
+            .at_least(2),
+        ParamSpec("dropout", SCSSL_PARAM_FLOAT, "0.2",
+                  "dropout before both projection heads (the augmentation)")
+            .at_least(0)
+            .below(1),
+        ParamSpec("temperature", SCSSL_PARAM_FLOAT, "0.2", "NT-Xent temperature").above(0),
         {"multimodal", SCSSL_PARAM_BOOL, "false",
          "train on the first two modalities (e.g. RNA + ADT), one teacher and student each"},
-        {"integrate", SCSSL_PARAM_STRING, "add", "multimodal fusion: add | mean | concat"},
+        ParamSpec("integrate", SCSSL_PARAM_STRING, "add", "multimodal fusion: add | mean | concat")
+            .one_of({"add", "mean", "concat"}),
         {"predict_only_rna", SCSSL_PARAM_BOOL, "false",
          "multimodal: embed with the first modality's teacher only"},
     };
@@ -40,21 +50,8 @@ class Concerto final : public scssl::IMethod {
         temperature_(p.get_float("temperature")),
         multimodal_(p.get_bool("multimodal")),
         only_rna_(p.get_bool("predict_only_rna")),
-        integrate_(p.get_string("integrate")) {
-    const std::string& teacher = p.get_string("teacher");
-    if (teacher != "original" && teacher != "reference")
-      throw scssl::InvalidArgument("concerto: parameter 'teacher' must be \"original\" or \"reference\", got \"" +
-                                   teacher + "\"");
-    original_teacher_ = teacher == "original";
-    if (token_dim_ < 1) throw scssl::InvalidArgument("concerto: parameter 'token_dim' must be at least 1");
-    if (bins_ < 2) throw scssl::InvalidArgument("concerto: parameter 'bins' must be at least 2");
-    if (!(dropout_ >= 0 && dropout_ < 1))
-      throw scssl::InvalidArgument("concerto: parameter 'dropout' must be in [0, 1)");
-    if (!(temperature_ > 0)) throw scssl::InvalidArgument("concerto: parameter 'temperature' must be positive");
-    if (integrate_ != "add" && integrate_ != "mean" && integrate_ != "concat")
-      throw scssl::InvalidArgument("concerto: parameter 'integrate' must be add, mean or concat, got \"" +
-                                   integrate_ + "\"");
-  }
+        original_teacher_(p.get_string("teacher") == "original"),
+        integrate_(p.get_string("integrate")) {}
 
   void fit(const scssl::CellData& train, const scssl::TrainOptions& options) override {
     const std::vector<int> used = used_modalities(train);
@@ -130,7 +127,7 @@ class Concerto final : public scssl::IMethod {
 
   int64_t token_dim_, bins_;
   double dropout_, temperature_;
-  bool multimodal_, only_rna_, original_teacher_ = true;
+  bool multimodal_, only_rna_, original_teacher_;
   std::string integrate_;
   torch::Device device_{torch::kCPU};
   std::vector<int64_t> features_;

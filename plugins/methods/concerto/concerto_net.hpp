@@ -1,5 +1,5 @@
-// Concerto's networks (Yang et al., Nature Machine Intelligence 2022; methods.md §10), kept apart
-// from the plugin so that tests can check them on hand-made cases.
+// Concerto's networks (Yang et al., Nature Machine Intelligence 2022; docs/method-spec.md §10),
+// kept apart from the plugin so that tests can check them on hand-made cases.
 //
 // Teacher, per modality: every feature of a cell becomes a token a_t = c_t * E[id_t], the tokens
 // are pooled by attention with a learned context vector, and the pooled vector is batch-normalised.

@@ -1,5 +1,5 @@
 // MoCo (He et al., CVPR 2020; v2 head): a momentum key network and a FIFO bank of negative keys;
-// InfoNCE of the query view against its key and the bank (methods.md §2).
+// InfoNCE of the query view against its key and the bank (docs/method-spec.md §2).
 #include "scssl/losses.hpp"
 #include "scssl/ssl_method.hpp"
 
@@ -7,13 +7,18 @@ namespace {
 
 class Moco final : public scssl::SslMethod {
  public:
-  static std::vector<scssl_param_spec> parameters() {
+  static std::vector<scssl::ParamSpec> parameters() {
     auto p = scssl::ssl_parameters();
-    p.push_back({"temperature", SCSSL_PARAM_FLOAT, "0.5", "InfoNCE temperature"});
-    p.push_back({"bank_size", SCSSL_PARAM_INT, "2048", "negative keys kept in the memory bank"});
-    p.push_back({"momentum", SCSSL_PARAM_FLOAT, "0.996",
-                 "key network EMA at epoch 0, rising to 1 by a cosine schedule"});
-    p.push_back({"factor", SCSSL_PARAM_INT, "1", "projection size = hidden_dim / factor"});
+    using scssl::ParamSpec;
+    p.push_back(ParamSpec("temperature", SCSSL_PARAM_FLOAT, "0.5", "InfoNCE temperature").above(0));
+    p.push_back(ParamSpec("bank_size", SCSSL_PARAM_INT, "2048", "negative keys kept in the memory bank")
+                    .at_least(1));
+    p.push_back(ParamSpec("momentum", SCSSL_PARAM_FLOAT, "0.996",
+                          "key network EMA at epoch 0, rising to 1 by a cosine schedule")
+                    .at_least(0)
+                    .at_most(1));
+    p.push_back(ParamSpec("factor", SCSSL_PARAM_INT, "1", "projection size = hidden_dim / factor")
+                    .at_least(1));
     return p;
   }
   Moco(const scssl::ParamSet& p, scssl::HostContext& host)
@@ -21,12 +26,7 @@ class Moco final : public scssl::SslMethod {
         temperature_(p.get_float("temperature")),
         bank_size_(p.get_int("bank_size")),
         momentum_(p.get_float("momentum")),
-        factor_(p.get_int("factor")) {
-    if (temperature_ <= 0) throw scssl::InvalidArgument("moco: temperature must be positive");
-    if (bank_size_ < 1) throw scssl::InvalidArgument("moco: bank_size must be at least 1");
-    if (momentum_ < 0 || momentum_ > 1) throw scssl::InvalidArgument("moco: momentum must be in [0, 1]");
-    if (factor_ < 1) throw scssl::InvalidArgument("moco: factor must be at least 1");
-  }
+        factor_(p.get_int("factor")) {}
 
  protected:
   int64_t projector_out(int64_t h) const override { return std::max<int64_t>(1, h / factor_); }

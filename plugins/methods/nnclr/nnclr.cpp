@@ -1,5 +1,5 @@
 // NNCLR (Dwibedi et al., ICCV 2021): the positive of a view is its nearest neighbour in a support
-// set of past projections; NT-Xent against the other view's prediction (methods.md §4).
+// set of past projections; NT-Xent against the other view's prediction (docs/method-spec.md §4).
 #include "scssl/losses.hpp"
 #include "scssl/ssl_method.hpp"
 
@@ -7,22 +7,20 @@ namespace {
 
 class Nnclr final : public scssl::SslMethod {
  public:
-  static std::vector<scssl_param_spec> parameters() {
+  static std::vector<scssl::ParamSpec> parameters() {
     auto p = scssl::ssl_parameters();
-    p.push_back({"temperature", SCSSL_PARAM_FLOAT, "0.5", "NT-Xent temperature"});
-    p.push_back({"bank_size", SCSSL_PARAM_INT, "2048", "support set size"});
-    p.push_back({"factor", SCSSL_PARAM_INT, "1", "projection size = hidden_dim / factor"});
+    using scssl::ParamSpec;
+    p.push_back(ParamSpec("temperature", SCSSL_PARAM_FLOAT, "0.5", "NT-Xent temperature").above(0));
+    p.push_back(ParamSpec("bank_size", SCSSL_PARAM_INT, "2048", "support set size").at_least(1));
+    p.push_back(ParamSpec("factor", SCSSL_PARAM_INT, "1", "projection size = hidden_dim / factor")
+                    .at_least(1));
     return p;
   }
   Nnclr(const scssl::ParamSet& p, scssl::HostContext& host)
       : SslMethod(p, host),
         temperature_(p.get_float("temperature")),
         bank_size_(p.get_int("bank_size")),
-        factor_(p.get_int("factor")) {
-    if (temperature_ <= 0) throw scssl::InvalidArgument("nnclr: temperature must be positive");
-    if (bank_size_ < 1) throw scssl::InvalidArgument("nnclr: bank_size must be at least 1");
-    if (factor_ < 1) throw scssl::InvalidArgument("nnclr: factor must be at least 1");
-  }
+        factor_(p.get_int("factor")) {}
 
  protected:
   int64_t projector_out(int64_t h) const override { return std::max<int64_t>(1, h / factor_); }

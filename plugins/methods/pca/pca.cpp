@@ -1,5 +1,5 @@
-// PCA: the linear, unintegrated baseline of the study (methods.md §20). Fitted on the training
-// cells, then every cell is projected onto the same components.
+// PCA: the linear, unintegrated baseline of the study (docs/method-spec.md §20). Fitted on the
+// training cells, then every cell is projected onto the same components.
 #include <filesystem>
 
 #include "scssl/pca.hpp"
@@ -9,9 +9,10 @@ namespace {
 
 class Pca final : public scssl::IMethod {
  public:
-  static std::vector<scssl_param_spec> parameters() {
-    return {{"n_components", SCSSL_PARAM_INT, "50",
-             "number of principal components (clipped to cells - 1 and features)"},
+  static std::vector<scssl::ParamSpec> parameters() {
+    return {scssl::ParamSpec("n_components", SCSSL_PARAM_INT, "50",
+                             "number of principal components (clipped to cells - 1 and features)")
+                .at_least(1),
             {"modality", SCSSL_PARAM_STRING, "RNA",
              "modality to decompose; the first one if the data set has no such modality"}};
   }
@@ -19,11 +20,7 @@ class Pca final : public scssl::IMethod {
   Pca(const scssl::ParamSet& params, scssl::HostContext& host)
       : IMethod(host),
         n_components_(params.get_int("n_components")),
-        modality_(params.get_string("modality")) {
-    if (n_components_ < 1)
-      throw scssl::InvalidArgument("pca: n_components must be at least 1, got " +
-                                   std::to_string(n_components_));
-  }
+        modality_(params.get_string("modality")) {}
 
   void fit(const scssl::CellData& train, const scssl::TrainOptions&) override {
     model_ = scssl::fit_pca(matrix(train), n_components_);

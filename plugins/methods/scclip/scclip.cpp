@@ -1,6 +1,7 @@
 // scCLIP (Xiong et al., NeurIPS 2023 AI4Science workshop): one encoder per modality, trained so
 // that a cell's RNA and protein (ADT) projections match each other and no other cell's: the
-// symmetric CLIP loss with a fixed logit scale (methods.md §11). Needs paired RNA + ADT data.
+// symmetric CLIP loss with a fixed logit scale (docs/method-spec.md §11). Needs paired RNA + ADT
+// data.
 #include <algorithm>
 
 #include "scssl/losses.hpp"
@@ -14,13 +15,11 @@ const std::vector<std::string> kFixedByScclip = {"multimodal", "integrate", "pre
 // SslMethod's settings for scCLIP: the user's shared ones, both modalities, and the fusion of the
 // two modalities' outputs that `embedding` asks for.
 scssl::ParamSet shared_settings(const scssl::ParamSet& p) {
-  const std::vector<scssl_param_spec> specs = scssl::ssl_parameters();
-  scssl::ParamSet shared = scssl::ParamSet::defaults(specs.data(), static_cast<int64_t>(specs.size()), "scclip");
+  const std::vector<scssl::ParamSpec> specs = scssl::ssl_parameters();
+  scssl::ParamSet shared = scssl::ParamSet::defaults(specs, "scclip");
   for (const auto& [name, value] : p.values())
     if (shared.has(name)) shared.set(name, value);
   const std::string& embedding = p.get_string("embedding");
-  if (embedding != "concat" && embedding != "mean" && embedding != "rna")
-    throw scssl::InvalidArgument("scclip: embedding must be concat, mean or rna, not '" + embedding + "'");
   shared.set("multimodal", true);
   shared.set("integrate", std::string(embedding == "mean" ? "mean" : "concat"));
   shared.set("predict_only_rna", embedding == "rna");
@@ -30,17 +29,22 @@ scssl::ParamSet shared_settings(const scssl::ParamSet& p) {
 class Scclip final : public scssl::SslMethod {
  public:
   static uint64_t requirements() { return SCSSL_NEEDS_SECOND_MODALITY; }
-  static std::vector<scssl_param_spec> parameters() {
-    std::vector<scssl_param_spec> p;
-    for (const scssl_param_spec& s : scssl::ssl_parameters()) {
-      if (std::find(kFixedByScclip.begin(), kFixedByScclip.end(), s.name) != kFixedByScclip.end()) continue;
+  static std::vector<scssl::ParamSpec> parameters() {
+    std::vector<scssl::ParamSpec> p;
+    for (const scssl::ParamSpec& s : scssl::ssl_parameters()) {
+      if (std::find(kFixedByScclip.begin(), kFixedByScclip.end(), s.name()) != kFixedByScclip.end())
+        continue;
       p.push_back(s);
       // The original embeds the projected, normalised vectors of each modality.
-      if (p.back().name == std::string("keep_projector")) p.back().default_text = "true";
+      if (p.back().name() == std::string("keep_projector")) p.back().with_default("true");
     }
-    p.push_back({"embedding", SCSSL_PARAM_STRING, "concat",
-                 "concat | mean of the RNA and ADT outputs, or rna (the RNA encoder only)"});
-    p.push_back({"projection_dim", SCSSL_PARAM_INT, "128", "size of each modality's projection"});
+    p.push_back(scssl::ParamSpec("embedding", SCSSL_PARAM_STRING, "concat",
+                                 "concat | mean of the RNA and ADT outputs, or rna (the RNA encoder "
+                                 "only)")
+                    .one_of({"concat", "mean", "rna"}));
+    p.push_back(scssl::ParamSpec("projection_dim", SCSSL_PARAM_INT, "128",
+                                 "size of each modality's projection")
+                    .at_least(1));
     p.push_back({"logit_scale", SCSSL_PARAM_FLOAT, "1.0",
                  "similarities are multiplied by exp(logit_scale) (scCLIP: 1, fixed)"});
     p.push_back({"learn_logit_scale", SCSSL_PARAM_BOOL, "false",
@@ -51,9 +55,7 @@ class Scclip final : public scssl::SslMethod {
       : SslMethod(shared_settings(p), host),
         projection_dim_(p.get_int("projection_dim")),
         initial_logit_scale_(p.get_float("logit_scale")),
-        learn_logit_scale_(p.get_bool("learn_logit_scale")) {
-    if (projection_dim_ < 1) throw scssl::InvalidArgument("scclip: projection_dim must be at least 1");
-  }
+        learn_logit_scale_(p.get_bool("learn_logit_scale")) {}
 
  protected:
   int64_t projector_out(int64_t) const override { return projection_dim_; }

@@ -1,5 +1,5 @@
 // SimCLR (Chen et al., ICML 2020): NT-Xent between the two views' projections, in-batch
-// negatives (methods.md §1).
+// negatives (docs/method-spec.md §1).
 #include "scssl/losses.hpp"
 #include "scssl/ssl_method.hpp"
 
@@ -7,17 +7,17 @@ namespace {
 
 class SimClr final : public scssl::SslMethod {
  public:
-  static std::vector<scssl_param_spec> parameters() {
+  static std::vector<scssl::ParamSpec> parameters() {
     auto p = scssl::ssl_parameters();
-    p.push_back({"temperature", SCSSL_PARAM_FLOAT, "0.5", "NT-Xent temperature (ablation 0.1 to 10)"});
-    p.push_back({"factor", SCSSL_PARAM_INT, "1", "projection size = hidden_dim / factor"});
+    p.push_back(scssl::ParamSpec("temperature", SCSSL_PARAM_FLOAT, "0.5",
+                                 "NT-Xent temperature (ablation 0.1 to 10)")
+                    .above(0));
+    p.push_back(scssl::ParamSpec("factor", SCSSL_PARAM_INT, "1", "projection size = hidden_dim / factor")
+                    .at_least(1));
     return p;
   }
   SimClr(const scssl::ParamSet& p, scssl::HostContext& host)
-      : SslMethod(p, host), temperature_(p.get_float("temperature")), factor_(p.get_int("factor")) {
-    if (temperature_ <= 0) throw scssl::InvalidArgument("simclr: temperature must be positive");
-    if (factor_ < 1) throw scssl::InvalidArgument("simclr: factor must be at least 1");
-  }
+      : SslMethod(p, host), temperature_(p.get_float("temperature")), factor_(p.get_int("factor")) {}
 
  protected:
   int64_t projector_out(int64_t h) const override { return std::max<int64_t>(1, h / factor_); }

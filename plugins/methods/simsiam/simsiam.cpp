@@ -1,5 +1,5 @@
 // SimSiam (Chen & He, CVPR 2021): a predictor on one view matches the other view's projection
-// under stop-gradient; no negatives (methods.md §3).
+// under stop-gradient; no negatives (docs/method-spec.md §3).
 #include "scssl/losses.hpp"
 #include "scssl/ssl_method.hpp"
 
@@ -7,16 +7,16 @@ namespace {
 
 class SimSiam final : public scssl::SslMethod {
  public:
-  static std::vector<scssl_param_spec> parameters() {
+  static std::vector<scssl::ParamSpec> parameters() {
     auto p = scssl::ssl_parameters();
-    p.push_back({"factor", SCSSL_PARAM_INT, "2",
-                 "projection size = hidden_dim / factor; predictor width = hidden_dim / (2 factor)"});
+    p.push_back(scssl::ParamSpec("factor", SCSSL_PARAM_INT, "2",
+                                 "projection size = hidden_dim / factor; predictor width = "
+                                 "hidden_dim / (2 factor)")
+                    .at_least(1));
     return p;
   }
   SimSiam(const scssl::ParamSet& p, scssl::HostContext& host)
-      : SslMethod(p, host), factor_(p.get_int("factor")) {
-    if (factor_ < 1) throw scssl::InvalidArgument("simsiam: factor must be at least 1");
-  }
+      : SslMethod(p, host), factor_(p.get_int("factor")) {}
 
  protected:
   int64_t projector_out(int64_t h) const override { return std::max<int64_t>(1, h / factor_); }

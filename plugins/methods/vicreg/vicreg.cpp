@@ -1,5 +1,6 @@
 // VICReg (Bardes et al., ICLR 2022): invariance + variance + covariance regularisation of the two
-// views' projections (methods.md §6). Defaults are the reference's (lambda = mu = 5, nu = 1).
+// views' projections (docs/method-spec.md §6). Defaults are the reference's
+// (lambda = mu = 5, nu = 1).
 #include "scssl/losses.hpp"
 #include "scssl/ssl_method.hpp"
 
@@ -7,12 +8,15 @@ namespace {
 
 class Vicreg final : public scssl::SslMethod {
  public:
-  static std::vector<scssl_param_spec> parameters() {
+  static std::vector<scssl::ParamSpec> parameters() {
     auto p = scssl::ssl_parameters();
-    p.push_back({"factor", SCSSL_PARAM_INT, "4", "projection size = factor * hidden_dim"});
-    p.push_back({"lambda", SCSSL_PARAM_FLOAT, "5", "weight of the invariance (MSE) term"});
-    p.push_back({"mu", SCSSL_PARAM_FLOAT, "5", "weight of the variance term"});
-    p.push_back({"nu", SCSSL_PARAM_FLOAT, "1", "weight of the covariance term"});
+    using scssl::ParamSpec;
+    p.push_back(ParamSpec("factor", SCSSL_PARAM_INT, "4", "projection size = factor * hidden_dim")
+                    .at_least(1));
+    p.push_back(ParamSpec("lambda", SCSSL_PARAM_FLOAT, "5", "weight of the invariance (MSE) term")
+                    .at_least(0));
+    p.push_back(ParamSpec("mu", SCSSL_PARAM_FLOAT, "5", "weight of the variance term").at_least(0));
+    p.push_back(ParamSpec("nu", SCSSL_PARAM_FLOAT, "1", "weight of the covariance term").at_least(0));
     return p;
   }
   Vicreg(const scssl::ParamSet& p, scssl::HostContext& host)
@@ -20,11 +24,7 @@ class Vicreg final : public scssl::SslMethod {
         factor_(p.get_int("factor")),
         lambda_(p.get_float("lambda")),
         mu_(p.get_float("mu")),
-        nu_(p.get_float("nu")) {
-    if (factor_ < 1) throw scssl::InvalidArgument("vicreg: factor must be at least 1");
-    if (lambda_ < 0 || mu_ < 0 || nu_ < 0)
-      throw scssl::InvalidArgument("vicreg: lambda, mu and nu must not be negative");
-  }
+        nu_(p.get_float("nu")) {}
 
  protected:
   int64_t projector_out(int64_t h) const override { return factor_ * h; }

@@ -18,7 +18,8 @@ Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, 
                     Distance distance = Distance::Euclidean);
 
 // The k nearest rows of x to every row of x, the row itself always first (distance 0), then the
-// k - 1 nearest others, ties by the smaller index: the scIB metrics' convention (metrics.md §1.2).
+// k - 1 nearest others, ties by the smaller index: the scIB metrics' convention
+// (docs/metrics.md §1.2).
 Neighbors knn_self(const torch::Tensor& x, int64_t k);
 
 // A sparse n x n matrix in CSR form, columns ascending within each row.
@@ -28,8 +29,8 @@ struct SparseGraph {
   torch::Tensor weights;  // float64 [nnz]
 };
 
-// UMAP's fuzzy connectivities of self-first neighbour lists (metrics.md §1.3: rho, bisection for
-// sigma with target log2 k, fuzzy union W = A + A^T - A o A^T), symmetric and without diagonal.
+// UMAP's fuzzy connectivities of self-first neighbour lists (docs/metrics.md §1.3: rho, bisection
+// for sigma with target log2 k, fuzzy union W = A + A^T - A o A^T), symmetric and without diagonal.
 // Negative indices (missing neighbours) are ignored.
 SparseGraph fuzzy_connectivities(const Neighbors& nn);
 

@@ -1,5 +1,5 @@
 // Local inverse Simpson's index (LISI) of every cell over its neighbour list, as scib-metrics
-// 0.5.1 computes it (metrics.md §2.6): Gaussian-like weights exp(-beta d) on plain distances,
+// 0.5.1 computes it (docs/metrics.md §2.6): Gaussian-like weights exp(-beta d) on plain distances,
 // beta set by bisection to a perplexity of floor(k / 3), the cell itself weighted 0.
 #pragma once
 

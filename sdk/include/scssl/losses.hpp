@@ -1,5 +1,5 @@
-// The SSL objectives of methods.md §1-7 and §0.5, written once and shared by the method plugins.
-// Every function takes the two views' outputs as [N, d] tensors and returns a scalar.
+// The SSL objectives of docs/method-spec.md §1-7 and §0.5, written once and shared by the method
+// plugins. Every function takes the two views' outputs as [N, d] tensors and returns a scalar.
 #pragma once
 
 #include <torch/torch.h>

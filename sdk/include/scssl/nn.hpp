@@ -1,4 +1,4 @@
-// Network pieces every SSL method shares (methods.md §0.2-0.3): the encoder ("backbone"),
+// Network pieces every SSL method shares (docs/method-spec.md §0.2-0.3): the encoder ("backbone"),
 // domain-specific batch normalisation, and heads built from lightly-style blocks.
 #pragma once
 
@@ -27,7 +27,7 @@ class DomainBatchNormImpl : public torch::nn::Module {
 TORCH_MODULE(DomainBatchNorm);
 
 // x (G) -> Linear(G, hidden) -> BN -> ReLU -> Linear(hidden, h) -> BN -> Dropout(p).
-// No activation after the second BN; linears keep their bias (methods.md §0.2).
+// No activation after the second BN; linears keep their bias (docs/method-spec.md §0.2).
 class EncoderImpl : public torch::nn::Module {
  public:
   EncoderImpl(int64_t in_features, int64_t hidden, int64_t out_features, double dropout,

@@ -5,8 +5,8 @@
 //
 //   class MyMethod final : public scssl::IMethod {
 //    public:
-//     static std::vector<scssl_param_spec> parameters() {
-//       return {{"dim", SCSSL_PARAM_INT, "32", "embedding size"}};
+//     static std::vector<scssl::ParamSpec> parameters() {
+//       return {scssl::ParamSpec("dim", SCSSL_PARAM_INT, "32", "embedding size").at_least(1)};
 //     }
 //     MyMethod(const scssl::ParamSet& p, scssl::HostContext& host) : IMethod(host) { ... }
 //     void fit(const scssl::CellData& train, const scssl::TrainOptions& o) override { ... }
@@ -25,13 +25,16 @@
 #include <vector>
 
 #include "scssl/abi.h"
+#include "scssl/abi_sized.hpp"
 #include "scssl/cell_data.hpp"
+#include "scssl/fingerprint.hpp"
 #include "scssl/knn.hpp"
 #include "scssl/params.hpp"
 
 namespace scssl {
 
-// Services of the host: logging, progress, the augmentation pipeline.
+// Services of the host: logging, progress, the augmentation pipeline. Which thread may call what
+// is written next to each function of scssl_host_api in scssl/abi.h.
 class HostContext {
  public:
   explicit HostContext(const scssl_host_api* api) : api_(api) {}
@@ -51,7 +54,7 @@ class HostContext {
   // Evaluators only: the shared k-nearest-neighbour lists of the embedding being evaluated
   // (self first). {indices int64 [n, k], distances float32 [n, k]}, valid during evaluate().
   std::pair<torch::Tensor, torch::Tensor> neighbors(int64_t k) const;
-  // Evaluators only: the fuzzy connectivities of those k-neighbour lists (metrics.md §1.3),
+  // Evaluators only: the fuzzy connectivities of those k-neighbour lists (docs/metrics.md §1.3),
   // computed once per k for the embedding; valid during evaluate().
   SparseGraph connectivities(int64_t k) const;
   // Evaluators only: a result shared for this embedding by another evaluator under `key`, or an
@@ -102,13 +105,15 @@ class MetricSink {
 };
 
 // ---- the four interfaces ------------------------------------------------------------------------
-// Each plugin class may define `static std::vector<scssl_param_spec> parameters()`; the string
-// literals in it must have static storage.
+// Each plugin class may define `static std::vector<ParamSpec> parameters()`; the string literals
+// in it must have static storage. The host checks every value against the schema (type, bounds,
+// choices) before the constructor runs, so constructors need not repeat those checks.
 
 class IDataset {
  public:
   static constexpr scssl_kind kind = SCSSL_KIND_DATASET;
-  static std::vector<scssl_param_spec> parameters() { return {}; }
+  static std::vector<ParamSpec> parameters() { return {}; }
+  static uint64_t requirements() { return 0; }
   virtual ~IDataset() = default;
   virtual CellData load(const ParamSet& params, HostContext& host) = 0;
 };
@@ -116,7 +121,8 @@ class IDataset {
 class IAugmentation {
  public:
   static constexpr scssl_kind kind = SCSSL_KIND_AUGMENTATION;
-  static std::vector<scssl_param_spec> parameters() { return {}; }
+  static std::vector<ParamSpec> parameters() { return {}; }
+  static uint64_t requirements() { return 0; }
   explicit IAugmentation(HostContext& host) : host_(host) {}
   virtual ~IAugmentation() = default;
   // Once, on the training cells; `train` stays valid until this object dies.
@@ -133,8 +139,9 @@ class IAugmentation {
 class IMethod {
  public:
   static constexpr scssl_kind kind = SCSSL_KIND_METHOD;
-  static std::vector<scssl_param_spec> parameters() { return {}; }
-  static uint64_t requirements() { return 0; }  // scssl_requirement bits
+  static std::vector<ParamSpec> parameters() { return {}; }
+  // scssl_requirement bits; SCSSL_USES_AUGMENTATIONS lets a config give [[augmentation]] sections.
+  static uint64_t requirements() { return 0; }
   explicit IMethod(HostContext& host) : host_(host) {}
   virtual ~IMethod() = default;
   // `train` stays valid until this object dies.
@@ -150,8 +157,9 @@ class IMethod {
 class IEvaluator {
  public:
   static constexpr scssl_kind kind = SCSSL_KIND_EVALUATOR;
-  static std::vector<scssl_param_spec> parameters() { return {}; }
+  static std::vector<ParamSpec> parameters() { return {}; }
   static uint64_t requirements() { return 0; }  // SCSSL_NEEDS_UNINTEGRATED, ..._QUERY_BATCHES
+  // Every evaluator defines `static std::vector<MetricSpec> metrics()`.
   explicit IEvaluator(HostContext& host) : host_(host) {}
   virtual ~IEvaluator() = default;
   virtual void evaluate(const EvalContext& context, const MetricSink& sink) = 0;
@@ -212,6 +220,7 @@ template <class T>
 const void* table_of() {
   if constexpr (T::kind == SCSSL_KIND_DATASET) {
     static const scssl_dataset_table table{
+        sizeof(scssl_dataset_table),
         [](const scssl_params* p, const scssl_host_api* api, scssl_cell_data** out,
            scssl_error* e) {
           return guarded(e, [&] {
@@ -226,6 +235,7 @@ const void* table_of() {
     return &table;
   } else if constexpr (T::kind == SCSSL_KIND_AUGMENTATION) {
     static const scssl_augmentation_table table{
+        sizeof(scssl_augmentation_table),
         instance_table<T>(),
         [](scssl_instance self, const scssl_cell_data* d, int32_t modality, scssl_error* e) {
           return guarded(e, [&] {
@@ -249,14 +259,14 @@ const void* table_of() {
     return &table;
   } else if constexpr (T::kind == SCSSL_KIND_METHOD) {
     static const scssl_method_table table{
+        sizeof(scssl_method_table),
         instance_table<T>(),
-        T::requirements(),
         [](scssl_instance self, const scssl_cell_data* d, const scssl_train_options* o,
            scssl_error* e) {
           return guarded(e, [&] {
             auto* inst = static_cast<Instance<T>*>(self);
             inst->kept = std::make_unique<CellData>(import_borrowed(d));
-            inst->object->fit(*inst->kept, TrainOptions::from_c(*o));
+            inst->object->fit(*inst->kept, TrainOptions::from_c(read_sized(o)));
           });
         },
         [](scssl_instance self, const scssl_cell_data* d, DLManagedTensor** out, scssl_error* e) {
@@ -277,12 +287,13 @@ const void* table_of() {
     return &table;
   } else {
     static_assert(T::kind == SCSSL_KIND_EVALUATOR, "unknown plugin kind");
-    static const std::vector<scssl_metric_spec> metrics = T::metrics();
     static const scssl_evaluator_table table{
-        instance_table<T>(), T::requirements(), metrics.data(), static_cast<int64_t>(metrics.size()),
-        [](scssl_instance self, const scssl_eval_context* c, const scssl_metric_sink* sink,
+        sizeof(scssl_evaluator_table), instance_table<T>(),
+        [](scssl_instance self, const scssl_eval_context* given, const scssl_metric_sink* sink,
            scssl_error* e) {
           return guarded(e, [&] {
+            const scssl_eval_context copy = read_sized(given);
+            const scssl_eval_context* c = &copy;
             CellData data = import_borrowed(c->data);
             EvalContext context{data, from_dl(c->embedding, nullptr, "embedding"),
                                 from_dl(c->unintegrated, nullptr, "unintegrated representation"),
@@ -296,20 +307,42 @@ const void* table_of() {
   }
 }
 
+inline std::vector<scssl_param_spec> c_specs(const std::vector<ParamSpec>& specs) {
+  std::vector<scssl_param_spec> out;
+  for (const auto& s : specs) out.push_back(s.c_spec());
+  return out;
+}
+
+template <class T>
+std::vector<scssl_metric_spec> metric_specs() {
+  std::vector<scssl_metric_spec> out;
+  if constexpr (T::kind == SCSSL_KIND_EVALUATOR)
+    for (const MetricSpec& m : T::metrics()) out.push_back(m.c_spec());
+  return out;
+}
+
 template <class T>
 const scssl_plugin_info* plugin_info(const char* name, const char* version, const char* summary) {
   static_assert(std::is_base_of_v<IDataset, T> || std::is_base_of_v<IAugmentation, T> ||
                     std::is_base_of_v<IMethod, T> || std::is_base_of_v<IEvaluator, T>,
                 "SCSSL_PLUGIN needs a class derived from one of the four interfaces");
-  static const std::vector<scssl_param_spec> params = T::parameters();
+  static const std::vector<ParamSpec> specs = T::parameters();
+  static const std::vector<scssl_param_spec> params = c_specs(specs);
+  static const std::vector<scssl_metric_spec> metrics = metric_specs<T>();
   static const scssl_plugin_info info{SCSSL_MAGIC,
                                       SCSSL_ABI_VERSION,
+                                      sizeof(scssl_plugin_info),
+                                      SCSSL_ABI_MINOR,
                                       T::kind,
                                       name,
                                       version,
                                       summary,
-                                      params.data(),
+                                      SCSSL_BUILD_FINGERPRINT,
+                                      T::requirements(),
+                                      params.empty() ? nullptr : params.data(),
                                       static_cast<int64_t>(params.size()),
+                                      metrics.empty() ? nullptr : metrics.data(),
+                                      static_cast<int64_t>(metrics.size()),
                                       table_of<T>()};
   return &info;
 }

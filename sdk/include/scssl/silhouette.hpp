@@ -1,4 +1,4 @@
-// Exact silhouette coefficients (metrics.md §2.1), shared by the scIB silhouette evaluators.
+// Exact silhouette coefficients (docs/metrics.md §2.1), shared by the scIB silhouette evaluators.
 // All pairs are used, but the n x n distance matrix is never held: distances are produced in
 // cache-sized tiles and immediately reduced to per-cluster sums, so memory is O(n x (d + k)).
 #pragma once

@@ -1,8 +1,8 @@
-// The shared skeleton of the generic SSL methods (methods.md §0): per modality an encoder and a
-// projector (and a predictor where the method has one), multimodal fusion (add | mean | concat |
-// clip), domain-specific batch normalisation, training through scssl::Trainer, and the embedding
-// (encoder output in eval mode, or the projector output when keep_projector is set). A method
-// plugin derives from SslMethod and supplies its heads and its loss.
+// The shared skeleton of the generic SSL methods (docs/method-spec.md §0): per modality an encoder
+// and a projector (and a predictor where the method has one), multimodal fusion (add | mean |
+// concat | clip), domain-specific batch normalisation, training through scssl::Trainer, and the
+// embedding (encoder output in eval mode, or the projector output when keep_projector is set). A
+// method plugin derives from SslMethod and supplies its heads and its loss.
 #pragma once
 
 #include <string>
@@ -15,7 +15,7 @@
 namespace scssl {
 
 // Parameters every SSL method has; a method's parameters() returns these plus its own.
-std::vector<scssl_param_spec> ssl_parameters();
+std::vector<scssl::ParamSpec> ssl_parameters();
 
 // Outputs of one view through a network, fused across modalities.
 struct ViewOutput {

@@ -1,6 +1,6 @@
-// The training loop every SSL method plugin uses (methods.md §0.4): shuffled mini-batches straight
-// from the sparse matrix, two augmented views per cell through the host's augmentation pipeline,
-// Adam with a constant or step learning-rate schedule, progress, checkpoints and resume.
+// The training loop every SSL method plugin uses (docs/method-spec.md §0.4): shuffled mini-batches
+// straight from the sparse matrix, two augmented views per cell through the host's augmentation
+// pipeline, Adam with a constant or step learning-rate schedule, progress, checkpoints and resume.
 // Deterministic for one seed on CPU: every random draw is seeded from (seed, epoch, step).
 #pragma once
 

@@ -1,6 +1,7 @@
-// `scssl-host sweep`: a grid of runs (axes x seeds) with stable run ids, executed by worker
-// processes on this machine or as a Slurm job array, resumable, collected into one table.
-// See docs/sweeps.md for the sweep file.
+// scssl-sweep (also `scssl-host sweep`): a grid of runs (axes x seeds) with stable run ids, each run
+// one `scssl-host run` process on this machine or a task of a Slurm job array, resumable, collected
+// into sweep.json and results.csv. See docs/sweeps.md for the sweep file and docs/run-folder.md
+// for the folders it reads and writes.
 #pragma once
 
 #include <cstdint>
@@ -9,8 +10,9 @@
 #include <vector>
 
 #include "registry.hpp"
+#include "runfolder/records.hpp"
 
-namespace scssl::host {
+namespace scssl::sweep {
 
 // One axis of the grid: either config files layered onto every run (label = file stem), or the
 // values of one setting ("section.key").
@@ -55,7 +57,7 @@ struct PlannedRun {
   std::vector<std::pair<std::string, std::string>> labels;  // dataset, method, then each axis
   std::string config;  // the run's resolved config (written into the sweep folder)
   std::string dir;     // the run folder
-  std::string status = "pending";  // pending | ok | failed
+  runfolder::RunStatus status = runfolder::RunStatus::pending;
   std::string error;
 };
 
@@ -65,6 +67,7 @@ struct SweepOptions {
   bool dry_run = false;  // plan and validate only (slurm: and write the job script)
   std::string output_dir;
   std::vector<std::string> plugin_dirs;  // passed on to every run process
+  std::string host;                      // the scssl-host program every run process starts
 };
 
 struct SweepOutcome {
@@ -75,6 +78,6 @@ struct SweepOutcome {
 
 // Expands the grid, validating every run's config before anything runs, then runs what is not
 // complete yet and writes sweep.json and results.csv into <output_dir>/<name>/.
-SweepOutcome run_sweep(const SweepSpec& spec, const Registry& registry, const SweepOptions& options);
+SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry, const SweepOptions& options);
 
-}  // namespace scssl::host
+}  // namespace scssl::sweep

@@ -1,4 +1,6 @@
-// Small RAII helpers over the HDF5 C API, shared by the h5ad reader and the host's result writers.
+// Small RAII helpers over the HDF5 C API: the low level of the scssl_anndata library (the h5ad
+// dataset plugin reads through it; the host uses the AnnData-level functions in anndata.hpp).
+// Internal to this source tree: not installed with the SDK (see sdk/anndata/CMakeLists.txt).
 //
 // Files are treated as untrusted: paths are resolved one component at a time and soft or external
 // links are refused, datasets whose declared size the file could not hold (or whose data lives in
@@ -20,7 +22,7 @@
 
 namespace scssl::h5 {
 
-// hid_t of HDF5 1.10+ (checked in h5.cpp); kept out of this header so users need not include hdf5.h.
+// hid_t of HDF5 1.10+ (checked in hdf5.cpp); kept out of this header so users need not include hdf5.h.
 using hid = int64_t;
 
 // Turns off HDF5's automatic printing of error stacks to stderr (the library's default). Every
@@ -235,6 +237,8 @@ class File {
   static File open(const std::string& path, Mode mode = Mode::Read);
   // Creates (truncating) a file; IoError if it cannot.
   static File create(const std::string& path);
+  // Creates a file that must not exist yet; IoError if it exists or cannot be created.
+  static File create_new(const std::string& path);
 
   const std::string& path() const { return path_; }
   const Group& root() const { return root_; }
@@ -242,29 +246,10 @@ class File {
   void flush() const;
 
  private:
+  static File create_with(const std::string& path, unsigned flags);
   std::string path_;
   std::shared_ptr<Id> file_;
   Group root_;
 };
-
-// ---- writers used by the host ------------------------------------------------------------------
-
-// Creates (or truncates) a small HDF5 file holding `dataset_name` = float32 [rows, cols] and
-// `cell_names` = strings [rows]. The caller handles temporary names and renames.
-void write_embedding_h5(const std::string& path, const std::string& dataset_name,
-                        const float* data, int64_t rows, int64_t cols,
-                        const std::vector<std::string>& cell_names);
-
-// Opens an existing .h5ad read-write and stores obsm/<key> as anndata (0.8+) expects: a float32
-// 2-d dataset with encoding-type "array" / encoding-version "0.2.0"; obsm is created as a "dict"
-// group if missing, and an existing key is replaced. rows must equal the number of obs.
-void add_obsm_array(const std::string& h5ad_path, const std::string& key, const float* data,
-                    int64_t rows, int64_t cols);
-
-// An embedding stored as obsm/<key> (a 2-d numeric dataset, as anndata, scanpy and scvi-tools
-// write them), converted to float32 row-major; `cols` receives the width. A missing key names the
-// keys the file has; a data frame, a wrong shape or a non-finite value is BadData.
-std::vector<float> read_obsm_array(const std::string& h5ad_path, const std::string& key,
-                                   int64_t& rows, int64_t& cols);
 
 }  // namespace scssl::h5

@@ -1,7 +1,6 @@
-#include "scssl/h5.hpp"
+#include "scssl/anndata/hdf5.hpp"
 
 #include <hdf5.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,7 +10,9 @@
 #include <cstring>
 #include <limits>
 
-static_assert(std::is_same_v<hid_t, scssl::h5::hid>, "h5.hpp assumes HDF5 1.10+ (64-bit hid_t)");
+#include "guarded_driver.hpp"
+
+static_assert(std::is_same_v<hid_t, scssl::h5::hid>, "hdf5.hpp assumes HDF5 1.10+ (64-bit hid_t)");
 
 namespace scssl::h5 {
 
@@ -38,17 +39,23 @@ std::string hdf5_detail() {
   return messages.empty() ? std::string() : messages.back();
 }
 
-// What the guarded driver below refused last (one sentence), consumed by with_detail().
-thread_local std::string g_driver_problem;
-
+// Prefers what the guarded driver (guarded_driver.cpp) refused, which is more precise than HDF5's
+// own "read failed".
 std::string with_detail(const std::string& message) {
-  if (!g_driver_problem.empty()) {
-    std::string problem;
-    problem.swap(g_driver_problem);
-    return message + " (" + problem + ")";
-  }
+  std::string problem = detail::take_driver_problem();
+  if (!problem.empty()) return message + " (" + problem + ")";
   std::string d = hdf5_detail();
   return d.empty() ? message : message + " (HDF5: " + d + ")";
+}
+
+// Frees the strings HDF5 allocated for a variable-length read. H5Dvlen_reclaim became H5Treclaim
+// in 1.12, where the old name is a deprecated symbol (absent from builds without them).
+herr_t reclaim_vlen(hid_t type, hid_t space, void* buffer) {
+#if H5_VERSION_GE(1, 12, 0)
+  return H5Treclaim(type, space, H5P_DEFAULT, buffer);
+#else
+  return H5Dvlen_reclaim(type, space, H5P_DEFAULT, buffer);
+#endif
 }
 
 std::string join_key(const std::string& base, const std::string& name) {
@@ -408,205 +415,8 @@ size_t lzf_filter(unsigned flags, size_t cd_nelmts, const unsigned cd_values[], 
   return 0;
 }
 
-// ---- a guarded read-only file driver ---------------------------------------------------------------
-// HDF5 1.10 trusts the object table of a global heap collection (where variable-length strings
-// live): a corrupt object size makes H5HG_read copy past the collection and crash the process.
-// Files opened for reading go through this driver, which is POSIX pread like HDF5's default
-// "sec2" driver but checks every global heap collection as it is read and fails the read (an
-// ordinary HDF5 error) when the collection is malformed. HDF5 reads heaps as raw data, so they are
-// recognised by their "GCOL" signature.
-
-struct GuardedFile {
-  H5FD_t pub;  // must come first: HDF5 owns these fields
-  int fd = -1;
-  haddr_t eoa = 0, eof = 0;
-  dev_t device = 0;
-  ino_t inode = 0;
-  unsigned length_size = 8;  // "size of lengths" from the superblock
-};
-
-uint64_t decode_le(const unsigned char* p, unsigned n) {
-  uint64_t v = 0;
-  for (unsigned i = 0; i < n; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
-}
-
-// The superblock's size of lengths (8 in every file h5py writes); 8 when it cannot be found.
-unsigned superblock_length_size(int fd, uint64_t eof) {
-  static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-  for (uint64_t at = 0; at + 16 <= eof; at = at ? at * 2 : 512) {
-    unsigned char b[16];
-    if (::pread(fd, b, sizeof b, static_cast<off_t>(at)) != static_cast<ssize_t>(sizeof b)) break;
-    if (std::memcmp(b, sig, 8) != 0) continue;
-    const unsigned n = b[8] <= 1 ? b[14] : b[10];  // versions 0/1 vs 2/3
-    return (n == 2 || n == 4 || n == 8) ? n : 8;
-  }
-  return 8;
-}
-
-// Checks one global heap collection the way HDF5 will parse it; "" if it is sound.
-std::string check_heap(const unsigned char* p, size_t have, unsigned L, uint64_t room) {
-  const size_t header = 8 + L, object_header = 8 + L;
-  if (have < header || p[4] != 1) return "a global heap collection has an unknown version";
-  const uint64_t size = decode_le(p + 8, L);
-  if (size < header || size > room)
-    return "a global heap collection declares a size beyond the end of the file";
-  if (have < size) return "a global heap collection was read only in part";
-  uint64_t at = header;
-  while (at < size) {
-    if (at + object_header > size) break;  // tail too small for an object: free space
-    const unsigned index = static_cast<unsigned>(decode_le(p + at, 2));
-    const uint64_t length = decode_le(p + at + 8, L);
-    uint64_t need;
-    if (index > 0) {
-      if (length > size - at - object_header)
-        return "a global heap object extends past its collection";
-      need = object_header + ((length + 7) & ~uint64_t{7});
-    } else {
-      need = length;  // free space: its size includes the header
-      if (need < object_header) return "a global heap collection has malformed free space";
-    }
-    if (need > size - at) return "a global heap object extends past its collection";
-    at += need;
-  }
-  return "";
-}
-
-H5FD_t* guarded_open(const char* name, unsigned flags, hid_t, haddr_t maxaddr) {
-  if (flags & (H5F_ACC_RDWR | H5F_ACC_CREAT | H5F_ACC_TRUNC)) return nullptr;  // read-only
-  const int fd = ::open(name, O_RDONLY);
-  if (fd < 0) return nullptr;
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    return nullptr;
-  }
-  auto* f = new GuardedFile();
-  f->fd = fd;
-  f->eof = static_cast<haddr_t>(st.st_size);
-  f->device = st.st_dev;
-  f->inode = st.st_ino;
-  f->length_size = superblock_length_size(fd, f->eof);
-  (void)maxaddr;
-  return &f->pub;
-}
-
-herr_t guarded_close(H5FD_t* file) {
-  auto* f = reinterpret_cast<GuardedFile*>(file);
-  ::close(f->fd);
-  delete f;
-  return 0;
-}
-
-int guarded_cmp(const H5FD_t* a, const H5FD_t* b) {
-  auto* x = reinterpret_cast<const GuardedFile*>(a);
-  auto* y = reinterpret_cast<const GuardedFile*>(b);
-  if (x->device != y->device) return x->device < y->device ? -1 : 1;
-  if (x->inode != y->inode) return x->inode < y->inode ? -1 : 1;
-  return 0;
-}
-
-herr_t guarded_query(const H5FD_t*, unsigned long* flags) {
-  if (flags) *flags = H5FD_FEAT_DATA_SIEVE;  // no metadata accumulation: reads stay separate
-  return 0;
-}
-
-haddr_t guarded_get_eoa(const H5FD_t* file, H5FD_mem_t) {
-  return reinterpret_cast<const GuardedFile*>(file)->eoa;
-}
-
-herr_t guarded_set_eoa(H5FD_t* file, H5FD_mem_t, haddr_t addr) {
-  reinterpret_cast<GuardedFile*>(file)->eoa = addr;
-  return 0;
-}
-
-haddr_t guarded_get_eof(const H5FD_t* file, H5FD_mem_t) {
-  return reinterpret_cast<const GuardedFile*>(file)->eof;
-}
-
-herr_t guarded_get_handle(H5FD_t* file, hid_t, void** handle) {
-  *handle = &reinterpret_cast<GuardedFile*>(file)->fd;
-  return 0;
-}
-
-herr_t guarded_read(H5FD_t* file, H5FD_mem_t, hid_t, haddr_t addr, size_t size, void* buffer) {
-  auto* f = reinterpret_cast<GuardedFile*>(file);
-  auto* out = static_cast<unsigned char*>(buffer);
-  size_t done = 0;
-  while (done < size) {
-    const ssize_t n = ::pread(f->fd, out + done, size - done, static_cast<off_t>(addr + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (n == 0) {  // past the end of the file: zeros, as HDF5's own drivers do
-      std::memset(out + done, 0, size - done);
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (size >= 8 + f->length_size && std::memcmp(out, "GCOL", 4) == 0) {
-    const uint64_t room = f->eof > addr ? f->eof - addr : 0;
-    std::string problem;
-    const uint64_t declared = decode_le(out + 8, f->length_size);
-    if (declared > size && declared <= room) {
-      // HDF5 reads a collection larger than 4 KiB in two pieces (the first 4 KiB, then the
-      // rest); check the whole of it now, from the file.
-      std::vector<unsigned char> whole(static_cast<size_t>(declared));
-      size_t got = 0;
-      while (got < whole.size()) {
-        const ssize_t n = ::pread(f->fd, whole.data() + got, whole.size() - got,
-                                  static_cast<off_t>(addr + got));
-        if (n <= 0) {
-          if (n < 0 && errno == EINTR) continue;
-          break;
-        }
-        got += static_cast<size_t>(n);
-      }
-      problem = check_heap(whole.data(), got, f->length_size, room);
-    } else {
-      problem = check_heap(out, size, f->length_size, room);
-    }
-    if (!problem.empty()) {
-      g_driver_problem = problem + " (at byte " + std::to_string(addr) + "); the file is corrupt";
-      return -1;
-    }
-  }
-  return 0;
-}
-
-herr_t guarded_write(H5FD_t*, H5FD_mem_t, hid_t, haddr_t, size_t, const void*) { return -1; }
-
-herr_t guarded_truncate(H5FD_t*, hid_t, hbool_t) { return 0; }
-
-hid_t guarded_driver() {
-  static const H5FD_class_t cls = [] {
-    H5FD_class_t c{};
-    c.name = "scssl_guarded";
-    c.maxaddr = (haddr_t{1} << 62) - 1;
-    c.fc_degree = H5F_CLOSE_WEAK;
-    c.open = guarded_open;
-    c.close = guarded_close;
-    c.cmp = guarded_cmp;
-    c.query = guarded_query;
-    c.get_eoa = guarded_get_eoa;
-    c.set_eoa = guarded_set_eoa;
-    c.get_eof = guarded_get_eof;
-    c.get_handle = guarded_get_handle;
-    c.read = guarded_read;
-    c.write = guarded_write;
-    c.truncate = guarded_truncate;
-    const H5FD_mem_t map[] = H5FD_FLMAP_DICHOTOMY;
-    std::copy(std::begin(map), std::end(map), c.fl_map);
-    return c;
-  }();
-  // One registration per module: the class's functions live in this module's code.
-  static const hid_t id = H5FDregister(&cls);
-  return id;
-}
-
 // Registered on every open, not once: the filter table is global to the process but this code
-// lives in each module linking scssl_hdf5 (host, plugins), and a plugin may be unloaded; the
+// lives in each module linking scssl_anndata (host, plugins), and a plugin may be unloaded; the
 // module that opens a file points the table at its own, loaded copy.
 void register_filters() {
   static const H5Z_class2_t lzf = {H5Z_CLASS_T_VERS, kLzfFilter, 0, 1, "lzf",
@@ -677,8 +487,14 @@ bool Object::has_attr(const std::string& name) const {
 
 std::vector<std::string> Object::attr_names() const {
   std::vector<std::string> names;
+  // 1.12 gave object info a new struct and function; H5Oget_info2 takes the old struct there.
+#if H5_VERSION_GE(1, 12, 0)
+  H5O_info2_t info;
+  if (H5Oget_info3(id(), &info, H5O_INFO_NUM_ATTRS) < 0) fail(with_detail("has unreadable attributes"));
+#else
   H5O_info_t info;
   if (H5Oget_info2(id(), &info, H5O_INFO_NUM_ATTRS) < 0) fail(with_detail("has unreadable attributes"));
+#endif
   for (hsize_t i = 0; i < info.num_attrs; ++i) {
     ssize_t len = H5Aget_name_by_idx(id(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0,
                                      H5P_DEFAULT);
@@ -727,7 +543,7 @@ std::vector<std::string> read_attr_strings(const Object& obj, const std::string&
     std::vector<std::string> out;
     out.reserve(n);
     for (char* p : ptrs) out.emplace_back(p ? p : "");
-    if (n) H5Dvlen_reclaim(mem.get(), a.space.get(), H5P_DEFAULT, ptrs.data());
+    if (n) reclaim_vlen(mem.get(), a.space.get(), ptrs.data());
     return out;
   }
   const size_t size = H5Tget_size(a.type.get());
@@ -1092,7 +908,7 @@ std::vector<std::string> Dataset::read_strings_impl(const std::string* field) co
     for (char* p : ptrs) out.emplace_back(p ? p : "");
     hsize_t dims = n;
     Id space(H5Screate_simple(1, &dims, nullptr));
-    H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, ptrs.data());
+    reclaim_vlen(mem.get(), space.get(), ptrs.data());
     return out;
   }
   const size_t size = H5Tget_size(ftype.get());
@@ -1303,7 +1119,8 @@ namespace {
 
 Id file_access_plist() {
   Id fapl(H5Pcreate(H5P_FILE_ACCESS));
-#if H5_VERSION_GE(1, 10, 7)
+// H5Pset_file_locking arrived in 1.10.7 and 1.12.1 (1.12.0 is older than 1.10.7 and lacks it).
+#if H5_VERSION_GE(1, 10, 7) && !(H5_VERS_MAJOR == 1 && H5_VERS_MINOR == 12 && H5_VERS_RELEASE == 0)
   // Keep HDF5's locking, but do not fail on file systems that cannot lock (NFS, read-only media).
   H5Pset_file_locking(fapl.get(), true, true);
 #endif
@@ -1322,16 +1139,21 @@ File File::open(const std::string& path, Mode mode) {
   if (::access(path.c_str(), mode == Mode::Read ? R_OK : (R_OK | W_OK)) != 0)
     throw IoError(path + ": cannot open the file for " +
                   (mode == Mode::Read ? "reading" : "writing") + " (" + std::strerror(errno) + ")");
-  htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
+  // H5Fis_hdf5 is deprecated from 1.12 on, where H5Fis_accessible does the same.
+#if H5_VERSION_GE(1, 12, 0)
+  const htri_t is_hdf5 = H5Fis_accessible(path.c_str(), H5P_DEFAULT);
+#else
+  const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
+#endif
   if (is_hdf5 <= 0)
     throw BadData(path + ": is not an HDF5 file (an .h5ad file is HDF5; this one has no HDF5 signature)");
   Id fapl = file_access_plist();
   if (mode == Mode::Read) {
-    const hid_t driver = guarded_driver();
+    const hid_t driver = detail::guarded_driver();
     if (driver < 0 || H5Pset_driver(fapl.get(), driver, nullptr) < 0)
       throw IoError(with_detail(path + ": could not set up the HDF5 file driver"));
   }
-  g_driver_problem.clear();
+  detail::clear_driver_problem();
   Id fid(H5Fopen(path.c_str(), mode == Mode::Read ? H5F_ACC_RDONLY : H5F_ACC_RDWR, fapl.get()));
   if (!fid.valid())
     throw BadData(with_detail(path + ": could not be opened as HDF5; the file is truncated or corrupt"));
@@ -1345,10 +1167,10 @@ File File::open(const std::string& path, Mode mode) {
   return f;
 }
 
-File File::create(const std::string& path) {
+File File::create_with(const std::string& path, unsigned flags) {
   silence_hdf5_errors();
   Id fapl = file_access_plist();
-  Id fid(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()));
+  Id fid(H5Fcreate(path.c_str(), flags, H5P_DEFAULT, fapl.get()));
   if (!fid.valid()) throw IoError(with_detail(path + ": could not create the file"));
   Id root(H5Gopen2(fid.get(), "/", H5P_DEFAULT));
   File f;
@@ -1358,104 +1180,18 @@ File File::create(const std::string& path) {
   return f;
 }
 
+File File::create(const std::string& path) { return create_with(path, H5F_ACC_TRUNC); }
+
+File File::create_new(const std::string& path) {
+  // H5F_ACC_EXCL refuses an existing file too, but with a vaguer message.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) throw IoError(path + ": already exists; it is not replaced");
+  return create_with(path, H5F_ACC_EXCL);
+}
+
 void File::flush() const {
   if (H5Fflush(file_->get(), H5F_SCOPE_GLOBAL) < 0)
     throw IoError(with_detail(path_ + ": could not write the file to disk"));
-}
-
-// ---- host writers ----------------------------------------------------------------------------------
-
-void write_embedding_h5(const std::string& path, const std::string& dataset_name,
-                        const float* data, int64_t rows, int64_t cols,
-                        const std::vector<std::string>& cell_names) {
-  if (dataset_name.empty() || dataset_name == "cell_names")
-    throw InvalidArgument(path + ": the embedding needs a dataset name other than 'cell_names'");
-  if (rows < 0 || cols < 0)
-    throw InvalidArgument(path + ": negative embedding shape");
-  if (static_cast<int64_t>(cell_names.size()) != rows)
-    throw InvalidArgument(path + ": " + std::to_string(cell_names.size()) + " cell names for " +
-                          std::to_string(rows) + " embedding rows");
-  {
-    File f = File::create(path);
-    Dataset d = f.root().write(dataset_name, NumType::Float32, data, {rows, cols});
-    d.set_attr("encoding-type", "array");
-    d.set_attr("encoding-version", "0.2.0");
-    Dataset names = f.root().write_strings("cell_names", cell_names);
-    names.set_attr("encoding-type", "string-array");
-    names.set_attr("encoding-version", "0.2.0");
-    f.flush();
-  }
-}
-
-void add_obsm_array(const std::string& h5ad_path, const std::string& key, const float* data,
-                    int64_t rows, int64_t cols) {
-  if (key.empty() || key.find('/') != std::string::npos || key == ".")
-    throw InvalidArgument(h5ad_path + ": obsm key '" + key + "' must be a non-empty name without '/'");
-  if (rows < 0 || cols < 0) throw InvalidArgument(h5ad_path + ": negative obsm array shape");
-  File f = File::open(h5ad_path, File::Mode::ReadWrite);
-  const Group& root = f.root();
-  int64_t n_obs = -1;
-  switch (root.kind("obs")) {
-    case Kind::Group: {
-      Group obs = root.group("obs");
-      n_obs = obs.dataset(obs.attr_string_or("_index", "_index")).length_1d();
-      break;
-    }
-    case Kind::Dataset: n_obs = root.dataset("obs").length_1d(); break;
-    default: throw BadData(h5ad_path + ": has no 'obs'; it is not an AnnData file");
-  }
-  if (rows != n_obs)
-    throw BadData(h5ad_path + ": obsm['" + key + "'] would have " + std::to_string(rows) +
-                  " rows but the file has " + std::to_string(n_obs) + " cells");
-  Group obsm;
-  switch (root.kind("obsm")) {
-    case Kind::Missing:
-      obsm = root.create_group("obsm");
-      obsm.set_attr("encoding-type", "dict");
-      obsm.set_attr("encoding-version", "0.1.0");
-      break;
-    case Kind::Group: obsm = root.group("obsm"); break;
-    default:
-      throw BadData(h5ad_path +
-                    ": 'obsm' is stored in the pre-0.7 layout (a compound dataset); rewrite the "
-                    "file with a current anndata before adding keys");
-  }
-  obsm.remove(key);  // replaces whatever was there, without following it
-  Dataset d = obsm.write(key, NumType::Float32, data, {rows, cols});
-  d.set_attr("encoding-type", "array");
-  d.set_attr("encoding-version", "0.2.0");
-  f.flush();
-}
-
-std::vector<float> read_obsm_array(const std::string& h5ad_path, const std::string& key,
-                                   int64_t& rows, int64_t& cols) {
-  File f = File::open(h5ad_path);
-  const Group& root = f.root();
-  const std::string where = h5ad_path + ": obsm['" + key + "']";
-  if (root.kind("obsm") != Kind::Group) throw BadData(h5ad_path + ": has no obsm group");
-  Group obsm = root.group("obsm");
-  switch (obsm.kind(key)) {
-    case Kind::Dataset: break;
-    case Kind::Missing: {
-      std::string have;
-      for (const auto& name : obsm.children()) have += (have.empty() ? "" : ", ") + name;
-      throw BadData(where + " does not exist (obsm keys: " + (have.empty() ? "none" : have) + ")");
-    }
-    default: throw BadData(where + " is not a numeric array (a data frame or group)");
-  }
-  Dataset d = obsm.dataset(key);
-  const std::vector<int64_t> shape = d.shape();
-  if (shape.size() != 2 || shape[0] < 1 || shape[1] < 1)
-    throw BadData(where + " must be a non-empty 2-d array (cells x dimensions)");
-  rows = shape[0];
-  cols = shape[1];
-  std::vector<float> values(static_cast<size_t>(rows * cols));
-  d.read(NumType::Float32, values.data());
-  for (size_t i = 0; i < values.size(); ++i)
-    if (!std::isfinite(values[i]))
-      throw BadData(where + " has a non-finite value at cell " + std::to_string(i / cols) +
-                    ", dimension " + std::to_string(i % cols));
-  return values;
 }
 
 }  // namespace scssl::h5

@@ -1,8 +1,6 @@
 #include "sweep.hpp"
 
 #include <fcntl.h>
-#include <boost/property_tree/json_parser.hpp>
-#include <boost/property_tree/ptree.hpp>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <toml++/toml.h>
@@ -20,11 +18,17 @@
 #include <thread>
 
 #include "config.hpp"
-#include "results.hpp"
+#include "locations.hpp"
+#include "runfolder/files.hpp"
+#include "runfolder/metrics.hpp"
 
 namespace fs = std::filesystem;
 
-namespace scssl::host {
+namespace scssl::sweep {
+
+using host::RunConfig;
+using runfolder::RunStatus;
+using runfolder::write_file_atomic;
 
 namespace {
 
@@ -83,22 +87,22 @@ std::string short_hash(const std::string& text) {
   return std::string(buf, 12);
 }
 
-// Status of a run folder from its run.json: "ok", "failed" (with the error) or "pending".
+// Status of a run folder from its run.json: pending without one, else what it says (running, ok,
+// or failed with the error); a run.json that cannot be read is a failed run.
 void read_status(PlannedRun& run) {
   const fs::path file = fs::path(run.dir) / "run.json";
   if (!fs::exists(file)) return;
-  boost::property_tree::ptree json;
   try {
-    boost::property_tree::read_json(file.string(), json);
-  } catch (const boost::property_tree::json_parser_error&) {
-    run.status = "failed";
-    run.error = file.string() + " is not valid JSON (the run was cut off while writing it?)";
-    return;
+    const runfolder::RunRecord record = runfolder::read_run_record(file.string());
+    run.status = record.status;
+    run.error = record.error.value_or("");
+  } catch (const std::exception& e) {
+    run.status = RunStatus::failed;
+    run.error = e.what();
   }
-  run.status = json.get<std::string>("status", "") == "ok" ? "ok" : "failed";
-  const std::string error = json.get<std::string>("error", "");
-  run.error = error == "null" ? "" : error;
 }
+
+bool finished(const PlannedRun& run) { return run.status == RunStatus::ok || run.status == RunStatus::failed; }
 
 std::string shell_quote(const std::string& s) {
   std::string out = "'";
@@ -107,10 +111,9 @@ std::string shell_quote(const std::string& s) {
 }
 
 // The command line of one run process.
-std::vector<std::string> run_command(const std::vector<std::string>& plugin_dirs, const PlannedRun& run) {
-  std::vector<std::string> args = {fs::read_symlink("/proc/self/exe").string(), "--quiet",
-                                   "--no-default-plugins"};
-  for (const auto& d : plugin_dirs) {
+std::vector<std::string> run_command(const SweepOptions& options, const PlannedRun& run) {
+  std::vector<std::string> args = {options.host, "--quiet", "--no-default-plugins"};
+  for (const auto& d : options.plugin_dirs) {
     args.push_back("--plugins");
     args.push_back(d);
   }
@@ -119,50 +122,41 @@ std::vector<std::string> run_command(const std::vector<std::string>& plugin_dirs
 }
 
 void write_sweep_files(const SweepSpec& spec, const fs::path& dir, const std::vector<PlannedRun>& runs) {
-  std::ostringstream json;
-  json << "{\n  \"name\": " << json_string(spec.name) << ",\n  \"sweep_file\": " << json_string(spec.path)
-       << ",\n  \"axes\": [";
-  for (size_t a = 0; a < spec.axes.size(); ++a) json << (a ? ", " : "") << json_string(spec.axes[a].name);
-  json << "],\n  \"runs\": [";
-  for (size_t i = 0; i < runs.size(); ++i) {
-    const PlannedRun& r = runs[i];
-    json << (i ? ",\n    " : "\n    ") << "{\"id\": " << json_string(r.id)
-         << ", \"dir\": " << json_string(fs::relative(r.dir, dir).string()) << ", \"seed\": " << r.seed
-         << ", \"labels\": {";
-    for (size_t l = 0; l < r.labels.size(); ++l)
-      json << (l ? ", " : "") << json_string(r.labels[l].first) << ": " << json_string(r.labels[l].second);
-    json << "}, \"status\": " << json_string(r.status)
-         << ", \"error\": " << (r.error.empty() ? "null" : json_string(r.error)) << "}";
-  }
-  json << "\n  ]\n}\n";
-  write_file_atomic((dir / "sweep.json").string(), json.str());
+  runfolder::SweepRecord record;
+  record.name = spec.name;
+  record.sweep_file = spec.path;
+  for (const auto& a : spec.axes) record.axes.push_back(a.name);
+  for (const PlannedRun& r : runs)
+    record.runs.push_back({r.id, fs::relative(r.dir, dir).string(), r.seed, r.labels, r.status,
+                           r.error.empty() ? std::nullopt : std::optional<std::string>(r.error)});
+  runfolder::write_sweep_record((dir / "sweep.json").string(), record);
 
   // results.csv: one row per run, its labels and every metric it reported.
   std::vector<std::map<std::string, double>> metrics;
   std::vector<std::string> columns;
   for (const auto& r : runs) {
     metrics.emplace_back();
-    if (r.status == "ok")
-      for (const auto& m : read_metrics_csv((fs::path(r.dir) / "metrics.csv").string()))
-        metrics.back()[m.name] = m.value;
+    if (r.status == RunStatus::ok)
+      for (const auto& m : runfolder::read_metrics_csv((fs::path(r.dir) / "metrics.csv").string()))
+        metrics.back()[m.metric] = m.value;
     for (const auto& [name, value] : metrics.back())
       if (std::find(columns.begin(), columns.end(), name) == columns.end()) columns.push_back(name);
   }
   std::ostringstream csv;
   csv << "id,seed";
   if (!runs.empty())
-    for (const auto& [name, value] : runs.front().labels) csv << "," << csv_field(name);
+    for (const auto& [name, value] : runs.front().labels) csv << "," << runfolder::csv_field(name);
   csv << ",status,error";
   for (const auto& c : columns) csv << "," << c;
   csv << "\n";
   for (size_t i = 0; i < runs.size(); ++i) {
     const PlannedRun& r = runs[i];
     csv << r.id << "," << r.seed;
-    for (const auto& [name, value] : r.labels) csv << "," << csv_field(value);
-    csv << "," << r.status << "," << csv_field(r.error);
+    for (const auto& [name, value] : r.labels) csv << "," << runfolder::csv_field(value);
+    csv << "," << runfolder::status_name(r.status) << "," << runfolder::csv_field(r.error);
     for (const auto& c : columns) {
       auto it = metrics[i].find(c);
-      csv << "," << (it == metrics[i].end() ? "" : std::isfinite(it->second) ? json_number(it->second) : "nan");
+      csv << "," << (it == metrics[i].end() ? "" : runfolder::csv_number(it->second));
     }
     csv << "\n";
   }
@@ -180,7 +174,7 @@ void run_local(std::vector<PlannedRun*>& todo, int64_t workers, const SweepOptio
   while (next < todo.size() || !running.empty()) {
     while (next < todo.size() && static_cast<int64_t>(running.size()) < workers) {
       PlannedRun* run = todo[next++];
-      const std::vector<std::string> args = run_command(options.plugin_dirs, *run);
+      const std::vector<std::string> args = run_command(options, *run);
       const std::string log = (logs / (run->id + ".log")).string();
       const pid_t pid = fork();
       if (pid < 0) throw IoError("cannot start a run process (fork failed)");
@@ -211,17 +205,19 @@ void run_local(std::vector<PlannedRun*>& todo, int64_t workers, const SweepOptio
     if (it == running.end()) continue;
     PlannedRun* run = it->second;
     running.erase(it);
-    run->status = "pending";
+    run->status = RunStatus::pending;
     read_status(*run);
-    if (run->status == "pending") {
-      run->status = "failed";
+    if (!finished(*run)) {
+      const bool started = run->status == RunStatus::running;
+      run->status = RunStatus::failed;
       run->error = WIFSIGNALED(status)
                        ? "the run process crashed (signal " + std::to_string(WTERMSIG(status)) + ")"
                        : "the run process ended (exit " + std::to_string(WEXITSTATUS(status)) +
                              ") without results";
+      if (started) run->error += " while run.json still said running";
       run->error += "; see " + (logs / (run->id + ".log")).string();
     }
-    if (run->status == "ok")
+    if (run->status == RunStatus::ok)
       spdlog::info("run {} finished", run->id);
     else
       spdlog::warn("run {} failed: {}", run->id, run->error);
@@ -264,7 +260,7 @@ void run_slurm(std::vector<PlannedRun*>& todo, const SweepSpec& spec, const Swee
   from_task.dir = "$run_dir";
   std::ostringstream job;
   job << "#!/bin/bash\n"
-      << "# Written by scssl-host sweep: one array task per run of " << spec.name << ".\n"
+      << "# Written by scssl-sweep: one array task per run of " << spec.name << ".\n"
       << "#SBATCH --job-name=scssl-" << spec.name << "\n"
       << "#SBATCH --array=0-" << todo.size() - 1
       << (spec.slurm.max_parallel > 0 ? "%" + std::to_string(spec.slurm.max_parallel) : "") << "\n"
@@ -279,7 +275,7 @@ void run_slurm(std::vector<PlannedRun*>& todo, const SweepSpec& spec, const Swee
       << shell_quote((slurm / "runs.tsv").string()) << ")\n"
       << "export OPENBLAS_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}\n"
       << "exec";
-  for (const auto& a : run_command(options.plugin_dirs, from_task))
+  for (const auto& a : run_command(options, from_task))
     job << " " << (a[0] == '$' ? "\"" + a + "\"" : shell_quote(a));
   job << "\n";
   const fs::path script = slurm / "job.sh";
@@ -304,12 +300,8 @@ void run_slurm(std::vector<PlannedRun*>& todo, const SweepSpec& spec, const Swee
     out = command_output("squeue -h -j " + job_id + " -o %i 2>/dev/null", &code);
     size_t done = 0;
     for (auto* run : todo) {
-      if (run->status != "pending") {
-        ++done;
-        continue;
-      }
-      read_status(*run);
-      if (run->status != "pending") ++done;
+      if (!finished(*run)) read_status(*run);
+      if (finished(*run)) ++done;
     }
     if (done != last_done) {
       spdlog::info("{} of {} runs finished", done, todo.size());
@@ -322,8 +314,8 @@ void run_slurm(std::vector<PlannedRun*>& todo, const SweepSpec& spec, const Swee
   for (size_t i = 0; i < todo.size(); ++i) {
     PlannedRun* run = todo[i];
     read_status(*run);
-    if (run->status != "pending") continue;
-    run->status = "failed";
+    if (finished(*run)) continue;
+    run->status = RunStatus::failed;
     std::string state = "unknown";
     std::istringstream lines(states);
     for (std::string line; std::getline(lines, line);)
@@ -466,7 +458,7 @@ SweepSpec load_sweep(const std::string& path) {
   return spec;
 }
 
-SweepOutcome run_sweep(const SweepSpec& spec, const Registry& registry, const SweepOptions& options) {
+SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry, const SweepOptions& options) {
   const std::string executor = options.executor.empty() ? spec.executor : options.executor;
   if (executor != "local" && executor != "slurm")
     throw InvalidArgument("unknown executor '" + executor + "' (expected local or slurm)");
@@ -511,7 +503,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const Registry& registry, const Sw
       with_seed.push_back("run.seed=" + std::to_string(seed));
       RunConfig cfg;
       try {
-        cfg = load_run_config(recipe_file.string(), with_seed, registry);
+        cfg = host::load_run_config(recipe_file.string(), with_seed, registry);
       } catch (const std::exception& e) {
         fs::remove(recipe_file);
         // Errors about the temporary layering file are about the grid point itself.
@@ -572,7 +564,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const Registry& registry, const Sw
   out.dir = dir.string();
   std::vector<PlannedRun*> todo;
   for (auto& r : runs) {
-    if (r.status == "ok") {
+    if (r.status == RunStatus::ok) {
       ++out.skipped;
       continue;
     }
@@ -582,7 +574,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const Registry& registry, const Sw
       fs::remove_all(previous);
       fs::rename(r.dir, previous);
     }
-    r.status = "pending";
+    r.status = RunStatus::pending;
     r.error.clear();
     todo.push_back(&r);
   }
@@ -606,4 +598,4 @@ SweepOutcome run_sweep(const SweepSpec& spec, const Registry& registry, const Sw
   return out;
 }
 
-}  // namespace scssl::host
+}  // namespace scssl::sweep

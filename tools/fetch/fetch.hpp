@@ -1,13 +1,14 @@
-// `scssl-host fetch MANIFEST.toml`: gets the file of one catalog data set (datasets/*.toml),
-// checks its SHA-256, converts it to .h5ad where it is published compressed, checks that it opens
-// with the manifest's keys and moves it into place. The manifest schema is in docs/datasets.md.
+// scssl-fetch MANIFEST.toml (also `scssl-host fetch`): gets the file of one catalog data set
+// (datasets/*.toml) with libcurl, checks its SHA-256, converts it to .h5ad where it is published
+// compressed, checks that it opens with the manifest's keys and moves it into place. The manifest
+// schema is in docs/datasets.md.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-namespace scssl::host {
+namespace scssl::fetch {
 
 // What fetch needs from a manifest; every key of the schema is required (unknown values are
 // written as "" or 0), so a missing key is an error naming the key and the file.
@@ -37,12 +38,13 @@ struct DatasetManifest {
 // Reads and checks a manifest; InvalidArgument "<file>: ..." naming the missing or wrong key.
 DatasetManifest load_manifest(const std::string& path);
 
-// Lower-case hex SHA-256 (FIPS 180-4) of bytes or of a file's content; IoError if unreadable.
+// Lower-case hex SHA-256 of bytes or of a file's content (libcrypto); IoError if unreadable.
 std::string sha256_hex(const std::string& bytes);
 std::string sha256_file(const std::string& path);
 
-// The subcommand: args are MANIFEST [--into DIR] [--force]. Returns the exit code; errors throw
-// (one message each) and leave the target folder as it was.
-int run_fetch(const std::vector<std::string>& args);
+// Fetches the data set of `manifest` into `into` (default: a folder named after the data set next
+// to the manifest); an existing file is checked, and replaced only with `force`. Returns the exit
+// code; errors throw (one message each) and leave the target folder as it was.
+int fetch_dataset(const std::string& manifest, const std::string& into, bool force);
 
-}  // namespace scssl::host
+}  // namespace scssl::fetch

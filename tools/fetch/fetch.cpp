@@ -1,107 +1,58 @@
 #include "fetch.hpp"
 
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
 #include <sys/wait.h>
-#include <unistd.h>
 #include <toml++/toml.h>
+#include <unistd.h>
 
 #include <algorithm>
-#include <array>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
-#include "scssl/h5.hpp"
+#include "runfolder/files.hpp"
+#include "scssl/anndata/anndata.hpp"
 #include "scssl/params.hpp"
 
 namespace fs = std::filesystem;
 
-namespace scssl::host {
+namespace scssl::fetch {
 
 namespace {
 
-// ---- SHA-256 -----------------------------------------------------------------------------------
-// Computed here rather than by `sha256sum`: no dependence on coreutils' name for the tool (macOS
-// has `shasum -a 256`) and no parsing of another program's output.
-
-constexpr std::array<uint32_t, 64> kRound = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+// ---- SHA-256 (OpenSSL's libcrypto) ---------------------------------------------------------------
 
 class Sha256 {
  public:
-  void update(const unsigned char* data, size_t n) {
-    length_ += n;
-    while (n > 0) {
-      const size_t take = std::min(n, block_.size() - used_);
-      std::copy(data, data + take, block_.begin() + used_);
-      used_ += take;
-      data += take;
-      n -= take;
-      if (used_ == block_.size()) {
-        compress();
-        used_ = 0;
-      }
-    }
+  Sha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
+    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1)
+      throw Error(SCSSL_ERR_INTERNAL, "libcrypto cannot compute SHA-256");
   }
-
+  void update(const void* data, size_t n) {
+    if (EVP_DigestUpdate(ctx_.get(), data, n) != 1) throw Error(SCSSL_ERR_INTERNAL, "SHA-256 update failed");
+  }
   std::string hex() {
-    const uint64_t bits = length_ * 8;
-    const unsigned char one = 0x80, zero = 0;
-    update(&one, 1);
-    while (used_ != 56) update(&zero, 1);
-    unsigned char tail[8];
-    for (int i = 0; i < 8; ++i) tail[i] = static_cast<unsigned char>(bits >> (56 - 8 * i));
-    update(tail, 8);
-    char out[65];
-    for (int i = 0; i < 8; ++i) std::snprintf(out + 8 * i, 9, "%08x", state_[i]);
-    return std::string(out, 64);
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int size = 0;
+    if (EVP_DigestFinal_ex(ctx_.get(), digest, &size) != 1) throw Error(SCSSL_ERR_INTERNAL, "SHA-256 failed");
+    std::string out;
+    char byte[3];
+    for (unsigned int i = 0; i < size; ++i) {
+      std::snprintf(byte, sizeof byte, "%02x", digest[i]);
+      out += byte;
+    }
+    return out;
   }
 
  private:
-  static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-
-  void compress() {
-    uint32_t w[64];
-    for (int i = 0; i < 16; ++i)
-      w[i] = uint32_t(block_[4 * i]) << 24 | uint32_t(block_[4 * i + 1]) << 16 |
-             uint32_t(block_[4 * i + 2]) << 8 | uint32_t(block_[4 * i + 3]);
-    for (int i = 16; i < 64; ++i) {
-      const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-      const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = state_[0], b = state_[1], c = state_[2], d = state_[3];
-    uint32_t e = state_[4], f = state_[5], g = state_[6], h = state_[7];
-    for (int i = 0; i < 64; ++i) {
-      const uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) +
-                          kRound[i] + w[i];
-      const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-      h = g;
-      g = f;
-      f = e;
-      e = d + t1;
-      d = c;
-      c = b;
-      b = a;
-      a = t1 + t2;
-    }
-    const uint32_t add[8] = {a, b, c, d, e, f, g, h};
-    for (int i = 0; i < 8; ++i) state_[i] += add[i];
-  }
-
-  std::array<uint32_t, 8> state_ = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  std::array<unsigned char, 64> block_{};
-  size_t used_ = 0;
-  uint64_t length_ = 0;
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx_;
 };
 
 // ---- manifest ----------------------------------------------------------------------------------
@@ -153,42 +104,76 @@ bool is_hex64(const std::string& s) {
   return s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
-// ---- subprocesses ------------------------------------------------------------------------------
+// ---- downloads (libcurl) and converters ---------------------------------------------------------
 
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
+size_t write_to_file(char* data, size_t size, size_t count, void* file) {
+  return std::fwrite(data, size, count, static_cast<FILE*>(file)) * size;
 }
 
-struct ToolResult {
-  int code;            // exit status; 127 when the shell did not find the program
-  std::string output;  // what it printed (stderr, and stdout unless redirected)
-};
+// Downloads `url` (http, https, ftp or file) into `target`, following redirects; transient network
+// failures are tried twice more. IoError with libcurl's message when it fails.
+void download(const std::string& url, const fs::path& target) {
+  static const bool ready = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+  std::unique_ptr<CURL, void (*)(CURL*)> curl(ready ? curl_easy_init() : nullptr, curl_easy_cleanup);
+  if (!curl) throw Error(SCSSL_ERR_INTERNAL, "libcurl could not be initialised");
+  char message[CURL_ERROR_SIZE] = "";
+  CURLcode code = CURLE_OK;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(target.c_str(), "wb"), std::fclose);
+    if (!file) throw IoError("cannot write " + target.string() + ": " + std::strerror(errno));
+    curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
+    curl_easy_setopt(curl.get(), CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(curl.get(), CURLOPT_FAILONERROR, 1L);
+    curl_easy_setopt(curl.get(), CURLOPT_ERRORBUFFER, message);
+    curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, write_to_file);
+    curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, file.get());
+    message[0] = '\0';
+    code = curl_easy_perform(curl.get());
+    if (std::fflush(file.get()) != 0 && code == CURLE_OK) code = CURLE_WRITE_ERROR;
+    const bool transient = code == CURLE_COULDNT_CONNECT || code == CURLE_OPERATION_TIMEDOUT ||
+                           code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR || code == CURLE_PARTIAL_FILE;
+    if (!transient) break;
+  }
+  if (code != CURLE_OK)
+    throw IoError("could not download " + url + ": " + (message[0] ? message : curl_easy_strerror(code)));
+}
 
-// Runs a shell command; its messages are captured and its output goes to `output_file` if given.
-ToolResult run_tool(const std::string& command, const std::string& output_file = "") {
-  std::fflush(stdout);
-  // "2>&1" before "> file": messages into the pipe, never into the converted file.
-  const std::string line = command + " 2>&1" + (output_file.empty() ? "" : " > " + shell_quote(output_file));
-  FILE* pipe = popen(line.c_str(), "r");
-  if (pipe == nullptr) throw Error(SCSSL_ERR_INTERNAL, "cannot start a shell for: " + command);
-  ToolResult r{0, ""};
+// Runs `program` (looked up on PATH) with `args`, its standard output into `output_file`; its
+// messages are captured for the error. IoError naming the program when it is missing or fails.
+void convert(const std::string& program, const std::vector<std::string>& args, const fs::path& output_file,
+             const std::string& what) {
+  int messages[2];
+  if (pipe(messages) != 0) throw IoError("cannot start " + program + ": " + std::strerror(errno));
+  std::cout.flush();
+  const pid_t pid = fork();
+  if (pid < 0) throw IoError("cannot start " + program + ": " + std::strerror(errno));
+  if (pid == 0) {
+    const int out = open(output_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (out < 0) _exit(126);
+    dup2(out, STDOUT_FILENO);
+    dup2(messages[1], STDERR_FILENO);
+    close(messages[0]);
+    std::vector<char*> argv = {const_cast<char*>(program.c_str())};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execvp(program.c_str(), argv.data());
+    _exit(127);
+  }
+  close(messages[1]);
+  std::string said;
   char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) r.output.append(buf, n);
-  const int status = pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  while (!r.output.empty() && (r.output.back() == '\n' || r.output.back() == '\r')) r.output.pop_back();
-  return r;
-}
-
-void require_tool(const ToolResult& r, const std::string& tool, const std::string& what) {
-  if (r.code == 0) return;
-  if (r.code == 127)
-    throw IoError(tool + " is needed to " + what + " but was not found (install it, e.g. `apt-get install " +
-                  tool + "`)");
-  throw IoError("could not " + what + ": " + tool + " failed (exit code " + std::to_string(r.code) +
-                ")" + (r.output.empty() ? "" : ": " + r.output));
+  for (ssize_t n; (n = read(messages[0], buf, sizeof buf)) > 0;) said.append(buf, static_cast<size_t>(n));
+  close(messages[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  while (!said.empty() && (said.back() == '\n' || said.back() == '\r')) said.pop_back();
+  if (code == 0) return;
+  if (code == 127)
+    throw IoError(program + " is needed to " + what + " but was not found (install it, e.g. `apt-get install " +
+                  program + "`)");
+  throw IoError("could not " + what + ": " + program + " failed (exit code " + std::to_string(code) + ")" +
+                (said.empty() ? "" : ": " + said));
 }
 
 // ---- checks on the result ----------------------------------------------------------------------
@@ -198,39 +183,25 @@ void require_tool(const ToolResult& r, const std::string& tool, const std::strin
 // the number of cells.
 int64_t check_h5ad(const std::string& path, const DatasetManifest& m, const std::string& shown_as) {
   try {
-    h5::File file = h5::File::open(path);
-    const h5::Group& root = file.root();
-    int64_t n_cells = 0;
-    std::vector<std::string> columns;
-    if (root.has_group("obs")) {  // anndata >= 0.7
-      const h5::Group obs = root.group("obs");
-      n_cells = obs.dataset(obs.attr_string_or("_index", "_index")).length_1d();
-      columns = obs.children();
-    } else if (root.has_dataset("obs")) {  // anndata < 0.7: a compound dataset
-      const h5::Dataset obs = root.dataset("obs");
-      n_cells = obs.length_1d();
-      columns = obs.field_names();
-    } else {
-      throw BadData("has no obs (is it an AnnData .h5ad file?)");
-    }
+    const anndata::Summary file = anndata::inspect(path);
     auto need_column = [&](const std::string& key, const char* what) {
-      if (!key.empty() && std::find(columns.begin(), columns.end(), key) == columns.end())
+      if (!key.empty() && std::find(file.obs_columns.begin(), file.obs_columns.end(), key) == file.obs_columns.end())
         throw BadData("obs has no column '" + key + "' (the manifest's dataset." + what + ")");
     };
     need_column(m.batch_key, "batch_key");
     need_column(m.label_key, "label_key");
-    const std::string matrix = m.layer.empty() ? "X" : m.layer == "raw" ? "raw/X" : "layers/" + m.layer;
-    if (!root.has(matrix) && !(m.layer == "raw" && root.has("raw.X")))
-      throw BadData("has no '" + matrix + "' (the manifest's dataset.layer is \"" + m.layer + "\")");
-    if (!m.modality_key.empty() && m.modalities.size() > 1 && root.has_group("var") &&
-        !root.group("var").has(m.modality_key))
+    if (!file.has_matrix(m.layer))
+      throw BadData("has no '" + anndata::Summary::matrix_key(m.layer) + "' (the manifest's dataset.layer is \"" +
+                    m.layer + "\")");
+    if (!m.modality_key.empty() && m.modalities.size() > 1 && file.n_vars >= 0 &&
+        std::find(file.var_columns.begin(), file.var_columns.end(), m.modality_key) == file.var_columns.end())
       throw BadData("var has no column '" + m.modality_key + "' (the manifest's dataset.modality_key)");
-    if (m.n_cells > 0 && n_cells != m.n_cells)
-      throw BadData("has " + std::to_string(n_cells) + " cells, the manifest " + m.path +
+    if (m.n_cells > 0 && file.n_obs != m.n_cells)
+      throw BadData("has " + std::to_string(file.n_obs) + " cells, the manifest " + m.path +
                     " expects n_cells = " + std::to_string(m.n_cells));
-    return n_cells;
+    return file.n_obs;
   } catch (const Error& e) {
-    // The h5 layer names the temporary file; the user knows the data set by its final name.
+    // The AnnData layer names the temporary file; the user knows the data set by its final name.
     std::string message = e.what();
     if (message.compare(0, path.size(), path) == 0) message = message.substr(path.size() + 2);
     throw BadData(shown_as + " is not a usable .h5ad: " + message);
@@ -275,7 +246,7 @@ fs::path write_run_sections(const DatasetManifest& m, const fs::path& dir) {
     if (const toml::table* t = manifest[name].as_table()) sections.insert(name, *t);
   sections["dataset"].as_table()->insert_or_assign("path", m.file_name);
   std::ostringstream text;
-  text << "# Written by `scssl-host fetch " << m.path << "`.\n"
+  text << "# Written by `scssl-fetch " << m.path << "`.\n"
        << "# Use it from a run config: include = [\"" << (dir / (m.name + ".dataset.toml")).string()
        << "\"]\n# (paths in [dataset] are relative to this file).\n\n"
        << sections << "\n";
@@ -284,17 +255,7 @@ fs::path write_run_sections(const DatasetManifest& m, const fs::path& dir) {
   std::stringstream current;
   current << old.rdbuf();
   if (old && current.str() == text.str()) return target;
-  const fs::path tmp = dir / ("." + target.filename().string() + ".part-" + std::to_string(getpid()));
-  {
-    std::ofstream out(tmp);
-    out << text.str();
-    if (!out.flush()) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw IoError("cannot write " + tmp.string());
-    }
-  }
-  fs::rename(tmp, target);
+  runfolder::write_file_atomic(target.string(), text.str());
   return target;
 }
 
@@ -302,7 +263,7 @@ fs::path write_run_sections(const DatasetManifest& m, const fs::path& dir) {
 
 std::string sha256_hex(const std::string& bytes) {
   Sha256 h;
-  h.update(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+  h.update(bytes.data(), bytes.size());
   return h.hex();
 }
 
@@ -313,7 +274,7 @@ std::string sha256_file(const std::string& path) {
   std::vector<char> buf(1 << 20);
   while (in) {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    h.update(reinterpret_cast<const unsigned char*>(buf.data()), static_cast<size_t>(in.gcount()));
+    h.update(buf.data(), static_cast<size_t>(in.gcount()));
   }
   if (in.bad()) throw IoError("error while reading " + path);
   return h.hex();
@@ -367,28 +328,7 @@ DatasetManifest load_manifest(const std::string& path) {
   return m;
 }
 
-int run_fetch(const std::vector<std::string>& args) {
-  std::string manifest_path, into;
-  bool force = false;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--force") {
-      force = true;
-    } else if (a == "--into") {
-      if (i + 1 == args.size()) throw InvalidArgument("fetch: --into needs a folder");
-      into = args[++i];
-    } else if (a.rfind("--into=", 0) == 0) {
-      into = a.substr(7);
-    } else if (!a.empty() && a[0] == '-') {
-      throw InvalidArgument("fetch: unknown option '" + a + "' (usage: fetch MANIFEST.toml [--into DIR] [--force])");
-    } else if (manifest_path.empty()) {
-      manifest_path = a;
-    } else {
-      throw InvalidArgument("fetch takes one manifest (got '" + manifest_path + "' and '" + a + "')");
-    }
-  }
-  if (manifest_path.empty()) throw InvalidArgument("fetch: which manifest? (usage: fetch MANIFEST.toml [--into DIR] [--force])");
-
+int fetch_dataset(const std::string& manifest_path, const std::string& into, bool force) {
   const DatasetManifest m = load_manifest(manifest_path);
   // Default: a folder named after the data set next to its manifest, as the bundled ones lie.
   const fs::path dir = into.empty() ? fs::absolute(manifest_path).parent_path() / m.name : fs::absolute(into);
@@ -432,8 +372,7 @@ int run_fetch(const std::vector<std::string>& args) {
 
   std::cout << m.name << ": downloading " << m.url
             << (m.size_bytes > 0 ? " (" + human_size(m.size_bytes) + ")" : std::string()) << "\n";
-  require_tool(run_tool("curl -fL --retry 2 -sS -o " + shell_quote(part.string()) + " " + shell_quote(m.url)),
-               "curl", "download " + m.url);
+  download(m.url, part);
   const std::string got = sha256_file(part.string());
   if (m.sha256.empty()) {
     std::cout << "  sha256 of the download: " << got << "\n  not pinned in " << m.path
@@ -449,11 +388,9 @@ int run_fetch(const std::vector<std::string>& args) {
   if (m.format != "h5ad") {
     ready = cleanup.add(dir / ("." + m.file_name + ".convert-" + tag));
     if (m.format == "h5ad.gz")
-      require_tool(run_tool("gzip -dc " + shell_quote(part.string()), ready.string()),
-                   "gzip", "decompress the download");
+      convert("gzip", {"-dc", part.string()}, ready, "decompress the download");
     else
-      require_tool(run_tool("unzip -p " + shell_quote(part.string()) + " " + shell_quote(m.member), ready.string()),
-                   "unzip", "extract '" + m.member + "' from the download");
+      convert("unzip", {"-p", part.string(), m.member}, ready, "extract '" + m.member + "' from the download");
     fs::remove(part, ec);
     if (!m.file_sha256.empty()) {
       const std::string converted = sha256_file(ready.string());
@@ -471,4 +408,4 @@ int run_fetch(const std::vector<std::string>& args) {
   return 0;
 }
 
-}  // namespace scssl::host
+}  // namespace scssl::fetch

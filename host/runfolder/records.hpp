@@ -1,0 +1,128 @@
+// The typed records of a run folder (run.json) and of a sweep folder (sweep.json), with their JSON
+// form. The layout and every field are documented in docs/run-folder.md; the JSON Schemas are
+// docs/schema/run.schema.json and docs/schema/sweep.schema.json.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runfolder/json.hpp"
+
+namespace scssl::runfolder {
+
+// How a run stands. run.json says running while the run is under way (a run.json that still says
+// so after the process ended means the process died), then ok or failed; pending is a sweep's word
+// for a run that has not started.
+enum class RunStatus { running, ok, failed, pending };
+
+const char* status_name(RunStatus status);
+RunStatus status_from_name(const std::string& name, const std::string& what);
+void to_json(Json& j, const RunStatus& s);
+void from_json(const Json& j, RunStatus& s);
+
+struct PluginRecord {
+  std::string kind, name, version, path;
+};
+
+struct ModalitySummary {
+  std::string name;
+  int64_t features_in = 0, features_kept = 0;
+};
+
+// The data as the run saw it, after preprocessing.
+struct DataSummary {
+  int64_t n_cells = 0;
+  std::vector<ModalitySummary> modalities;
+  int64_t n_reference = 0, n_query = 0;
+};
+
+struct EmbeddingRecord {
+  int64_t dim = 0;
+  std::optional<std::string> file;  // "embedding.h5" in the run folder (runs; not `evaluate`)
+  std::optional<std::string> h5ad;  // a run: its copy's file name; `evaluate`: the file it read
+  std::string obsm_key;
+};
+
+struct NeighborRecord {
+  std::string backend;  // "exact" or "hnsw"
+  int64_t k = 0;
+};
+
+struct StageTiming {
+  std::string stage;
+  double wall_seconds = std::nan(""), peak_rss_mb = std::nan(""), end_rss_mb = std::nan("");
+};
+
+struct Versions {
+  std::string scssl;
+  int64_t abi = 0;
+  std::string libtorch, blas;
+};
+
+// run.json.
+struct RunRecord {
+  RunStatus status = RunStatus::running;
+  std::optional<std::string> error;  // set when failed
+  std::string name, config, command;
+  int64_t seed = 0, threads = 0;
+  std::string started, finished;  // ISO 8601 local time with offset
+  double wall_seconds = std::nan(""), peak_rss_mb = std::nan("");
+  std::string host;
+  Versions versions;
+  std::vector<PluginRecord> plugins;
+  std::optional<DataSummary> data;
+  std::optional<EmbeddingRecord> embedding;
+  std::optional<NeighborRecord> neighbors;
+  std::vector<StageTiming> stages;
+};
+
+void to_json(Json& j, const PluginRecord& p);
+void from_json(const Json& j, PluginRecord& p);
+void to_json(Json& j, const ModalitySummary& m);
+void from_json(const Json& j, ModalitySummary& m);
+void to_json(Json& j, const DataSummary& d);
+void from_json(const Json& j, DataSummary& d);
+void to_json(Json& j, const EmbeddingRecord& e);
+void from_json(const Json& j, EmbeddingRecord& e);
+void to_json(Json& j, const NeighborRecord& n);
+void from_json(const Json& j, NeighborRecord& n);
+void to_json(Json& j, const StageTiming& s);
+void from_json(const Json& j, StageTiming& s);
+void to_json(Json& j, const Versions& v);
+void from_json(const Json& j, Versions& v);
+void to_json(Json& j, const RunRecord& r);
+void from_json(const Json& j, RunRecord& r);
+
+// One run of a sweep in sweep.json.
+struct SweepRun {
+  std::string id;   // 12 hex digits of a hash of the run's resolved config
+  std::string dir;  // the run folder, relative to the sweep folder
+  int64_t seed = 0;
+  std::vector<std::pair<std::string, std::string>> labels;  // dataset, method, then each axis
+  RunStatus status = RunStatus::pending;
+  std::optional<std::string> error;
+};
+
+// sweep.json.
+struct SweepRecord {
+  std::string name, sweep_file;
+  std::vector<std::string> axes;
+  std::vector<SweepRun> runs;
+};
+
+void to_json(Json& j, const SweepRun& r);
+void from_json(const Json& j, SweepRun& r);
+void to_json(Json& j, const SweepRecord& s);
+void from_json(const Json& j, SweepRecord& s);
+
+// Reads and writes the files; reading errors are BadData naming the file and the field.
+RunRecord read_run_record(const std::string& path);
+void write_run_record(const std::string& path, const RunRecord& record);
+SweepRecord read_sweep_record(const std::string& path);
+void write_sweep_record(const std::string& path, const SweepRecord& record);
+
+}  // namespace scssl::runfolder

@@ -26,7 +26,7 @@ std::vector<std::string> plugin_folders(const std::vector<std::string>& given, b
   if (defaults) {
     std::error_code ec;
     const fs::path exe_dir = fs::read_symlink("/proc/self/exe", ec).parent_path();
-    for (const fs::path candidate : {exe_dir / ".." / "plugins", exe_dir / ".." / SCSSL_PLUGIN_INSTALL_DIR})
+    for (const fs::path& candidate : {exe_dir / ".." / "plugins", exe_dir / ".." / SCSSL_PLUGIN_INSTALL_DIR})
       if (fs::is_directory(candidate, ec)) dirs.push_back(candidate.string());
   }
   std::vector<std::string> unique;

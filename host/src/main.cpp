@@ -16,6 +16,7 @@
 #include <set>
 
 #include "adapters.hpp"
+#include "aggregates.hpp"
 #include "blas_kernels.hpp"
 #include "cli.hpp"
 #include "config.hpp"
@@ -145,7 +146,7 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& args, bool qu
       "embedding,e", po::value(&embeddings)->composing()->required(), "obsm key to score (repeatable)")(
       "config", po::value(&config), "a run config whose [dataset], [preprocess] and [evaluation] are used")(
       "evaluators", po::value(&evaluators)->composing(),
-      "comma-separated evaluators; default: every installed scIB metric; 'all': every evaluator")(
+      "comma-separated evaluators; default 'scib': the evaluators of the study's ten scIB metrics; 'all': every installed evaluator")(
       "batch-key", po::value(&batch_key), "obs column of the batches")(
       "label-key", po::value(&label_key), "obs column of the cell types")(
       "query-batches", po::value(&query)->composing(), "held-out batches for annotation/modality")(
@@ -174,9 +175,12 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& args, bool qu
     const bool everything = chosen.front() == "all";
     chosen.clear();
     for (const auto* p : registry.plugins(SCSSL_KIND_EVALUATOR)) {
+      // The study's suite is defined by metric name, like its aggregates: a third-party metric in
+      // the bio or batch group runs only when asked for.
       bool scib = false;
       for (const MetricRule& m : p->meta.metrics)
-        scib |= m.group == SCSSL_GROUP_BIO || m.group == SCSSL_GROUP_BATCH;
+        for (const auto* names : {&evaluation::kBioConservationMetrics, &evaluation::kBatchCorrectionMetrics})
+          scib |= std::find(names->begin(), names->end(), m.name) != names->end();
       if (everything || scib) chosen.push_back(p->name());
     }
   }
@@ -186,7 +190,7 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& args, bool qu
   RunConfig cfg = load_run_config(config, overrides, registry, ConfigUse::Evaluate);
   if (!output.empty()) cfg.output_dir = output;
   EvaluationOutcome outcome =
-      execute_evaluation(cfg, {embeddings, unintegrated, min_max}, {command_line, !quiet});
+      execute_evaluation(cfg, {embeddings, unintegrated, min_max}, {command_line, !quiet, ""});
   for (size_t i = 0; i < embeddings.size(); ++i) {
     std::cout << "\nobsm['" << embeddings[i] << "']\n" << metrics_table(outcome.metrics[i]);
     if (!outcome.scaled.empty())

@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -28,14 +29,23 @@ std::string requirement_names(uint64_t bits) {
   return out.empty() ? "nothing special" : out;
 }
 
+// Plugins by kind, each with the number of the folder it came from ([1] is the first folder).
 int cmd_list(const Registry& registry) {
+  const auto& folders = registry.folders();
+  std::cout << "plugin folders:" << (folders.empty() ? " (none)" : "") << "\n";
+  for (size_t i = 0; i < folders.size(); ++i)
+    std::cout << "  [" << i + 1 << "] " << folders[i] << "\n";
+  auto folder_number = [&](const LoadedPlugin& p) {
+    auto it = std::find(folders.begin(), folders.end(), p.folder);
+    return it == folders.end() ? std::string("[-]") : "[" + std::to_string(it - folders.begin() + 1) + "]";
+  };
   for (scssl_kind kind : {SCSSL_KIND_DATASET, SCSSL_KIND_AUGMENTATION, SCSSL_KIND_METHOD,
                           SCSSL_KIND_EVALUATOR}) {
     auto plugins = registry.plugins(kind);
     std::cout << kind_name(kind) << "s:" << (plugins.empty() ? " (none)" : "") << "\n";
     for (const auto* p : plugins)
-      std::printf("  %-20s %-8s %-60s %s\n", p->name().c_str(), p->meta.version.c_str(),
-                  p->meta.summary.c_str(), p->folder.c_str());
+      std::printf("  %-20s %-8s %-4s %s\n", p->name().c_str(), p->meta.version.c_str(),
+                  folder_number(*p).c_str(), p->meta.summary.c_str());
     std::fflush(stdout);
   }
   if (!registry.refusals().empty()) {

@@ -138,7 +138,7 @@ void Registry::add_directory(const std::string& directory) {
   std::error_code ec;
   if (!fs::is_directory(directory, ec))
     throw InvalidArgument("plugin folder '" + directory + "' does not exist");
-  folders_.push_back(directory);
+  folders_.push_back(fs::absolute(directory).lexically_normal().string());
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(directory, ec)) {
     const std::string ext = entry.path().extension().string();
@@ -146,7 +146,7 @@ void Registry::add_directory(const std::string& directory) {
       files.push_back(entry.path());
   }
   std::sort(files.begin(), files.end());
-  for (const auto& f : files) add_file(f.string(), directory);
+  for (const auto& f : files) add_file(f.string(), folders_.back());
 }
 
 bool Registry::add_file(const std::string& path, const std::string& folder) {

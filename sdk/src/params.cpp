@@ -76,14 +76,14 @@ bool numeric(scssl_param_type t) {
 
 bool textual(scssl_param_type t) { return t == SCSSL_PARAM_STRING || t == SCSSL_PARAM_STRING_LIST; }
 
-bool valid_name(const std::string& name) {
+}  // namespace
+
+bool is_identifier(const std::string& name) {
   if (name.empty()) return false;
   for (char c : name)
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
   return true;
 }
-
-}  // namespace
 
 ParamValue parse_param_text(scssl_param_type type, std::string_view text, const std::string& what) {
   auto fail = [&]() -> ParamValue {
@@ -206,7 +206,7 @@ std::string schema_problem(const std::vector<ParamRule>& rules) {
   for (size_t i = 0; i < rules.size(); ++i) {
     const ParamRule& r = rules[i];
     const std::string p = "parameter '" + r.name + "'";
-    if (!valid_name(r.name))
+    if (!is_identifier(r.name))
       return "parameter " + std::to_string(i) + " has the name '" + r.name +
              "', which is not made of lower-case letters, digits and '_'";
     if (!seen.insert(r.name).second) return p + " is declared twice";

@@ -73,13 +73,6 @@ std::string number(double v) {
   return out.str();
 }
 
-bool valid_name(const std::string& name) {
-  if (name.empty()) return false;
-  for (char c : name)
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
-  return true;
-}
-
 }  // namespace
 
 PluginMeta meta_from_info(const scssl_plugin_info* given) {
@@ -151,27 +144,22 @@ PluginMeta meta_from_note(const std::string& note) {
   auto bad = [&](const std::string& why) {
     throw std::invalid_argument("line " + std::to_string(number_of_line) + " " + why);
   };
-  auto to_u64 = [&](const std::string& s) -> uint64_t {
+  // A whole field as a number: "12x" and "" are refused.
+  auto to_number = [&](const std::string& s, auto parse) {
+    size_t used = 0;
     try {
-      size_t used = 0;
-      const uint64_t v = std::stoull(s, &used);
-      if (used != s.size()) bad("has '" + s + "' where a number belongs");
-      return v;
+      const auto v = parse(s, &used);
+      if (used == s.size()) return v;
     } catch (const std::logic_error&) {
-      bad("has '" + s + "' where a number belongs");
     }
-    return 0;
+    bad("has '" + s + "' where a number belongs");
+    return decltype(parse(s, &used)){};
   };
-  auto to_double = [&](const std::string& s) -> double {
-    try {
-      size_t used = 0;
-      const double v = std::stod(s, &used);
-      if (used != s.size()) bad("has '" + s + "' where a number belongs");
-      return v;
-    } catch (const std::logic_error&) {
-      bad("has '" + s + "' where a number belongs");
-    }
-    return 0;
+  auto to_u64 = [&](const std::string& s) {
+    return to_number(s, [](const std::string& t, size_t* used) { return std::stoull(t, used); });
+  };
+  auto to_double = [&](const std::string& s) {
+    return to_number(s, [](const std::string& t, size_t* used) { return std::stod(t, used); });
   };
   while (std::getline(in, line)) {
     ++number_of_line;
@@ -277,7 +265,7 @@ std::string meta_problem(const PluginMeta& m, const BuildFingerprint& host) {
            "; rebuild the plugin against this host's SDK";
   if (m.kind < SCSSL_KIND_DATASET || m.kind > SCSSL_KIND_EVALUATOR)
     return "unknown plugin kind " + std::to_string(m.kind);
-  if (!valid_name(m.name))
+  if (!is_identifier(m.name))
     return "plugin name '" + m.name + "' is not made of lower-case letters, digits and '_'";
   const std::string who = "plugin '" + m.name + "'";
   if (m.version.empty()) return who + " has no version";
@@ -290,7 +278,7 @@ std::string meta_problem(const PluginMeta& m, const BuildFingerprint& host) {
     std::set<std::string> seen;
     for (size_t i = 0; i < m.metrics.size(); ++i) {
       const MetricRule& r = m.metrics[i];
-      if (!valid_name(r.name))
+      if (!is_identifier(r.name))
         return who + ": metric " + std::to_string(i) + " has the name '" + r.name +
                "', which is not made of lower-case letters, digits and '_'";
       if (!seen.insert(r.name).second) return who + ": metric '" + r.name + "' is declared twice";

@@ -43,6 +43,8 @@ using FloatList = std::vector<double>;
 using ParamValue = std::variant<bool, int64_t, double, std::string, StringList, FloatList>;
 
 const char* param_type_name(scssl_param_type type);
+// Plugin, parameter and metric names: lower-case letters, digits and '_', at least one.
+bool is_identifier(const std::string& name);
 scssl_param_type param_type_of(const ParamValue& value);
 
 // One parameter of a plugin's schema, in owned form: what a plugin declares (through ParamSpec)

@@ -13,7 +13,8 @@ class RandomProjection final : public scssl::IMethod {
     // The host checks every value against these bounds (with the config file and line) before
     // the constructor runs, so the constructor does not repeat them.
     return {scssl::ParamSpec("dim", SCSSL_PARAM_INT, "32", "size of the embedding").at_least(1),
-            scssl::ParamSpec("seed", SCSSL_PARAM_INT, "0", "seed of the projection matrix").at_least(0)};
+            scssl::ParamSpec("seed", SCSSL_PARAM_INT, "0", "seed of the projection matrix")
+                .at_least(0)};
   }
 
   RandomProjection(const scssl::ParamSet& params, scssl::HostContext& host)

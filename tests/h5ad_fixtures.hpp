@@ -26,7 +26,8 @@ inline h5::Dataset write_vec(const h5::Group& g, const std::string& name, const 
 
 // A 1-d dataset of n elements of type t from buf, through the C API (for types the wrapper does
 // not write); takes ownership of t.
-inline void write_1d_with_type(hid_t loc, const std::string& name, hid_t t, size_t n, const void* buf) {
+inline void write_1d_with_type(hid_t loc, const std::string& name, hid_t t, size_t n,
+                               const void* buf) {
   const hsize_t dims = n;
   hid_t s = H5Screate_simple(1, &dims, nullptr);
   hid_t d = H5Dcreate2(loc, name.c_str(), t, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -51,18 +52,21 @@ inline void write_bool(const h5::Group& g, const std::string& name, const std::v
 }
 
 // Fixed-length strings (numpy 'S<size>'), as anndata < 0.7 wrote them.
-inline void write_fixed_strings(hid_t loc, const std::string& name, const std::vector<std::string>& v,
-                         size_t size, H5T_str_t pad = H5T_STR_NULLPAD) {
+inline void write_fixed_strings(hid_t loc, const std::string& name,
+                                const std::vector<std::string>& v, size_t size,
+                                H5T_str_t pad = H5T_STR_NULLPAD) {
   hid_t t = H5Tcopy(H5T_C_S1);
   H5Tset_size(t, size);
   H5Tset_strpad(t, pad);
   std::vector<char> buf(v.size() * size, pad == H5T_STR_SPACEPAD ? ' ' : '\0');
-  for (size_t i = 0; i < v.size(); ++i) std::memcpy(buf.data() + i * size, v[i].data(), v[i].size());
+  for (size_t i = 0; i < v.size(); ++i)
+    std::memcpy(buf.data() + i * size, v[i].data(), v[i].size());
   write_1d_with_type(loc, name, t, v.size(), buf.data());
 }
 
 // Variable-length ASCII strings (what h5py writes for bytes objects).
-inline void write_vlen_ascii(hid_t loc, const std::string& name, const std::vector<std::string>& v) {
+inline void write_vlen_ascii(hid_t loc, const std::string& name,
+                             const std::vector<std::string>& v) {
   hid_t t = H5Tcopy(H5T_C_S1);
   H5Tset_size(t, H5T_VARIABLE);
   H5Tset_cset(t, H5T_CSET_ASCII);
@@ -72,8 +76,8 @@ inline void write_vlen_ascii(hid_t loc, const std::string& name, const std::vect
 }
 
 inline h5::Group write_frame(const h5::Group& parent, const std::string& key,
-                      const std::vector<std::string>& index, const std::vector<std::string>& order,
-                      const char* version = "0.2.0") {
+                             const std::vector<std::string>& index,
+                             const std::vector<std::string>& order, const char* version = "0.2.0") {
   h5::Group g = parent.create_group(key);
   set_encoding(g, "dataframe", version);
   g.set_attr("_index", "_index");
@@ -83,7 +87,8 @@ inline h5::Group write_frame(const h5::Group& parent, const std::string& key,
 }
 
 inline void write_categorical(const h5::Group& frame, const std::string& name,
-                       const std::vector<std::string>& categories, const std::vector<int8_t>& codes) {
+                              const std::vector<std::string>& categories,
+                              const std::vector<int8_t>& codes) {
   h5::Group g = frame.create_group(name);
   set_encoding(g, "categorical", "0.2.0");
   g.set_attr("ordered", false);
@@ -93,8 +98,8 @@ inline void write_categorical(const h5::Group& frame, const std::string& name,
 
 template <class P, class I, class V>
 inline h5::Group write_sparse(const h5::Group& parent, const std::string& name, const char* format,
-                       int64_t rows, int64_t cols, const std::vector<P>& ptr,
-                       const std::vector<I>& idx, const std::vector<V>& val) {
+                              int64_t rows, int64_t cols, const std::vector<P>& ptr,
+                              const std::vector<I>& idx, const std::vector<V>& val) {
   h5::Group g = parent.create_group(name);
   set_encoding(g, format, "0.1.0");
   g.set_attr("shape", std::vector<int64_t>{rows, cols});
@@ -106,9 +111,9 @@ inline h5::Group write_sparse(const h5::Group& parent, const std::string& name, 
 
 // The 4 x 5 matrix every fixture holds, in several encodings.
 inline const std::vector<float> kDense = {1, 0, 0, 2, 0,  //
-                                   0, 0, 0, 0, 0,  //
-                                   0, 3, 0, 0, 4,  //
-                                   5, 0, 6, 0, 7};
+                                          0, 0, 0, 0, 0,  //
+                                          0, 3, 0, 0, 4,  //
+                                          5, 0, 6, 0, 7};
 inline const std::vector<int32_t> kIndptr = {0, 2, 2, 4, 7};
 inline const std::vector<int32_t> kIndices = {0, 3, 1, 4, 0, 2, 4};
 inline const std::vector<float> kData = {1, 2, 3, 4, 5, 6, 7};
@@ -125,13 +130,13 @@ inline void write_csr_x(const h5::Group& root) {
 // An anndata >= 0.8 file: obs with every column kind, var, X written by `x`; `after` may then
 // change anything.
 inline std::string write_current(const std::string& path, const Writer& x = write_csr_x,
-                          const Writer& after = nullptr) {
+                                 const Writer& after = nullptr) {
   h5::File f = h5::File::create(path);
   const h5::Group& root = f.root();
   set_encoding(root, "anndata", "0.1.0");
-  h5::Group obs = write_frame(root, "obs", {"c0", "c1", "c2", "c3"},
-                              {"batch", "cell_type", "donor", "score", "n_genes", "u8", "flag",
-                               "nint", "nbool", "nstr"});
+  h5::Group obs = write_frame(
+      root, "obs", {"c0", "c1", "c2", "c3"},
+      {"batch", "cell_type", "donor", "score", "n_genes", "u8", "flag", "nint", "nbool", "nstr"});
   write_categorical(obs, "batch", {"b1", "b2"}, {0, 1, 0, 1});
   write_categorical(obs, "cell_type", {"A", "B", "C"}, {2, 0, -1, 1});
   set_encoding(obs.write_strings("donor", {"d2", "d1", "d2", "d10"}), "string-array", "0.2.0");
@@ -158,7 +163,8 @@ inline std::string write_current(const std::string& path, const Writer& x = writ
     write_bool(g, "mask", {0, 0, 1, 0});
   }
   h5::Group var = write_frame(root, "var", {"g0", "g1", "g2", "g3", "g4"}, {"gene_ids"});
-  set_encoding(var.write_strings("gene_ids", {"E0", "E1", "E2", "E3", "E4"}), "string-array", "0.2.0");
+  set_encoding(var.write_strings("gene_ids", {"E0", "E1", "E2", "E3", "E4"}), "string-array",
+               "0.2.0");
   set_encoding(root.create_group("obsm"), "dict", "0.1.0");
   set_encoding(root.create_group("layers"), "dict", "0.1.0");
   if (x) x(root);
@@ -166,7 +172,6 @@ inline std::string write_current(const std::string& path, const Writer& x = writ
   f.flush();
   return path;
 }
-
 
 // anndata < 0.7: obs/var are compound datasets; categorical fields hold codes whose names are in
 // uns/<column>_categories.

@@ -39,12 +39,14 @@ class SchemaChecker {
     return false;
   }
 
-  static void check(const Json& schema, const Json& v, const std::string& path, std::vector<std::string>& problems) {
+  static void check(const Json& schema, const Json& v, const std::string& path,
+                    std::vector<std::string>& problems) {
     for (const auto& [key, rule] : schema.items()) {
       if (key == "$schema" || key == "title" || key == "description") continue;
       if (key == "type") {
         bool ok = false;
-        for (const auto& t : rule.is_array() ? rule : Json::array({rule})) ok |= has_type(v, t.get<std::string>());
+        for (const auto& t : rule.is_array() ? rule : Json::array({rule}))
+          ok |= has_type(v, t.get<std::string>());
         if (!ok) problems.push_back(path + ": " + v.dump() + " is not of type " + rule.dump());
       } else if (key == "enum") {
         if (std::find(rule.begin(), rule.end(), v) == rule.end())
@@ -55,27 +57,32 @@ class SchemaChecker {
       } else if (key == "required") {
         if (v.is_object())
           for (const auto& name : rule)
-            if (!v.contains(name.get<std::string>())) problems.push_back(path + ": misses " + name.dump());
+            if (!v.contains(name.get<std::string>()))
+              problems.push_back(path + ": misses " + name.dump());
       } else if (key == "properties") {
         if (v.is_object())
           for (const auto& [name, sub] : rule.items())
             if (v.contains(name)) check(sub, v.at(name), path + "." + name, problems);
       } else if (key == "additionalProperties") {
         if (!v.is_object()) continue;
-        const Json& known = schema.contains("properties") ? schema.at("properties") : Json::object();
+        const Json& known =
+            schema.contains("properties") ? schema.at("properties") : Json::object();
         for (const auto& [name, item] : v.items()) {
           if (known.contains(name)) continue;
           if (rule.is_boolean()) {
-            if (!rule.get<bool>()) problems.push_back(path + ": has no field '" + name + "' in the schema");
+            if (!rule.get<bool>())
+              problems.push_back(path + ": has no field '" + name + "' in the schema");
           } else {
             check(rule, item, path + "." + name, problems);
           }
         }
       } else if (key == "items") {
         if (v.is_array())
-          for (size_t i = 0; i < v.size(); ++i) check(rule, v[i], path + "[" + std::to_string(i) + "]", problems);
+          for (size_t i = 0; i < v.size(); ++i)
+            check(rule, v[i], path + "[" + std::to_string(i) + "]", problems);
       } else {
-        problems.push_back(path + ": the schema uses '" + key + "', which this checker does not support");
+        problems.push_back(path + ": the schema uses '" + key +
+                           "', which this checker does not support");
       }
     }
   }

@@ -105,7 +105,8 @@ inline std::string host_command(const std::string& args) {
 // returns the run folder ("" and a test failure when the run fails).
 inline std::string run_config(const std::string& config, const std::string& output,
                               const std::string& sets) {
-  auto r = run_command(host_command("--quiet run " + repo_file(config) + " --output " + output + " " + sets));
+  auto r = run_command(
+      host_command("--quiet run " + repo_file(config) + " --output " + output + " " + sets));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   std::smatch m;
   return std::regex_search(r.output, m, std::regex("run folder: (\\S+)")) ? m[1].str() : "";
@@ -117,7 +118,8 @@ inline torch::Tensor run_embedding(const std::string& run_dir) {
 }
 
 // One series of a run's history.csv (e.g. "loss", one value per epoch).
-inline std::vector<double> run_series(const std::string& run_dir, const std::string& name = "loss") {
+inline std::vector<double> run_series(const std::string& run_dir,
+                                      const std::string& name = "loss") {
   std::vector<double> out;
   std::istringstream in(read_text(run_dir + "/history.csv"));
   for (std::string line; std::getline(in, line);)

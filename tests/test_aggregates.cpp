@@ -1,5 +1,5 @@
-// Bio / Batch / Total, defined by metric name (docs/evaluation.md#bio--batch--total), worked by hand;
-// a metric outside the study's ten does not move them, whatever group it declares.
+// Bio / Batch / Total, defined by metric name (docs/evaluation.md#bio--batch--total), worked by
+// hand; a metric outside the study's ten does not move them, whatever group it declares.
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -33,11 +33,10 @@ double value_of(const std::vector<MetricRecord>& aggregates, const std::string& 
 }  // namespace
 
 TEST(ScibAggregates, MeansByNameSkippingNaNAndWeightedTotal) {
-  const std::vector<MetricRecord> m = {metric("isolated_labels", 0.2, MetricGroup::bio),
-                                       metric("clisi", 0.4, MetricGroup::bio),
-                                       metric("leiden_nmi", std::nan(""), MetricGroup::bio),
-                                       metric("ilisi", 0.9, MetricGroup::batch),
-                                       metric("macro_f1", 0.77, MetricGroup::annotation)};
+  const std::vector<MetricRecord> m = {
+      metric("isolated_labels", 0.2, MetricGroup::bio), metric("clisi", 0.4, MetricGroup::bio),
+      metric("leiden_nmi", std::nan(""), MetricGroup::bio),
+      metric("ilisi", 0.9, MetricGroup::batch), metric("macro_f1", 0.77, MetricGroup::annotation)};
   const auto agg = evaluation::scib_aggregates(m);
   ASSERT_EQ(agg.size(), 3u);
   EXPECT_EQ(agg[0].metric, "bio_conservation");
@@ -51,9 +50,11 @@ TEST(ScibAggregates, MeansByNameSkippingNaNAndWeightedTotal) {
 }
 
 TEST(ScibAggregates, NoStudyMetricMeansNoAggregates) {
-  EXPECT_TRUE(evaluation::scib_aggregates({metric("macro_f1", 0.8, MetricGroup::annotation)}).empty());
+  EXPECT_TRUE(
+      evaluation::scib_aggregates({metric("macro_f1", 0.8, MetricGroup::annotation)}).empty());
   // A third-party bio metric alone does not make aggregates either.
-  EXPECT_TRUE(evaluation::scib_aggregates({metric("my_kmeans_nmi", 0.8, MetricGroup::bio)}).empty());
+  EXPECT_TRUE(
+      evaluation::scib_aggregates({metric("my_kmeans_nmi", 0.8, MetricGroup::bio)}).empty());
 }
 
 TEST(ScibAggregates, AGroupWithoutValuesIsNaN) {
@@ -68,8 +69,10 @@ TEST(ScibAggregates, AGroupWithoutValuesIsNaN) {
 // reported beside the aggregates and leaves Bio, Batch and Total as they were.
 TEST(ScibAggregates, AnExtraBioOrBatchMetricDoesNotChangeTotal) {
   std::vector<MetricRecord> study;
-  for (const auto& name : evaluation::kBioConservationMetrics) study.push_back(metric(name, 0.6, MetricGroup::bio));
-  for (const auto& name : evaluation::kBatchCorrectionMetrics) study.push_back(metric(name, 0.3, MetricGroup::batch));
+  for (const auto& name : evaluation::kBioConservationMetrics)
+    study.push_back(metric(name, 0.6, MetricGroup::bio));
+  for (const auto& name : evaluation::kBatchCorrectionMetrics)
+    study.push_back(metric(name, 0.3, MetricGroup::batch));
   const auto before = evaluation::scib_aggregates(study);
   std::vector<MetricRecord> with_extra = study;
   with_extra.push_back(metric("kmeans_nmi", 0.05, MetricGroup::bio));
@@ -86,9 +89,11 @@ TEST(ScibAggregates, AnExtraBioOrBatchMetricDoesNotChangeTotal) {
 TEST(ScibAggregates, MinMaxScalingScalesEveryScibGroupMetricAndAggregatesByName) {
   const std::vector<std::vector<MetricRecord>> runs = {
       {metric("clisi", 0.2, MetricGroup::bio), metric("ilisi", 0.5, MetricGroup::batch),
-       metric("kmeans_nmi", 0.1, MetricGroup::bio), metric("macro_f1", 0.7, MetricGroup::annotation)},
+       metric("kmeans_nmi", 0.1, MetricGroup::bio),
+       metric("macro_f1", 0.7, MetricGroup::annotation)},
       {metric("clisi", 0.6, MetricGroup::bio), metric("ilisi", 0.5, MetricGroup::batch),
-       metric("kmeans_nmi", 0.9, MetricGroup::bio), metric("macro_f1", 0.9, MetricGroup::annotation)}};
+       metric("kmeans_nmi", 0.9, MetricGroup::bio),
+       metric("macro_f1", 0.9, MetricGroup::annotation)}};
   const auto scaled = evaluation::min_max_scaled(runs);
   ASSERT_EQ(scaled.size(), 2u);
   ASSERT_EQ(scaled[1].size(), 6u) << "three scaled metrics and three aggregates; macro_f1 left out";
@@ -112,19 +117,20 @@ TEST(ScibAggregates, MatchTheReferenceValuesOfTheSameMetrics) {
   host::NeighborCache cache(emb);
   services.serve_neighbors(&cache);
   std::vector<MetricRecord> all;
-  for (const char* name : {"isolated_labels", "silhouette_label", "clisi", "silhouette_batch", "ilisi",
-                           "graph_connectivity", "pcr_comparison"}) {
+  for (const char* name : {"isolated_labels", "silhouette_label", "clisi", "silhouette_batch",
+                           "ilisi", "graph_connectivity", "pcr_comparison"}) {
     const host::LoadedPlugin& p = test::plugins().get(name, SCSSL_KIND_EVALUATOR);
     host::Evaluator e(p, p.default_params(), services);
     for (auto& v : e.evaluate(data, emb, pre, {})) all.push_back(host::metric_record(v));
   }
   // Reference values (kang_ctrl_stim.h5ad.scib.json, X_batchcentered) of the same metrics.
-  const auto reference = nlohmann::json::parse(test::read_text(dir + "kang_ctrl_stim.h5ad.scib.json"))
-      ["embeddings"]["X_batchcentered"]["metrics"];
+  const auto reference = nlohmann::json::parse(test::read_text(
+      dir + "kang_ctrl_stim.h5ad.scib.json"))["embeddings"]["X_batchcentered"]["metrics"];
   auto value = [&](const char* key) { return reference[key].get<double>(); };
   const double bio = (value("isolated_labels") + value("silhouette_label") + value("clisi")) / 3;
   const double batch = (value("silhouette_batch") + value("ilisi") + value("graph_connectivity") +
-                        value("pcr_comparison")) / 4;
+                        value("pcr_comparison")) /
+                       4;
   const auto agg = evaluation::scib_aggregates(all);
   EXPECT_NEAR(value_of(agg, "bio_conservation"), bio, 1e-4);
   EXPECT_NEAR(value_of(agg, "batch_correction"), batch, 1e-4);

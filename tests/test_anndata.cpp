@@ -73,7 +73,8 @@ std::string truncated_copy(const std::string& path, double fraction) {
 
 }  // namespace
 
-// ---- the low-level layer (hdf5.hpp) ------------------------------------------------------------------
+// ---- the low-level layer (hdf5.hpp)
+// ------------------------------------------------------------------
 
 TEST_F(Hdf5, NumericReadsRefuseValuesThatDoNotFit) {
   const std::string path = file("numbers.h5");
@@ -96,16 +97,20 @@ TEST_F(Hdf5, NumericReadsRefuseValuesThatDoNotFit) {
     }
     return "(no error)";
   };
-  EXPECT_CONTAINS(error_of([&] { r.dataset("big").read_vector<int32_t>(); }), "'big' holds a value that does not fit int32");
+  EXPECT_CONTAINS(error_of([&] { r.dataset("big").read_vector<int32_t>(); }),
+                  "'big' holds a value that does not fit int32");
   EXPECT_EQ(r.dataset("big").read_vector<int64_t>()[1], int64_t{1} << 40);
   EXPECT_CONTAINS(error_of([&] { r.dataset("u8").read_vector<int8_t>(); }), "does not fit int8");
   EXPECT_EQ(r.dataset("u8").read_vector<int32_t>()[1], 200);
-  EXPECT_CONTAINS(error_of([&] { r.dataset("frac").read_vector<int64_t>(); }), "'frac' holds a value that is not an int64");
+  EXPECT_CONTAINS(error_of([&] { r.dataset("frac").read_vector<int64_t>(); }),
+                  "'frac' holds a value that is not an int64");
   EXPECT_CONTAINS(error_of([&] { r.dataset("nan").read_vector<int32_t>(); }), "'nan'");
   EXPECT_TRUE(std::isnan(r.dataset("nan").read_vector<float>()[1]));
-  EXPECT_CONTAINS(error_of([&] { r.dataset("huge").read_vector<float>(); }), "does not fit float32");
+  EXPECT_CONTAINS(error_of([&] { r.dataset("huge").read_vector<float>(); }),
+                  "does not fit float32");
   EXPECT_EQ(r.dataset("ok").read_vector<int64_t>(), (std::vector<int64_t>{-3, 4000000000}));
-  EXPECT_CONTAINS(error_of([&] { r.dataset("missing"); }), path + ": there is no dataset 'missing'");
+  EXPECT_CONTAINS(error_of([&] { r.dataset("missing"); }),
+                  path + ": there is no dataset 'missing'");
   EXPECT_CONTAINS(error_of([&] { r.group("ok"); }), "'ok' is not a group");
   EXPECT_FALSE(r.has("ok/child"));
 }
@@ -155,15 +160,17 @@ TEST_F(Hdf5, CreateNewRefusesAnExistingFile) {
   EXPECT_TRUE(f.root().children().empty());
 }
 
-// ---- AnnData-level reads ---------------------------------------------------------------------------
+// ---- AnnData-level reads
+// ---------------------------------------------------------------------------
 
 TEST_F(AnnData, InspectsWithoutReadingMatrices) {
   const std::string path = write_current(file("current.h5ad"));
   const anndata::Summary s = anndata::inspect(path);
   EXPECT_EQ(s.n_obs, 4);
   EXPECT_EQ(s.n_vars, 5);
-  EXPECT_EQ(s.obs_columns, (std::vector<std::string>{"batch", "cell_type", "donor", "score", "n_genes",
-                                                     "u8", "flag", "nint", "nbool", "nstr"}));
+  EXPECT_EQ(s.obs_columns,
+            (std::vector<std::string>{"batch", "cell_type", "donor", "score", "n_genes", "u8",
+                                      "flag", "nint", "nbool", "nstr"}));
   EXPECT_EQ(s.var_columns, (std::vector<std::string>{"gene_ids"}));
   EXPECT_TRUE(s.obsm_keys.empty());
   EXPECT_TRUE(s.layers.empty());
@@ -273,12 +280,14 @@ TEST_F(AnnData, MissingKeysGiveOneErrorNamingTheKeyAndTheFile) {
   EXPECT_CONTAINS(error_of([&] { anndata::read_embedding_h5(plain); }),
                   plain + ": there is no dataset 'embedding'");
   const std::string missing = file("missing.h5ad");
-  EXPECT_CONTAINS(error_of([&] { anndata::inspect(missing); }, SCSSL_ERR_IO), missing + ": cannot open");
+  EXPECT_CONTAINS(error_of([&] { anndata::inspect(missing); }, SCSSL_ERR_IO),
+                  missing + ": cannot open");
 }
 
 TEST_F(AnnData, CorruptFilesGiveOneClearError) {
   for (double fraction : {0.5, 0.95}) {
-    const std::string cut = truncated_copy(file("cut" + std::to_string(int(fraction * 100)) + ".h5ad"), fraction);
+    const std::string cut =
+        truncated_copy(file("cut" + std::to_string(int(fraction * 100)) + ".h5ad"), fraction);
     const std::string msg = error_of([&] {
       anndata::inspect(cut);
       anndata::read_obs_categories(cut, "cell_type");
@@ -288,7 +297,8 @@ TEST_F(AnnData, CorruptFilesGiveOneClearError) {
   }
   const std::string text = file("text.h5ad");
   std::ofstream(text) << "cell,gene\n1,2\n";
-  EXPECT_CONTAINS(error_of([&] { anndata::read_obsm(text, "X_pca"); }), text + ": is not an HDF5 file");
+  EXPECT_CONTAINS(error_of([&] { anndata::read_obsm(text, "X_pca"); }),
+                  text + ": is not an HDF5 file");
 
   // A 2-d obsm entry with a NaN or of the wrong rank.
   const std::string bad = write_current(file("bad.h5ad"), write_csr_x, [](const h5::Group& root) {
@@ -302,7 +312,8 @@ TEST_F(AnnData, CorruptFilesGiveOneClearError) {
                   bad + ": obsm['X_flat'] must be a non-empty 2-d array");
 }
 
-// ---- AnnData-level writes ----------------------------------------------------------------------------
+// ---- AnnData-level writes
+// ----------------------------------------------------------------------------
 
 TEST_F(AnnData, EmbeddingFilesRoundTrip) {
   const std::string path = file("embedding.h5");
@@ -320,13 +331,19 @@ TEST_F(AnnData, EmbeddingFilesRoundTrip) {
     EXPECT_EQ(f.root().dataset("embedding").attr_string("encoding-type"), "array");
     EXPECT_EQ(f.root().dataset("cell_names").attr_string("encoding-type"), "string-array");
   }
-  EXPECT_CONTAINS(error_of([&] { anndata::write_embedding_h5(file("e2.h5"), emb.data(), 3, 2, {"a", "b"}); },
-                           SCSSL_ERR_INVALID_ARGUMENT),
+  EXPECT_CONTAINS(error_of(
+                      [&] {
+                        anndata::write_embedding_h5(file("e2.h5"), emb.data(), 3, 2, {"a", "b"});
+                      },
+                      SCSSL_ERR_INVALID_ARGUMENT),
                   "2 cell names for 3 embedding rows");
   // Errors name the file asked for, never the temporary it is written under.
   const std::string nodir = file("no/such/dir/e.h5");
-  const std::string msg = error_of([&] { anndata::write_embedding_h5(nodir, emb.data(), 3, 2, {"a", "b", "c"}); },
-                                   SCSSL_ERR_IO);
+  const std::string msg = error_of(
+      [&] {
+        anndata::write_embedding_h5(nodir, emb.data(), 3, 2, {"a", "b", "c"});
+      },
+      SCSSL_ERR_IO);
   EXPECT_CONTAINS(msg, nodir + ": could not create the file");
   EXPECT_FALSE(contains(msg, ".tmp-"));
   EXPECT_EQ(listing(), (std::set<std::string>{"embedding.h5"}));
@@ -367,10 +384,11 @@ TEST_F(AnnData, WritesACopyWithAnObsmMatrixThatAnndataReads) {
 
   // A key the source already has is replaced in the copy, whatever its shape; a source without
   // obsm gets the group.
-  const std::string with_key = write_current(file("with_key.h5ad"), write_csr_x, [](const h5::Group& root) {
-    const std::vector<double> old(12, -1.0);
-    root.group("obsm").write("X_pca", h5::NumType::Float64, old.data(), {4, 3});
-  });
+  const std::string with_key =
+      write_current(file("with_key.h5ad"), write_csr_x, [](const h5::Group& root) {
+        const std::vector<double> old(12, -1.0);
+        root.group("obsm").write("X_pca", h5::NumType::Float64, old.data(), {4, 3});
+      });
   anndata::write_copy_with_obsm(with_key, file("replaced.h5ad"), "X_pca", emb.data(), 4, 2);
   EXPECT_EQ(anndata::read_obsm(file("replaced.h5ad"), "X_pca").values, emb);
   EXPECT_EQ(anndata::read_obsm(with_key, "X_pca").cols, 3);
@@ -384,7 +402,8 @@ TEST_F(AnnData, WritesACopyWithAnObsmMatrixThatAnndataReads) {
 
   // A read-only source still gives a writable copy.
   const std::string readonly = write_current(file("readonly.h5ad"));
-  fs::permissions(readonly, fs::perms::owner_write | fs::perms::group_write | fs::perms::others_write,
+  fs::permissions(readonly,
+                  fs::perms::owner_write | fs::perms::group_write | fs::perms::others_write,
                   fs::perm_options::remove);
   anndata::write_copy_with_obsm(readonly, file("from_readonly.h5ad"), "X_scssl", emb.data(), 4, 2);
   EXPECT_EQ(anndata::read_obsm(file("from_readonly.h5ad"), "X_scssl").values, emb);
@@ -394,25 +413,37 @@ TEST_F(AnnData, RefusedCopiesLeaveNothingBehind) {
   const std::string source = write_current(file("source.h5ad"));
   const std::vector<float> emb(8, 1.0f);
   const std::set<std::string> before = listing();
-  EXPECT_CONTAINS(error_of([&] { anndata::write_copy_with_obsm(source, file("t.h5ad"), "X_bad", emb.data(), 2, 4); }),
+  EXPECT_CONTAINS(error_of([&] {
+                    anndata::write_copy_with_obsm(source, file("t.h5ad"), "X_bad", emb.data(), 2,
+                                                  4);
+                  }),
                   source + ": obsm['X_bad'] would have 2 rows but the file has 4 cells");
-  EXPECT_CONTAINS(error_of([&] { anndata::write_copy_with_obsm(source, file("t.h5ad"), "a/b", emb.data(), 4, 2); },
-                           SCSSL_ERR_INVALID_ARGUMENT),
-                  "obsm key 'a/b' must be a non-empty name without '/'");
+  EXPECT_CONTAINS(
+      error_of(
+          [&] { anndata::write_copy_with_obsm(source, file("t.h5ad"), "a/b", emb.data(), 4, 2); },
+          SCSSL_ERR_INVALID_ARGUMENT),
+      "obsm key 'a/b' must be a non-empty name without '/'");
   const std::string old = file("old.h5ad");
   write_pre07(old);
   {
     h5::File f = h5::File::open(old, h5::File::Mode::ReadWrite);
     write_vec(f.root(), "obsm", std::vector<double>(4, 0.0));
   }
-  EXPECT_CONTAINS(error_of([&] { anndata::write_copy_with_obsm(old, file("t.h5ad"), "X_pca", emb.data(), 4, 2); }),
+  EXPECT_CONTAINS(error_of([&] {
+                    anndata::write_copy_with_obsm(old, file("t.h5ad"), "X_pca", emb.data(), 4, 2);
+                  }),
                   "pre-0.7 layout");
   const std::string cut = truncated_copy(file("cut.h5ad"), 0.5);
-  EXPECT_CONTAINS(error_of([&] { anndata::write_copy_with_obsm(cut, file("t.h5ad"), "X_pca", emb.data(), 4, 2); }),
+  EXPECT_CONTAINS(error_of([&] {
+                    anndata::write_copy_with_obsm(cut, file("t.h5ad"), "X_pca", emb.data(), 4, 2);
+                  }),
                   cut + ": ");
-  EXPECT_CONTAINS(error_of([&] { anndata::write_copy_with_obsm(file("missing.h5ad"), file("t.h5ad"), "X_pca",
-                                                               emb.data(), 4, 2); },
-                           SCSSL_ERR_IO),
+  EXPECT_CONTAINS(error_of(
+                      [&] {
+                        anndata::write_copy_with_obsm(file("missing.h5ad"), file("t.h5ad"), "X_pca",
+                                                      emb.data(), 4, 2);
+                      },
+                      SCSSL_ERR_IO),
                   "missing.h5ad: cannot open");
   std::set<std::string> expected = before;
   expected.insert({"old.h5ad", "cut.h5ad"});
@@ -424,36 +455,46 @@ TEST_F(AnnData, WritingNeverClobbersAnExistingTarget) {
   const std::vector<float> emb(8, 2.0f);
   const std::string target = file("taken.h5ad");
   std::ofstream(target) << "an earlier result";
-  EXPECT_CONTAINS(error_of([&] { anndata::write_copy_with_obsm(source, target, "X", emb.data(), 4, 2); },
-                           SCSSL_ERR_IO),
-                  target + ": already exists; it is not replaced");
-  EXPECT_CONTAINS(error_of([&] { anndata::write_embedding_h5(target, emb.data(), 4, 2, {"a", "b", "c", "d"}); },
-                           SCSSL_ERR_IO),
+  EXPECT_CONTAINS(
+      error_of([&] { anndata::write_copy_with_obsm(source, target, "X", emb.data(), 4, 2); },
+               SCSSL_ERR_IO),
+      target + ": already exists; it is not replaced");
+  EXPECT_CONTAINS(error_of(
+                      [&] {
+                        anndata::write_embedding_h5(target, emb.data(), 4, 2, {"a", "b", "c", "d"});
+                      },
+                      SCSSL_ERR_IO),
                   target + ": already exists; it is not replaced");
   EXPECT_EQ(read_text(target), "an earlier result");
   // The source itself is never a valid target either.
   const std::string source_bytes = read_text(source);
-  EXPECT_CONTAINS(error_of([&] { anndata::write_copy_with_obsm(source, source, "X", emb.data(), 4, 2); },
-                           SCSSL_ERR_IO),
-                  "already exists");
+  EXPECT_CONTAINS(
+      error_of([&] { anndata::write_copy_with_obsm(source, source, "X", emb.data(), 4, 2); },
+               SCSSL_ERR_IO),
+      "already exists");
   EXPECT_EQ(read_text(source), source_bytes);
   // A dangling symbolic link is a name in use too: nothing is written through it.
   const std::string link = file("link.h5");
   fs::create_symlink(file("elsewhere.h5"), link);
-  EXPECT_CONTAINS(error_of([&] { anndata::write_embedding_h5(link, emb.data(), 4, 2, {"a", "b", "c", "d"}); },
-                           SCSSL_ERR_IO),
+  EXPECT_CONTAINS(error_of(
+                      [&] {
+                        anndata::write_embedding_h5(link, emb.data(), 4, 2, {"a", "b", "c", "d"});
+                      },
+                      SCSSL_ERR_IO),
                   "already exists");
   EXPECT_FALSE(fs::exists(file("elsewhere.h5")));
   EXPECT_EQ(listing(), (std::set<std::string>{"source.h5ad", "taken.h5ad", "link.h5"}));
 }
 
 TEST_F(AnnData, CopiesOfABundledFileLoadThroughTheDatasetPlugin) {
-  const std::string source = test::repo_file("datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad");
+  const std::string source =
+      test::repo_file("datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad");
   const std::string target = file("triana.h5ad");
   torch::Tensor emb = torch::arange(250 * 16, torch::kFloat32).reshape({250, 16}) / 7;
   anndata::write_copy_with_obsm(source, target, "X_scssl", emb.data_ptr<float>(), 250, 16);
   const anndata::Matrix m = anndata::read_obsm(target, "X_scssl");
-  EXPECT_TRUE(torch::equal(torch::from_blob(const_cast<float*>(m.values.data()), {m.rows, m.cols}), emb));
+  EXPECT_TRUE(
+      torch::equal(torch::from_blob(const_cast<float*>(m.values.data()), {m.rows, m.cols}), emb));
   EXPECT_EQ(anndata::inspect(target).obsm_keys, (std::vector<std::string>{"X_scssl"}));
   host::HostServices services;
   services.on_log = [](scssl_log_level, const std::string&) {};

@@ -506,8 +506,10 @@ TEST(Augmentations, OutOfRangeParametersAreRefusedAtCreationByName) {
   // Infinity passes sigma's lower bound, but a bounded number must be finite.
   const std::string message =
       creation_error("gauss", {{"sigma", real(std::numeric_limits<double>::infinity())}});
-  EXPECT_NE(message.find("'sigma' of augmentation plugin 'gauss' must be at least 0, got inf (not a finite number)"),
-            std::string::npos) << message;
+  EXPECT_NE(message.find("'sigma' of augmentation plugin 'gauss' must be at least 0, got inf (not "
+                         "a finite number)"),
+            std::string::npos)
+      << message;
 }
 
 TEST(Augmentations, CellIdsOutsideTheTrainingDataAreRefused) {

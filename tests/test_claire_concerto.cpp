@@ -34,7 +34,8 @@ const std::string kQuickConcerto = kQuick + " --set method.token_dim=32";
 
 }  // namespace
 
-// ---- losses and building blocks -------------------------------------------------------------------
+// ---- losses and building blocks
+// -------------------------------------------------------------------
 
 TEST(ClaireLoss, SymmetricMocoOnAHandComputedCase) {
   // One cell. Direction q0 -> k1: positive 1, bank negative 0. Direction q1 -> k0: positive 1,
@@ -43,7 +44,8 @@ TEST(ClaireLoss, SymmetricMocoOnAHandComputedCase) {
   const torch::Tensor k0 = rows({{0, 1}}), k1 = rows({{1, 0}});
   const torch::Tensor bank = rows({{0, 1}});
   const double expected = 0.5 * (std::log(1 + std::exp(-2.0)) + std::log(2.0));
-  EXPECT_NEAR(claire::symmetric_moco_loss(q0, q1, k0, k1, bank, 0.5).item<double>(), expected, 1e-6);
+  EXPECT_NEAR(claire::symmetric_moco_loss(q0, q1, k0, k1, bank, 0.5).item<double>(), expected,
+              1e-6);
   // Unnormalised inputs give the same value: the loss works on cosines.
   EXPECT_NEAR(claire::symmetric_moco_loss(3 * q0, q1, k0, 2 * k1, 5 * bank, 0.5).item<double>(),
               expected, 1e-6);
@@ -94,12 +96,14 @@ TEST(ClaireViews, InterpolationWeightsLieBetweenAlphaAndOne) {
   EXPECT_GE(w.min().item<double>(), 0.3);
   EXPECT_LE(w.max().item<double>(), 1.0);
   EXPECT_NEAR(w.mean().item<double>(), 0.65, 0.01);
-  EXPECT_TRUE(claire::interpolation_weights(5, 0.3, /*uniform=*/false, rng).eq(0.3f).all().item<bool>());
+  EXPECT_TRUE(
+      claire::interpolation_weights(5, 0.3, /*uniform=*/false, rng).eq(0.3f).all().item<bool>());
 }
 
 TEST(ClaireViews, MixTheCellWithItsNeighbourAndThePartnerWithItsNeighbour) {
   // Batch A = cells 0, 1; batch B = cells 2, 3. Cell 0's only partner is cell 2.
-  const scssl::Matrix x = scssl::Matrix::from_dense(rows({{1, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}}), "x");
+  const scssl::Matrix x = scssl::Matrix::from_dense(
+      rows({{1, 0, 0, 0}, {0, 1, 0, 0}, {0, 0, 1, 0}, {0, 0, 0, 1}}), "x");
   const scssl::NeighborGraph within = scssl::NeighborGraph::from_lists({{1}, {0}, {3}, {2}});
   const scssl::NeighborGraph partners = scssl::NeighborGraph::from_lists({{2}, {}, {0}, {}});
   auto rng = at::make_generator<at::CPUGeneratorImpl>(3);
@@ -139,8 +143,8 @@ TEST(ClairePairs, UniquePairsRoundTripThroughTheGraph) {
 // ---- training through the host ------------------------------------------------------------------
 
 TEST(ClaireTraining, LossFallsAndRefinementDropsPairsAfterWarmUp) {
-  const std::string dir =
-      run("configs/methods/claire.toml", kQuick + " --set train.epochs=6 --set method.refine_epoch=3");
+  const std::string dir = run("configs/methods/claire.toml",
+                              kQuick + " --set train.epochs=6 --set method.refine_epoch=3");
   const std::vector<double> loss = scssl::test::run_series(dir, "loss");
   ASSERT_EQ(loss.size(), 6u);
   // Epoch 1 contrasts against the queue's random initial keys (easy negatives); from epoch 2 on
@@ -161,17 +165,20 @@ TEST(ClaireTraining, SameSeedGivesIdenticalEmbeddings) {
   const torch::Tensor b = scssl::test::run_embedding(run("configs/methods/claire.toml", sets));
   EXPECT_EQ(a.size(1), 128);
   EXPECT_TRUE(a.equal(b));
-  EXPECT_FALSE(a.equal(scssl::test::run_embedding(run("configs/methods/claire.toml", sets + " --set run.seed=1"))));
+  EXPECT_FALSE(a.equal(
+      scssl::test::run_embedding(run("configs/methods/claire.toml", sets + " --set run.seed=1"))));
   // Rows are L2-normalised, as CLAIRE's latl2 embedding.
   EXPECT_TRUE(a.norm(2, 1).allclose(torch::ones({a.size(0)}), 1e-4, 1e-4));
 }
 
 TEST(ClaireTraining, RefusesDataWithoutBatchesInTheHostAndInThePlugin) {
-  auto r = run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR + " --quiet run " +
-                       scssl::test::repo_file("configs/methods/claire.toml") + " --output " +
-                       scssl::test::temp_dir("claire-refuse") + " --set dataset.batch_key=\\\"\\\"");
+  auto r = run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR +
+                       " --quiet run " + scssl::test::repo_file("configs/methods/claire.toml") +
+                       " --output " + scssl::test::temp_dir("claire-refuse") +
+                       " --set dataset.batch_key=\\\"\\\"");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.output.find("'claire' needs categorical batch labels"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("'claire' needs categorical batch labels"), std::string::npos)
+      << r.output;
 
   // Called directly, the plugin refuses too, naming itself.
   scssl::CellData data = scssl::test::load_h5ad(scssl::test::repo_file(kKang), "", "cell_type");
@@ -183,7 +190,8 @@ TEST(ClaireTraining, RefusesDataWithoutBatchesInTheHostAndInThePlugin) {
     method.fit(view.get(), scssl::TrainOptions{});
     ADD_FAILURE() << "claire trained without batch labels";
   } catch (const scssl::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("claire needs batch labels"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("claire needs batch labels"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -193,26 +201,32 @@ TEST(ClaireTraining, RefusesConfiguredAugmentations) {
   const std::string dir = scssl::test::temp_dir("claire-augmentations");
   const std::string config = dir + "/claire_with_mask.toml";
   std::ofstream(config) << "include = [\"" << scssl::test::repo_file("configs/methods/claire.toml")
-                        << "\", \"" << scssl::test::repo_file("configs/augmentations/only_mask.toml")
+                        << "\", \""
+                        << scssl::test::repo_file("configs/augmentations/only_mask.toml")
                         << "\"]\n";
   auto r = run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR +
                        " --quiet run " + config + " --output " + dir + "/runs");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.output.find("method 'claire' does not use augmentations"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("method 'claire' does not use augmentations"), std::string::npos)
+      << r.output;
 }
 
 TEST(ConcertoTraining, LossFallsAndOneSeedGivesOneEmbedding) {
   for (const char* teacher : {"original", "reference"}) {
-    const std::string sets = kQuickConcerto + " --set train.epochs=3 --set method.teacher=" + teacher;
+    const std::string sets =
+        kQuickConcerto + " --set train.epochs=3 --set method.teacher=" + teacher;
     const std::string dir = run("configs/methods/concerto.toml", sets);
     const std::vector<double> loss = scssl::test::run_series(dir, "loss");
     ASSERT_EQ(loss.size(), 3u);
     EXPECT_LT(loss.back(), loss.front()) << teacher;
     const torch::Tensor a = scssl::test::run_embedding(dir);
     EXPECT_EQ(a.size(1), 32);
-    EXPECT_TRUE(a.equal(scssl::test::run_embedding(run("configs/methods/concerto.toml", sets)))) << teacher;
-    if (std::string(teacher) == "original")
-      EXPECT_FALSE(a.equal(scssl::test::run_embedding(run("configs/methods/concerto.toml", sets + " --set run.seed=1"))));
+    EXPECT_TRUE(a.equal(scssl::test::run_embedding(run("configs/methods/concerto.toml", sets))))
+        << teacher;
+    if (std::string(teacher) == "original") {
+      EXPECT_FALSE(a.equal(scssl::test::run_embedding(
+          run("configs/methods/concerto.toml", sets + " --set run.seed=1"))));
+    }
   }
 }
 
@@ -223,19 +237,25 @@ TEST(ConcertoTraining, MultimodalRnaAndProteinTrains) {
   ASSERT_EQ(loss.size(), 4u);
   EXPECT_LT(loss.back(), loss.front());
   EXPECT_EQ(scssl::test::run_embedding(dir).size(1), 32);
-  EXPECT_EQ(scssl::test::run_embedding(run(config, kQuickConcerto + " --set train.epochs=1 --set method.integrate=concat")).size(1), 64);
-  EXPECT_EQ(scssl::test::run_embedding(run(config, kQuickConcerto + " --set train.epochs=1 --set method.integrate=concat"
-                                          " --set method.predict_only_rna=true"))
+  EXPECT_EQ(scssl::test::run_embedding(
+                run(config, kQuickConcerto + " --set train.epochs=1 --set method.integrate=concat"))
+                .size(1),
+            64);
+  EXPECT_EQ(scssl::test::run_embedding(
+                run(config, kQuickConcerto + " --set train.epochs=1 --set method.integrate=concat"
+                                             " --set method.predict_only_rna=true"))
                 .size(1),
             32);
 }
 
 TEST(ConcertoTraining, MultimodalOnUnimodalDataIsRefused) {
-  auto r = run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR + " --quiet run " +
-                       scssl::test::repo_file("configs/methods/concerto.toml") + " --output " +
-                       scssl::test::temp_dir("concerto-refuse") + " --set method.multimodal=true");
+  auto r = run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR +
+                       " --quiet run " + scssl::test::repo_file("configs/methods/concerto.toml") +
+                       " --output " + scssl::test::temp_dir("concerto-refuse") +
+                       " --set method.multimodal=true");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.output.find("concerto: multimodal = true needs two modalities"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("concerto: multimodal = true needs two modalities"), std::string::npos)
+      << r.output;
 }
 
 TEST(SaveAndLoad, ALoadedModelGivesTheSameEmbedding) {

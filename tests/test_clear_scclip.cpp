@@ -25,7 +25,8 @@ std::string run(const std::string& config, const std::string& sets) {
   return scssl::test::run_config(config, out, kTrainOnly + " " + sets);
 }
 
-// One tensor of a saved model (run.save_model), by its path of module names, e.g. {"queue", "bank"}.
+// One tensor of a saved model (run.save_model), by its path of module names, e.g. {"queue",
+// "bank"}.
 torch::Tensor saved_tensor(const std::string& run_dir, const std::vector<std::string>& path) {
   torch::serialize::InputArchive file;
   file.load_from(run_dir + "/model/model.pt");
@@ -44,7 +45,8 @@ const std::string kKang = "datasets/kang_ctrl_stim/kang2018_pbmc_ctrl_stim_4samp
 TEST(Clear, QueueWrapsAndHoldsUnitKeys) {
   // 1556 cells in batches of 256: 6 steps. A queue of 1000 takes 256, 512, 768, then only 232
   // rows of the fourth batch (the rest is dropped) and wraps to 0; steps 5 and 6 leave it at 512.
-  const std::string dir = run(kClear, "--set train.epochs=1 --set method.queue_size=1000 --set run.save_model=true");
+  const std::string dir =
+      run(kClear, "--set train.epochs=1 --set method.queue_size=1000 --set run.save_model=true");
   EXPECT_EQ(saved_tensor(dir, {"queue", "pointer"}).item<int64_t>(), 512);
   torch::Tensor queue = saved_tensor(dir, {"queue", "bank"});
   ASSERT_EQ(queue.sizes(), (std::vector<int64_t>{1000, 128}));
@@ -53,7 +55,8 @@ TEST(Clear, QueueWrapsAndHoldsUnitKeys) {
 
 TEST(Clear, ConstantMomentumOfOneKeepsTheKeyEncoderAtItsStart) {
   // With momentum 1 the key encoder never moves, however long the query encoder trains.
-  const std::string sets = "--set method.momentum=1.0 --set run.save_model=true --set train.epochs=";
+  const std::string sets =
+      "--set method.momentum=1.0 --set run.save_model=true --set train.epochs=";
   const std::string one = run(kClear, sets + "1"), two = run(kClear, sets + "2");
   const std::vector<std::string> key_weight = {"key", "encoder0", "fc1", "weight"};
   const std::vector<std::string> query_weight = {"online", "encoder0", "fc1", "weight"};
@@ -75,17 +78,21 @@ TEST(Scclip, ClipLossWithScclipsFixedScale) {
   const torch::Tensor b = torch::tensor({1.0f, 0.0f, 1.0f, 1.0f}).view({2, 2});
   const double s = std::exp(1.0), c = s / std::sqrt(2.0);
   // Rows of s a b^T: (s, c) with target 0, (0, c) with target 1.
-  const double a_to_b = 0.5 * ((std::log(std::exp(s) + std::exp(c)) - s) + (std::log(1 + std::exp(c)) - c));
+  const double a_to_b =
+      0.5 * ((std::log(std::exp(s) + std::exp(c)) - s) + (std::log(1 + std::exp(c)) - c));
   // Rows of s b a^T: (s, 0) with target 0, (c, c) with target 1.
   const double b_to_a = 0.5 * ((std::log(std::exp(s) + 1) - s) + std::log(2.0));
-  EXPECT_NEAR(scssl::losses::clip(a, b, torch::ones({1})).item<double>(), 0.5 * (a_to_b + b_to_a), 1e-6);
+  EXPECT_NEAR(scssl::losses::clip(a, b, torch::ones({1})).item<double>(), 0.5 * (a_to_b + b_to_a),
+              1e-6);
 }
 
 TEST(Scclip, LogitScaleStaysFixedUnlessLearned) {
   const std::string sets = "--set train.epochs=3 --set run.save_model=true";
   EXPECT_EQ(saved_tensor(run(kScclip, sets), {"logit_scale"}).item<float>(), 1.0f);
-  EXPECT_NE(saved_tensor(run(kScclip, sets + " --set method.learn_logit_scale=true"), {"logit_scale"}).item<float>(),
-            1.0f);
+  EXPECT_NE(
+      saved_tensor(run(kScclip, sets + " --set method.learn_logit_scale=true"), {"logit_scale"})
+          .item<float>(),
+      1.0f);
 }
 
 TEST(Scclip, LossFallsOverAFewEpochs) {
@@ -103,11 +110,15 @@ TEST(Scclip, EmbeddingOptions) {
   EXPECT_TRUE(torch::allclose(concat.slice(1, 0, 128).norm(2, 1), ones, 1e-4, 1e-4));
   EXPECT_TRUE(torch::allclose(concat.slice(1, 128).norm(2, 1), ones, 1e-4, 1e-4));
   torch::Tensor mean = scssl::test::run_embedding(run(kScclip, sets + "mean"));
-  EXPECT_TRUE(torch::allclose(mean, 0.5 * (concat.slice(1, 0, 128) + concat.slice(1, 128)), 1e-5, 1e-5));
+  EXPECT_TRUE(
+      torch::allclose(mean, 0.5 * (concat.slice(1, 0, 128) + concat.slice(1, 128)), 1e-5, 1e-5));
   torch::Tensor rna = scssl::test::run_embedding(run(kScclip, sets + "rna"));
   EXPECT_TRUE(torch::allclose(rna, concat.slice(1, 0, 128), 1e-5, 1e-5));
   // Without the projector, the encoders' outputs (hidden_dim 128 each).
-  EXPECT_EQ(scssl::test::run_embedding(run(kScclip, sets + "concat --set method.keep_projector=false")).size(1), 256);
+  EXPECT_EQ(
+      scssl::test::run_embedding(run(kScclip, sets + "concat --set method.keep_projector=false"))
+          .size(1),
+      256);
 }
 
 TEST(ClearAndScclip, SameSeedGivesIdenticalEmbeddings) {
@@ -122,10 +133,12 @@ TEST(ClearAndScclip, SameSeedGivesIdenticalEmbeddings) {
 
 TEST(Scclip, RefusesDataWithoutASecondModality) {
   const std::string out = scssl::test::temp_dir("scclip-refuses");
-  auto r = run_command(scssl::test::host_command(
-      "--quiet run " + scssl::test::repo_file(kScclip) + " --output " + out + " --set dataset.path=" +
-      scssl::test::repo_file(kKang) + " --set evaluation.query_batches=[\\\"stim107\\\"]"));
+  auto r = run_command(
+      scssl::test::host_command("--quiet run " + scssl::test::repo_file(kScclip) + " --output " +
+                                out + " --set dataset.path=" + scssl::test::repo_file(kKang) +
+                                " --set evaluation.query_batches=[\\\"stim107\\\"]"));
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.output.find("method 'scclip' needs two modalities (e.g. RNA and ADT)"), std::string::npos)
+  EXPECT_NE(r.output.find("method 'scclip' needs two modalities (e.g. RNA and ADT)"),
+            std::string::npos)
       << r.output;
 }

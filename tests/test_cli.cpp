@@ -38,12 +38,14 @@ void expect_clean_failure(const std::string& args, const std::string& must_menti
   auto r = run_command(scssl::test::host_command("run " + args + " --output " + out.dir));
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find(must_mention), std::string::npos)
-      << "expected the message to mention '" << must_mention << "':\n" << r.output;
+      << "expected the message to mention '" << must_mention << "':\n"
+      << r.output;
   EXPECT_TRUE(out.intact());
 }
 
 // A copy of the bundled reference file with X/data changed by `edit`.
-std::string edited_copy(const std::string& name, const std::function<void(std::vector<float>&)>& edit) {
+std::string edited_copy(const std::string& name,
+                        const std::function<void(std::vector<float>&)>& edit) {
   const std::string path = scssl::test::temp_dir(name) + "/" + name + ".h5ad";
   fs::copy_file(scssl::test::repo_file("tests/data/reference/triana_rna_adt.h5ad"), path);
   scssl::h5::File f = scssl::h5::File::open(path, scssl::h5::File::Mode::ReadWrite);
@@ -61,8 +63,8 @@ std::string edited_copy(const std::string& name, const std::function<void(std::v
 TEST(Cli, ListShowsThePluginsByKind) {
   auto r = run_command(scssl::test::host_command("list"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (const char* s : {"datasets:", "h5ad", "synthetic", "methods:", "pca", "evaluators:",
-                        "knn_annotation"})
+  for (const char* s :
+       {"datasets:", "h5ad", "synthetic", "methods:", "pca", "evaluators:", "knn_annotation"})
     EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
 }
 
@@ -75,9 +77,11 @@ TEST(Cli, DescribeShowsEveryParameterWithTypeAndDefault) {
 }
 
 TEST(Cli, ValidateAcceptsAGoodPluginAndRefusesABrokenOne) {
-  auto good = run_command(scssl::test::host_command("validate " SCSSL_TEST_FIXTURE_DIR "/libfixture-good.so"));
+  auto good = run_command(
+      scssl::test::host_command("validate " SCSSL_TEST_FIXTURE_DIR "/libfixture-good.so"));
   EXPECT_EQ(good.exit_code, 0) << good.output;
-  auto bad = run_command(scssl::test::host_command("validate " SCSSL_TEST_FIXTURE_DIR "/libfixture-abi1.so"));
+  auto bad = run_command(
+      scssl::test::host_command("validate " SCSSL_TEST_FIXTURE_DIR "/libfixture-abi1.so"));
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.output.find("ABI 1"), std::string::npos) << bad.output;
 }
@@ -92,9 +96,11 @@ std::string metric_values(const std::string& csv_path) {
 
 TEST(Cli, QuickstartRunsEndToEndAndRepeatsWithTheSameSeed) {
   OutputFolder out;
-  auto first = run_command(scssl::test::host_command("--quiet run " + quickstart() + " --output " + out.dir));
+  auto first = run_command(
+      scssl::test::host_command("--quiet run " + quickstart() + " --output " + out.dir));
   ASSERT_EQ(first.exit_code, 0) << first.output;
-  auto second = run_command(scssl::test::host_command("--quiet run " + quickstart() + " --output " + out.dir));
+  auto second = run_command(
+      scssl::test::host_command("--quiet run " + quickstart() + " --output " + out.dir));
   ASSERT_EQ(second.exit_code, 0) << second.output;
   const std::string a = run_folder_of(first.output), b = run_folder_of(second.output);
   ASSERT_FALSE(a.empty());
@@ -124,13 +130,16 @@ TEST(Cli, QuickstartRunsEndToEndAndRepeatsWithTheSameSeed) {
   EXPECT_EQ(records.back()["metric"], "total");
   EXPECT_TRUE(records.back()["seconds"].is_null()) << "aggregates have no time: null, not NaN";
   // The resolved config reproduces the run.
-  auto again = run_command(scssl::test::host_command("--quiet run " + a + "/config.resolved.toml --output " + out.dir));
+  auto again = run_command(
+      scssl::test::host_command("--quiet run " + a + "/config.resolved.toml --output " + out.dir));
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_EQ(metric_values(a + "/metrics.csv"),
             metric_values(run_folder_of(again.output) + "/metrics.csv"));
 }
 
-TEST(Cli, MissingConfigFile) { expect_clean_failure("/nonexistent/run.toml", "/nonexistent/run.toml"); }
+TEST(Cli, MissingConfigFile) {
+  expect_clean_failure("/nonexistent/run.toml", "/nonexistent/run.toml");
+}
 
 TEST(Cli, MissingDataFile) {
   expect_clean_failure(quickstart() + " --set dataset.path=/nonexistent/data.h5ad",
@@ -161,9 +170,9 @@ TEST(Cli, NaNInX) {
 
 TEST(Cli, NegativeCounts) {
   const std::string path = edited_copy("negative", [](std::vector<float>& d) { d[7] = -3; });
-  expect_clean_failure(quickstart() + " --set dataset.path=" + path +
-                           " --set evaluation.query_batches=PBMC_200AB",
-                       "negative");
+  expect_clean_failure(
+      quickstart() + " --set dataset.path=" + path + " --set evaluation.query_batches=PBMC_200AB",
+      "negative");
 }
 
 TEST(Cli, UnknownPlugin) {
@@ -179,12 +188,14 @@ TEST(Cli, ParameterOfTheWrongType) {
 }
 
 TEST(Cli, UnknownQueryBatch) {
-  expect_clean_failure(quickstart() + " --set evaluation.query_batches=[\\\"stim999\\\"]", "stim999");
+  expect_clean_failure(quickstart() + " --set evaluation.query_batches=[\\\"stim999\\\"]",
+                       "stim999");
 }
 
 TEST(Cli, EvaluatorNeedingQueryBatchesIsRefusedBeforeAnyRun) {
   OutputFolder out;
-  auto r = run_command(scssl::test::host_command("run " + quickstart() + " --set evaluation.query_batches=[] --output " + out.dir));
+  auto r = run_command(scssl::test::host_command(
+      "run " + quickstart() + " --set evaluation.query_batches=[] --output " + out.dir));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("must name the held-out batches"), std::string::npos) << r.output;
   // Refused while reading the config: no run folder was created.
@@ -203,17 +214,18 @@ TEST(Cli, UsageErrorsExitWithTwo) {
 TEST(Cli, EvaluateScoresStoredEmbeddings) {
   OutputFolder out;
   const std::string data = scssl::test::repo_file("tests/data/reference/kang_ctrl_stim.h5ad");
-  auto r = run_command(scssl::test::host_command("--quiet evaluate " + data +
-                            " -e X_pca -e X_batchcentered --unintegrated-key X_pca"
-                            " --evaluators ilisi,silhouette_label,pcr_comparison --min-max-scale --output " +
-                            out.dir));
+  auto r = run_command(scssl::test::host_command(
+      "--quiet evaluate " + data +
+      " -e X_pca -e X_batchcentered --unintegrated-key X_pca"
+      " --evaluators ilisi,silhouette_label,pcr_comparison --min-max-scale --output " +
+      out.dir));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::smatch m;
   ASSERT_TRUE(std::regex_search(r.output, m, std::regex("results: (\\S+)"))) << r.output;
   const std::string dir = m[1].str();
-  for (const char* f : {"config.resolved.toml", "run.json", "run.log", "comparison.csv",
-                        "X_pca/metrics.csv", "X_pca/metrics.json", "X_pca/run.json",
-                        "X_batchcentered/metrics.csv"})
+  for (const char* f :
+       {"config.resolved.toml", "run.json", "run.log", "comparison.csv", "X_pca/metrics.csv",
+        "X_pca/metrics.json", "X_pca/run.json", "X_batchcentered/metrics.csv"})
     EXPECT_TRUE(fs::exists(dir + "/" + f)) << f;
   EXPECT_TRUE(out.intact());
   // Centring each batch mixes the batches: iLISI rises; PCR against X_pca itself is 0.
@@ -245,7 +257,8 @@ TEST(Cli, EvaluateScoresStoredEmbeddings) {
 TEST(Cli, EvaluateNamesAMissingObsmKeyAndTheKeysThereAre) {
   OutputFolder out;
   const std::string data = scssl::test::repo_file("tests/data/reference/kang_ctrl_stim.h5ad");
-  auto r = run_command(scssl::test::host_command("evaluate " + data + " -e X_scvi --output " + out.dir));
+  auto r =
+      run_command(scssl::test::host_command("evaluate " + data + " -e X_scvi --output " + out.dir));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("obsm['X_scvi'] does not exist"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("X_batchcentered"), std::string::npos) << r.output;
@@ -280,31 +293,39 @@ TEST(Cli, RunFolderSchemaCheckerFindsProblems) {
 TEST(Cli, EveryCommandAnswersHelpWithItsOwnOptions) {
   const fs::path bin = fs::path(SCSSL_TEST_HOST).parent_path();
   const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
-      {"evaluate", {"Usage: scssl-host evaluate", "--unintegrated-key", "--min-max-scale", "--embedding",
-                    "--evaluators", "--query-batches", "--batch-key", "--label-key"}},
+      {"evaluate",
+       {"Usage: scssl-host evaluate", "--unintegrated-key", "--min-max-scale", "--embedding",
+        "--evaluators", "--query-batches", "--batch-key", "--label-key"}},
       {"run", {"Usage: scssl-host run", "--set", "--output", "--run-dir"}},
       {"validate", {"Usage: scssl-host validate FILE.so"}},
       {"list", {"Usage: scssl-host list"}},
       {"describe", {"Usage: scssl-host describe NAME"}},
       {"sweep", {"Usage: scssl-sweep", "--executor", "--workers", "--dry-run", "--plugins"}},
-      {"report", {"Usage: scssl-report", "--min-max-scale", "--rows", "--layout-cells", "--title", "--assets"}},
+      {"report",
+       {"Usage: scssl-report", "--min-max-scale", "--rows", "--layout-cells", "--title",
+        "--assets"}},
       {"fetch", {"Usage: scssl-fetch", "--into", "--force"}}};
   for (const auto& [command, expected] : cases) {
-    if (command == "fetch" && !fs::exists(bin / "scssl-fetch")) continue;  // built only with libcurl
+    if (command == "fetch" && !fs::exists(bin / "scssl-fetch"))
+      continue;  // built only with libcurl
     for (const std::string& line : {scssl::test::host_command(command + " --help"),
                                     (bin / ("scssl-" + command)).string() + " --help"}) {
-      if (line.find("scssl-" + command + " --help") != std::string::npos && !fs::exists(bin / ("scssl-" + command)))
+      if (line.find("scssl-" + command + " --help") != std::string::npos &&
+          !fs::exists(bin / ("scssl-" + command)))
         continue;  // list, run, ... are scssl-host's own
       auto r = run_command(line);
       EXPECT_EQ(r.exit_code, 0) << line << "\n" << r.output;
-      for (const auto& e : expected) EXPECT_NE(r.output.find(e), std::string::npos) << line << ": no " << e << "\n" << r.output;
-      EXPECT_EQ(r.output.find("Commands:"), std::string::npos) << line << " printed the global usage";
+      for (const auto& e : expected)
+        EXPECT_NE(r.output.find(e), std::string::npos) << line << ": no " << e << "\n" << r.output;
+      EXPECT_EQ(r.output.find("Commands:"), std::string::npos)
+          << line << " printed the global usage";
       EXPECT_NE(r.output.find("--quiet"), std::string::npos) << line;
     }
   }
 }
 
-// sweep, report and fetch are programs of their own; scssl-host starts them and passes the exit code.
+// sweep, report and fetch are programs of their own; scssl-host starts them and passes the exit
+// code.
 TEST(Cli, ToolCommandsForwardToTheirPrograms) {
   auto r = run_command(scssl::test::host_command("report /nonexistent/runs -o /nonexistent/out"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
@@ -315,6 +336,7 @@ TEST(Cli, ToolCommandsForwardToTheirPrograms) {
   for (const char* program : {"scssl-sweep", "scssl-report"}) {
     r = run_command((bin / program).string() + " --version");
     EXPECT_EQ(r.exit_code, 0) << r.output;
-    EXPECT_NE(r.output.find(std::string(program) + " " SCSSL_VERSION), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(std::string(program) + " " SCSSL_VERSION), std::string::npos)
+        << r.output;
   }
 }

@@ -49,7 +49,8 @@ TEST(ExactKnn, SelfSearchEqualsDirectSortingWithTiesBySmallerIndex) {
     std::sort(all.begin(), all.end());
     EXPECT_EQ(nn.indices[i][0].item<int64_t>(), i);
     for (int64_t s = 1; s < k; ++s) {
-      EXPECT_EQ(nn.indices[i][s].item<int64_t>(), all[s - 1].second) << "row " << i << " rank " << s;
+      EXPECT_EQ(nn.indices[i][s].item<int64_t>(), all[s - 1].second)
+          << "row " << i << " rank " << s;
       EXPECT_FLOAT_EQ(nn.distances[i][s].item<float>(), std::sqrt(all[s - 1].first));
     }
   }
@@ -89,14 +90,16 @@ TEST(ExactKnn, CosineDistancesEqualDirectOnes) {
 TEST(ExactKnn, DifferencesBelowFloat32ResolutionAreRankedExactly) {
   torch::manual_seed(8);
   const int64_t pairs = 300;
-  torch::Tensor directions = torch::nn::functional::normalize(torch::randn({pairs, 8}, torch::kFloat64));
+  torch::Tensor directions =
+      torch::nn::functional::normalize(torch::randn({pairs, 8}, torch::kFloat64));
   torch::Tensor rank = torch::randperm(pairs, torch::kInt64);
   torch::Tensor radius = 100.0 + rank.to(torch::kFloat64) * 1e-7;
   torch::Tensor half = directions * radius.unsqueeze(1);
   torch::Tensor ref = torch::stack({half, -half}, 1).reshape({2 * pairs, 8});  // mean zero
   const Neighbors nn = knn_exact(ref, torch::zeros({1, 8}, torch::kFloat64), 100);
   std::vector<int64_t> ranks;
-  for (int64_t s = 0; s < 100; ++s) ranks.push_back(rank[nn.indices[0][s].item<int64_t>() / 2].item<int64_t>());
+  for (int64_t s = 0; s < 100; ++s)
+    ranks.push_back(rank[nn.indices[0][s].item<int64_t>() / 2].item<int64_t>());
   for (int64_t s = 0; s < 100; ++s) EXPECT_EQ(ranks[s], s / 2) << "position " << s;
 }
 

@@ -20,19 +20,22 @@ struct Source {
   std::string url;
   std::string format = "h5ad";
   std::string sha256 = kKangSha;
-  std::string member;
-  std::string file_sha256;
+  std::string member = {};  // initialised here so that {url, format, sha256} leaves them empty
+  std::string file_sha256 = {};
   int64_t n_cells = 1556;
 };
 
 // A manifest in a fresh folder that points at `src`; returns its path.
-std::string write_manifest(const std::string& dir, const Source& src, const std::string& drop_key = "") {
+std::string write_manifest(const std::string& dir, const Source& src,
+                           const std::string& drop_key = "") {
   std::ostringstream t;
   t << "schema = 1\nname = \"kang\"\ntitle = \"test copy\"\nmodalities = [\"RNA\"]\n"
-    << "n_cells = " << src.n_cells << "\nn_features = 1267\nlicence = \"GPL-3\"\npreprocessing = \"none\"\n"
+    << "n_cells = " << src.n_cells
+    << "\nn_features = 1267\nlicence = \"GPL-3\"\npreprocessing = \"none\"\n"
     << "[publication]\ncitation = \"Kang et al. 2018\"\ndoi = \"10.1038/nbt.4042\"\n"
-    << "[source]\npage = \"\"\n" << (drop_key == "source.url" ? "" : "url = \"" + src.url + "\"\n")
-    << "format = \"" << src.format << "\"\nmember = \"" << src.member << "\"\nsha256 = \"" << src.sha256
+    << "[source]\npage = \"\"\n"
+    << (drop_key == "source.url" ? "" : "url = \"" + src.url + "\"\n") << "format = \""
+    << src.format << "\"\nmember = \"" << src.member << "\"\nsha256 = \"" << src.sha256
     << "\"\nsize_bytes = 0\n[file]\nname = \"kang.h5ad\"\nsha256 = \"" << src.file_sha256 << "\"\n"
     << "[dataset]\nplugin = \"h5ad\"\nbatch_key = \"batch\"\nlabel_key = \"cell_type\"\n"
     << "[evaluation]\nquery_batches = [\"stim107\"]\n";
@@ -45,7 +48,9 @@ scssl::test::CommandResult fetch(const std::string& args, const std::string& env
   return run_command(env + std::string(SCSSL_TEST_HOST) + " fetch " + args);
 }
 
-bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
 size_t entries(const std::string& dir) {
   std::error_code ec;
@@ -57,8 +62,10 @@ size_t entries(const std::string& dir) {
 
 TEST(Fetch, Sha256MatchesKnownValues) {
   // FIPS 180-4's examples, including two blocks of padding, and a file of several megabytes.
-  EXPECT_EQ(scssl::fetch::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(scssl::fetch::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(scssl::fetch::sha256_hex(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(scssl::fetch::sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(scssl::fetch::sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   EXPECT_EQ(scssl::fetch::sha256_file(scssl::test::repo_file(kKang)), kKangSha);
@@ -77,7 +84,8 @@ TEST(Fetch, FileUrlLandsVerifiedAndUsableFromARunConfig) {
   // The written sections are what a run config includes.
   const std::string config = dir + "/eval.toml";
   std::ofstream(config) << "include = [\"data/kang.dataset.toml\"]\n";
-  auto cfg = scssl::host::load_run_config(config, {}, scssl::test::plugins(), scssl::host::ConfigUse::Evaluate);
+  auto cfg = scssl::host::load_run_config(config, {}, scssl::test::plugins(),
+                                          scssl::host::ConfigUse::Evaluate);
   EXPECT_EQ(fs::path(cfg.dataset.params.get_string("path")), fs::path(out) / "kang.h5ad");
   EXPECT_EQ(cfg.dataset.params.get_string("label_key"), "cell_type");
   EXPECT_EQ(cfg.query_batches, std::vector<std::string>{"stim107"});
@@ -92,8 +100,11 @@ TEST(Fetch, FileUrlLandsVerifiedAndUsableFromARunConfig) {
 
 TEST(Fetch, GzipDownloadIsDecompressed) {
   const std::string dir = scssl::test::temp_dir("fetch-gz"), out = dir + "/data";
-  ASSERT_EQ(run_command("gzip -c " + scssl::test::repo_file(kKang) + " > " + dir + "/k.h5ad.gz").exit_code, 0);
-  Source src{"file://" + dir + "/k.h5ad.gz", "h5ad.gz", scssl::fetch::sha256_file(dir + "/k.h5ad.gz")};
+  ASSERT_EQ(run_command("gzip -c " + scssl::test::repo_file(kKang) + " > " + dir + "/k.h5ad.gz")
+                .exit_code,
+            0);
+  Source src{"file://" + dir + "/k.h5ad.gz", "h5ad.gz",
+             scssl::fetch::sha256_file(dir + "/k.h5ad.gz")};
   src.file_sha256 = kKangSha;
   auto r = fetch(write_manifest(dir, src) + " --into " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -114,7 +125,8 @@ TEST(Fetch, ZipMemberIsExtracted) {
   fs::create_directories(dir + "/in");
   fs::copy_file(scssl::test::repo_file(kKang), dir + "/in/inner.h5ad");
   ASSERT_EQ(run_command("cd " + dir + "/in && zip -q ../k.zip inner.h5ad").exit_code, 0);
-  Source src{"file://" + dir + "/k.zip", "zip", scssl::fetch::sha256_file(dir + "/k.zip"), "inner.h5ad"};
+  Source src{"file://" + dir + "/k.zip", "zip", scssl::fetch::sha256_file(dir + "/k.zip"),
+             "inner.h5ad"};
   auto r = fetch(write_manifest(dir, src) + " --into " + out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(scssl::fetch::sha256_file(out + "/kang.h5ad"), kKangSha);
@@ -123,7 +135,8 @@ TEST(Fetch, ZipMemberIsExtracted) {
   r = fetch(write_manifest(dir, src) + " --into " + out + " --force");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(has(r.output, "unzip failed") && has(r.output, "absent.h5ad")) << r.output;
-  EXPECT_EQ(scssl::fetch::sha256_file(out + "/kang.h5ad"), kKangSha) << "the earlier file is untouched";
+  EXPECT_EQ(scssl::fetch::sha256_file(out + "/kang.h5ad"), kKangSha)
+      << "the earlier file is untouched";
   EXPECT_EQ(entries(out), 2u);
 }
 
@@ -176,8 +189,11 @@ TEST(Fetch, FailuresAreOneClearMessageAndLeaveNothing) {
   EXPECT_TRUE(has(r.output, "could not download file://" + dir + "/missing.h5ad")) << r.output;
 
   // The converters are programs on PATH; a missing one is named with the package to install.
-  ASSERT_EQ(run_command("gzip -c " + scssl::test::repo_file(kKang) + " > " + dir + "/k.h5ad.gz").exit_code, 0);
-  Source gz{"file://" + dir + "/k.h5ad.gz", "h5ad.gz", scssl::fetch::sha256_file(dir + "/k.h5ad.gz")};
+  ASSERT_EQ(run_command("gzip -c " + scssl::test::repo_file(kKang) + " > " + dir + "/k.h5ad.gz")
+                .exit_code,
+            0);
+  Source gz{"file://" + dir + "/k.h5ad.gz", "h5ad.gz",
+            scssl::fetch::sha256_file(dir + "/k.h5ad.gz")};
   r = fetch(write_manifest(dir, gz) + " --into " + out, "PATH=" + dir + " ");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(has(r.output, "gzip is needed")) << r.output;
@@ -221,7 +237,8 @@ TEST(Fetch, EveryCatalogManifestFollowsTheSchema) {
       ++bundled;
       EXPECT_EQ(scssl::fetch::sha256_file(local.string()), m.sha256);
       EXPECT_EQ(static_cast<int64_t>(fs::file_size(local)), m.size_bytes);
-      EXPECT_EQ(scssl::test::load_h5ad(local.string(), m.batch_key, m.label_key).n_cells(), m.n_cells);
+      EXPECT_EQ(scssl::test::load_h5ad(local.string(), m.batch_key, m.label_key).n_cells(),
+                m.n_cells);
     }
   }
   EXPECT_GE(n, 11u) << "nine data sets of the study and the two bundled ones";

@@ -46,13 +46,9 @@ std::string load_error(const std::string& path, const std::map<std::string, std:
 
 std::string load_error(const std::string& path) { return load_error(path, {}); }
 
-torch::Tensor dense_of(const Matrix& m) {
-  return m.slice_dense(0, m.rows);
-}
+torch::Tensor dense_of(const Matrix& m) { return m.slice_dense(0, m.rows); }
 
-torch::Tensor expected_dense() {
-  return torch::tensor(kDense, torch::kFloat32).reshape({4, 5});
-}
+torch::Tensor expected_dense() { return torch::tensor(kDense, torch::kFloat32).reshape({4, 5}); }
 
 void expect_rows_sorted(const Matrix& m) {
   const int64_t* p = m.indptr.data_ptr<int64_t>();
@@ -62,11 +58,13 @@ void expect_rows_sorted(const Matrix& m) {
 }
 
 std::vector<int32_t> codes_of(const Column& c) {
-  return std::vector<int32_t>(c.codes.data_ptr<int32_t>(), c.codes.data_ptr<int32_t>() + c.codes.size(0));
+  return std::vector<int32_t>(c.codes.data_ptr<int32_t>(),
+                              c.codes.data_ptr<int32_t>() + c.codes.size(0));
 }
 
 std::vector<double> values_of(const Column& c) {
-  return std::vector<double>(c.values.data_ptr<double>(), c.values.data_ptr<double>() + c.values.size(0));
+  return std::vector<double>(c.values.data_ptr<double>(),
+                             c.values.data_ptr<double>() + c.values.size(0));
 }
 
 const Column& column(const CellData& d, const std::string& name) {
@@ -102,7 +100,8 @@ bool contains(const std::string& text, const std::string& part) {
 
 }  // namespace
 
-// ---- current layout ----------------------------------------------------------------------------------
+// ---- current layout
+// ----------------------------------------------------------------------------------
 
 TEST_F(H5ad, ReadsTheCurrentLayoutWithEveryColumnKind) {
   CellData d = load(write_current(file("current.h5ad")));
@@ -118,8 +117,8 @@ TEST_F(H5ad, ReadsTheCurrentLayoutWithEveryColumnKind) {
 
   std::vector<std::string> names;
   for (const auto& c : d.columns) names.push_back(c.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"batch", "cell_type", "donor", "score", "n_genes", "u8",
-                                             "flag", "nint", "nbool", "nstr"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"batch", "cell_type", "donor", "score", "n_genes",
+                                             "u8", "flag", "nint", "nbool", "nstr"}));
   const Column& batch = column(d, "batch");
   EXPECT_TRUE(batch.categorical);
   EXPECT_EQ(batch.categories, (std::vector<std::string>{"b1", "b2"}));
@@ -155,7 +154,8 @@ TEST_F(H5ad, ReadsTheCurrentLayoutWithEveryColumnKind) {
 TEST_F(H5ad, EveryMatrixEncodingGivesTheSameCsr) {
   std::map<std::string, Writer> writers;
   writers["csr_int64_float64"] = [](const h5::Group& root) {
-    write_sparse(root, "X", "csr_matrix", 4, 5, std::vector<int64_t>(kIndptr.begin(), kIndptr.end()),
+    write_sparse(root, "X", "csr_matrix", 4, 5,
+                 std::vector<int64_t>(kIndptr.begin(), kIndptr.end()),
                  std::vector<int64_t>(kIndices.begin(), kIndices.end()),
                  std::vector<double>(kData.begin(), kData.end()));
   };
@@ -171,7 +171,8 @@ TEST_F(H5ad, EveryMatrixEncodingGivesTheSameCsr) {
     write_sparse(root, "X", "csc_matrix", 4, 5, kColptr, kRowIndices, kCscData);
   };
   writers["csc_int64"] = [](const h5::Group& root) {
-    write_sparse(root, "X", "csc_matrix", 4, 5, std::vector<int64_t>(kColptr.begin(), kColptr.end()),
+    write_sparse(root, "X", "csc_matrix", 4, 5,
+                 std::vector<int64_t>(kColptr.begin(), kColptr.end()),
                  std::vector<int64_t>(kRowIndices.begin(), kRowIndices.end()),
                  std::vector<int32_t>(kCscData.begin(), kCscData.end()));
   };
@@ -282,13 +283,14 @@ TEST_F(H5ad, AllZeroMatricesHaveNoStoredValues) {
 }
 
 TEST_F(H5ad, NumericBatchAndLabelColumnsBecomeCategories) {
-  const std::string path = write_current(file("numeric_keys.h5ad"), write_csr_x, [](const h5::Group& root) {
-    h5::Group obs = root.group("obs");
-    obs.remove("batch");
-    obs.remove("cell_type");
-    write_vec(obs, "batch", std::vector<int64_t>{3, 1, 3, 2});
-    write_vec(obs, "cell_type", std::vector<double>{0.5, 2, 0.5, std::nan("")});
-  });
+  const std::string path =
+      write_current(file("numeric_keys.h5ad"), write_csr_x, [](const h5::Group& root) {
+        h5::Group obs = root.group("obs");
+        obs.remove("batch");
+        obs.remove("cell_type");
+        write_vec(obs, "batch", std::vector<int64_t>{3, 1, 3, 2});
+        write_vec(obs, "cell_type", std::vector<double>{0.5, 2, 0.5, std::nan("")});
+      });
   CellData d = load(path);
   const Column& batch = column(d, "batch");
   EXPECT_TRUE(batch.categorical);
@@ -336,11 +338,12 @@ TEST_F(H5ad, SplitsFeaturesIntoModalitiesRnaFirst) {
     var.write_strings("modality", {"RNA", "ADT", "RNA", "ADT", "RNA"});
   }));
   // Without RNA: order of first appearance; another key name; modality_key "" disables the split.
-  const std::string other = write_current(file("modality_other.h5ad"), write_csr_x, [](const h5::Group& root) {
-    h5::Group var = root.group("var");
-    var.set_attr("column-order", std::vector<std::string>{"gene_ids", "kind"});
-    var.write_strings("kind", {"Peaks", "ADT", "Peaks", "ADT", "ADT"});
-  });
+  const std::string other =
+      write_current(file("modality_other.h5ad"), write_csr_x, [](const h5::Group& root) {
+        h5::Group var = root.group("var");
+        var.set_attr("column-order", std::vector<std::string>{"gene_ids", "kind"});
+        var.write_strings("kind", {"Peaks", "ADT", "Peaks", "ADT", "ADT"});
+      });
   CellData d = load(other, {{"modality_key", "kind"}});
   ASSERT_EQ(d.modalities.size(), 2u);
   EXPECT_EQ(d.modalities[0].name, "Peaks");
@@ -353,17 +356,19 @@ TEST_F(H5ad, SplitsFeaturesIntoModalitiesRnaFirst) {
 }
 
 TEST_F(H5ad, ReadsLayersAndRaw) {
-  const std::string path = write_current(file("layers.h5ad"), write_csr_x, [](const h5::Group& root) {
-    std::vector<float> doubled;
-    for (float v : kData) doubled.push_back(2 * v);
-    write_sparse(root.group("layers"), "counts", "csr_matrix", 4, 5, kIndptr, kIndices, doubled);
-    h5::Group raw = root.create_group("raw");
-    set_encoding(raw, "raw", "0.1.0");
-    // raw has one more feature than X (as after HVG selection, the other way round).
-    write_sparse(raw, "X", "csr_matrix", 4, 6, std::vector<int32_t>{0, 1, 1, 2, 3},
-                 std::vector<int32_t>{5, 0, 2}, std::vector<float>{9, 8, 7});
-    write_frame(raw, "var", {"h0", "h1", "h2", "h3", "h4", "h5"}, {});
-  });
+  const std::string path =
+      write_current(file("layers.h5ad"), write_csr_x, [](const h5::Group& root) {
+        std::vector<float> doubled;
+        for (float v : kData) doubled.push_back(2 * v);
+        write_sparse(root.group("layers"), "counts", "csr_matrix", 4, 5, kIndptr, kIndices,
+                     doubled);
+        h5::Group raw = root.create_group("raw");
+        set_encoding(raw, "raw", "0.1.0");
+        // raw has one more feature than X (as after HVG selection, the other way round).
+        write_sparse(raw, "X", "csr_matrix", 4, 6, std::vector<int32_t>{0, 1, 1, 2, 3},
+                     std::vector<int32_t>{5, 0, 2}, std::vector<float>{9, 8, 7});
+        write_frame(raw, "var", {"h0", "h1", "h2", "h3", "h4", "h5"}, {});
+      });
   CellData layer = load(path, {{"layer", "counts"}});
   EXPECT_TRUE(torch::equal(dense_of(layer.modalities[0].X), expected_dense() * 2));
   EXPECT_EQ(layer.modalities[0].features.size(), 5u);
@@ -381,7 +386,8 @@ TEST_F(H5ad, ReadsLayersAndRaw) {
   const std::string msg = load_error(path, {{"layer", "spliced"}});
   EXPECT_CONTAINS(msg, "has no layer 'spliced'");
   EXPECT_CONTAINS(msg, "layers: counts");
-  EXPECT_CONTAINS(load_error(write_current(file("noraw.h5ad")), {{"layer", "raw"}}), "has no raw matrix");
+  EXPECT_CONTAINS(load_error(write_current(file("noraw.h5ad")), {{"layer", "raw"}}),
+                  "has no raw matrix");
 }
 
 TEST_F(H5ad, MissingXIsAnErrorUnlessALayerIsChosen) {
@@ -392,7 +398,8 @@ TEST_F(H5ad, MissingXIsAnErrorUnlessALayerIsChosen) {
   EXPECT_CONTAINS(msg, path);
   EXPECT_CONTAINS(msg, "has no X");
   EXPECT_CONTAINS(msg, "layers: counts");
-  EXPECT_TRUE(torch::equal(dense_of(load(path, {{"layer", "counts"}}).modalities[0].X), expected_dense()));
+  EXPECT_TRUE(
+      torch::equal(dense_of(load(path, {{"layer", "counts"}}).modalities[0].X), expected_dense()));
 }
 
 TEST_F(H5ad, ReadsTheAnndata07Layout) {
@@ -463,22 +470,25 @@ TEST_F(H5ad, ReadsThePre07CompoundLayout) {
   EXPECT_EQ(codes_of(label), (std::vector<int32_t>{2, 0, 2, 1}));
 
   CellData raw = load(path, {{"label_key", "label"}, {"layer", "raw"}});
-  EXPECT_EQ(raw.modalities[0].features, (std::vector<std::string>{"R0", "R1", "R2", "R3", "R4", "R5"}));
+  EXPECT_EQ(raw.modalities[0].features,
+            (std::vector<std::string>{"R0", "R1", "R2", "R3", "R4", "R5"}));
   EXPECT_EQ(raw.modalities[0].X.nnz(), 1);
   EXPECT_EQ(dense_of(raw.modalities[0].X)[1][5].item<float>(), 11);
 }
 
 TEST_F(H5ad, ReadsFixedLengthAndAsciiStrings) {
-  const std::string path = write_current(file("strings.h5ad"), write_csr_x, [](const h5::Group& root) {
-    h5::Group obs = root.group("obs");
-    obs.remove("_index");
-    write_fixed_strings(obs.id(), "_index", {"c0", "c1", "c2", "c3"}, 5);
-    obs.remove("donor");
-    write_vlen_ascii(obs.id(), "donor", {"b", "a", "b", "c"});
-    h5::Group var = root.group("var");
-    var.remove("_index");
-    write_fixed_strings(var.id(), "_index", {"g0", "g1", "g2", "g3", "g4"}, 6, H5T_STR_SPACEPAD);
-  });
+  const std::string path =
+      write_current(file("strings.h5ad"), write_csr_x, [](const h5::Group& root) {
+        h5::Group obs = root.group("obs");
+        obs.remove("_index");
+        write_fixed_strings(obs.id(), "_index", {"c0", "c1", "c2", "c3"}, 5);
+        obs.remove("donor");
+        write_vlen_ascii(obs.id(), "donor", {"b", "a", "b", "c"});
+        h5::Group var = root.group("var");
+        var.remove("_index");
+        write_fixed_strings(var.id(), "_index", {"g0", "g1", "g2", "g3", "g4"}, 6,
+                            H5T_STR_SPACEPAD);
+      });
   CellData d = load(path);
   EXPECT_EQ(d.cell_names, (std::vector<std::string>{"c0", "c1", "c2", "c3"}));
   EXPECT_EQ(d.modalities[0].features, (std::vector<std::string>{"g0", "g1", "g2", "g3", "g4"}));
@@ -487,13 +497,14 @@ TEST_F(H5ad, ReadsFixedLengthAndAsciiStrings) {
 }
 
 TEST_F(H5ad, SkipsColumnsOfUnknownEncodingUnlessTheyAreNeeded) {
-  const std::string path = write_current(file("weird.h5ad"), write_csr_x, [](const h5::Group& root) {
-    h5::Group obs = root.group("obs");
-    obs.set_attr("column-order", std::vector<std::string>{"batch", "cell_type", "emb", "odd"});
-    std::vector<float> emb(8, 1.0f);
-    obs.write("emb", h5::NumType::Float32, emb.data(), {4, 2});
-    set_encoding(obs.create_group("odd"), "awkward-array", "0.1.0");
-  });
+  const std::string path =
+      write_current(file("weird.h5ad"), write_csr_x, [](const h5::Group& root) {
+        h5::Group obs = root.group("obs");
+        obs.set_attr("column-order", std::vector<std::string>{"batch", "cell_type", "emb", "odd"});
+        std::vector<float> emb(8, 1.0f);
+        obs.write("emb", h5::NumType::Float32, emb.data(), {4, 2});
+        set_encoding(obs.create_group("odd"), "awkward-array", "0.1.0");
+      });
   CellData d = load(path);
   EXPECT_EQ(d.columns.size(), 2u);
   EXPECT_EQ(d.find_column("emb"), nullptr);
@@ -502,7 +513,8 @@ TEST_F(H5ad, SkipsColumnsOfUnknownEncodingUnlessTheyAreNeeded) {
   EXPECT_CONTAINS(msg, "awkward-array");
 }
 
-// ---- malformed input -----------------------------------------------------------------------------
+// ---- malformed input
+// -----------------------------------------------------------------------------
 
 TEST_F(H5ad, MissingOrUnreadableFilesGiveOneClearError) {
   const std::string missing = file("nope.h5ad");
@@ -521,13 +533,16 @@ TEST_F(H5ad, MissingOrUnreadableFilesGiveOneClearError) {
 }
 
 TEST_F(H5ad, TruncatedFilesAreRefused) {
-  const std::string source = test::repo_file("datasets/kang_ctrl_stim/kang2018_pbmc_ctrl_stim_4samples.h5ad");
+  const std::string source =
+      test::repo_file("datasets/kang_ctrl_stim/kang2018_pbmc_ctrl_stim_4samples.h5ad");
   ASSERT_TRUE(fs::exists(source)) << source;
   std::ifstream in(source, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   for (double fraction : {0.5, 0.95}) {
-    const std::string cut = file("cut" + std::to_string(static_cast<int>(fraction * 100)) + ".h5ad");
-    std::ofstream(cut, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() * fraction));
+    const std::string cut =
+        file("cut" + std::to_string(static_cast<int>(fraction * 100)) + ".h5ad");
+    std::ofstream(cut, std::ios::binary)
+        .write(bytes.data(), static_cast<std::streamsize>(bytes.size() * fraction));
     const std::string msg = load_error(cut);
     EXPECT_CONTAINS(msg, cut);
     EXPECT_CONTAINS(msg, "truncated");
@@ -537,15 +552,17 @@ TEST_F(H5ad, TruncatedFilesAreRefused) {
 TEST_F(H5ad, MissingKeysNameWhatIsThere) {
   const std::string path = write_current(file("keys.h5ad"));
   std::string msg = load_error(path, {{"label_key", "celltype"}});
-  EXPECT_CONTAINS(msg, path + ": obs has no column 'celltype' (columns: batch, cell_type, donor, score");
+  EXPECT_CONTAINS(msg,
+                  path + ": obs has no column 'celltype' (columns: batch, cell_type, donor, score");
   msg = load_error(path, {{"batch_key", "sample"}});
   EXPECT_CONTAINS(msg, "obs has no column 'sample'");
 
   const std::string novar = write_current(file("novar.h5ad"), write_csr_x,
                                           [](const h5::Group& root) { root.remove("var"); });
   EXPECT_CONTAINS(load_error(novar), "there is no 'var'");
-  const std::string noindex = write_current(file("noindex.h5ad"), write_csr_x,
-                                            [](const h5::Group& root) { root.group("obs").remove("_index"); });
+  const std::string noindex =
+      write_current(file("noindex.h5ad"), write_csr_x,
+                    [](const h5::Group& root) { root.group("obs").remove("_index"); });
   EXPECT_CONTAINS(load_error(noindex), "obs/_index");
 }
 
@@ -558,27 +575,32 @@ TEST_F(H5ad, BadMatricesAreRefusedNamingTheKey) {
   std::vector<Case> cases = {
       {"index_out_of_range",
        [](const h5::Group& root) {
-         write_sparse(root, "X", "csr_matrix", 4, 5, kIndptr, std::vector<int32_t>{0, 3, 1, 5, 0, 2, 4}, kData);
+         write_sparse(root, "X", "csr_matrix", 4, 5, kIndptr,
+                      std::vector<int32_t>{0, 3, 1, 5, 0, 2, 4}, kData);
        },
        {"'X/indices'", "column index 5", "out of range"}},
       {"negative_index",
        [](const h5::Group& root) {
-         write_sparse(root, "X", "csr_matrix", 4, 5, kIndptr, std::vector<int32_t>{0, 3, 1, -1, 0, 2, 4}, kData);
+         write_sparse(root, "X", "csr_matrix", 4, 5, kIndptr,
+                      std::vector<int32_t>{0, 3, 1, -1, 0, 2, 4}, kData);
        },
        {"'X/indices'", "column index -1"}},
       {"indptr_decreasing",
        [](const h5::Group& root) {
-         write_sparse(root, "X", "csr_matrix", 4, 5, std::vector<int32_t>{0, 2, 1, 4, 7}, kIndices, kData);
+         write_sparse(root, "X", "csr_matrix", 4, 5, std::vector<int32_t>{0, 2, 1, 4, 7}, kIndices,
+                      kData);
        },
        {"'X/indptr'", "decreases at row 1"}},
       {"indptr_short",
        [](const h5::Group& root) {
-         write_sparse(root, "X", "csr_matrix", 4, 5, std::vector<int32_t>{0, 2, 4, 7}, kIndices, kData);
+         write_sparse(root, "X", "csr_matrix", 4, 5, std::vector<int32_t>{0, 2, 4, 7}, kIndices,
+                      kData);
        },
        {"'X/indptr'", "has 4 entries, expected 5"}},
       {"indptr_end",
        [](const h5::Group& root) {
-         write_sparse(root, "X", "csr_matrix", 4, 5, std::vector<int32_t>{0, 2, 2, 4, 6}, kIndices, kData);
+         write_sparse(root, "X", "csr_matrix", 4, 5, std::vector<int32_t>{0, 2, 2, 4, 6}, kIndices,
+                      kData);
        },
        {"'X/indptr'", "ends at 6"}},
       {"indices_too_large_for_int32",
@@ -608,7 +630,8 @@ TEST_F(H5ad, BadMatricesAreRefusedNamingTheKey) {
        {"matrix 'X' contains NaN or infinity (row 3, column 2)"}},
       {"csc_row_out_of_range",
        [](const h5::Group& root) {
-         write_sparse(root, "X", "csc_matrix", 4, 5, kColptr, std::vector<int32_t>{0, 3, 2, 4, 0, 2, 3}, kCscData);
+         write_sparse(root, "X", "csc_matrix", 4, 5, kColptr,
+                      std::vector<int32_t>{0, 3, 2, 4, 0, 2, 3}, kCscData);
        },
        {"'X/indices'", "row index 4 in column 2"}},
       {"shape_attribute",
@@ -617,24 +640,26 @@ TEST_F(H5ad, BadMatricesAreRefusedNamingTheKey) {
        },
        {"'X' has shape [4, 6] but the data set has 4 cells and 5 features"}},
       {"dense_shape",
-       [](const h5::Group& root) { root.write("X", h5::NumType::Float32, kDense.data(), {5, 4}); },
+       [](const h5::Group& root) {
+         root.write("X", h5::NumType::Float32, kDense.data(), {5, 4});
+       },
        {"'X' has shape [5, 4]"}},
       {"unequal_lengths",
        [](const h5::Group& root) {
-         write_sparse(root, "X", "csr_matrix", 4, 5, kIndptr, std::vector<int32_t>{0, 3, 1, 4, 0, 2}, kData);
+         write_sparse(root, "X", "csr_matrix", 4, 5, kIndptr,
+                      std::vector<int32_t>{0, 3, 1, 4, 0, 2}, kData);
        },
        {"'X/indices' has 6 entries but 'X/data' has 7"}},
       {"string_data",
        [](const h5::Group& root) {
-         h5::Group g = write_sparse(root, "X", "csr_matrix", 4, 5, kIndptr, kIndices, std::vector<float>{});
+         h5::Group g =
+             write_sparse(root, "X", "csr_matrix", 4, 5, kIndptr, kIndices, std::vector<float>{});
          g.remove("data");
          g.write_strings("data", {"1", "2", "3", "4", "5", "6", "7"});
        },
        {"'X/data' holds variable-length string data"}},
       {"unknown_encoding",
-       [](const h5::Group& root) {
-         set_encoding(root.create_group("X"), "coo_matrix", "0.1.0");
-       },
+       [](const h5::Group& root) { set_encoding(root.create_group("X"), "coo_matrix", "0.1.0"); },
        {"'X' has encoding 'coo_matrix'"}},
       {"implausible_size",
        [](const h5::Group& root) {
@@ -699,7 +724,8 @@ TEST_F(H5ad, LinksAreNotFollowed) {
     h5::Group obs = root.group("obs");
     obs.remove("cell_type");
     ASSERT_GE(H5Lcreate_external(other.c_str(), "/obs/cell_type", obs.id(), "cell_type",
-                                 H5P_DEFAULT, H5P_DEFAULT), 0);
+                                 H5P_DEFAULT, H5P_DEFAULT),
+              0);
   });
   std::string msg = load_error(path);
   EXPECT_CONTAINS(msg, path + ": 'obs/cell_type' is an external link");
@@ -730,7 +756,8 @@ TEST_F(H5ad, LinksAreNotFollowed) {
   EXPECT_CONTAINS(load_error(path), "'obs/score' keeps its data in an external file");
 }
 
-// ---- real files ----------------------------------------------------------------------------------
+// ---- real files
+// ----------------------------------------------------------------------------------
 
 namespace {
 
@@ -758,16 +785,17 @@ void check_real(const CellData& d, const Expected& e) {
   EXPECT_EQ(counts_of(*d.labels()), e.types);
 }
 
-const Expected kKangCtrlStim = {1556,
-                                1267,
-                                585251,
-                                2338396.0,
-                                {{"ctrl101", 454}, {"ctrl107", 296}, {"stim101", 500}, {"stim107", 306}},
-                                {{"CD14+ Monocytes", 400},
-                                 {"CD4 T cells", 400},
-                                 {"B cells", 298},
-                                 {"FCGR3A+ Monocytes", 249},
-                                 {"CD8 T cells", 209}}};
+const Expected kKangCtrlStim = {
+    1556,
+    1267,
+    585251,
+    2338396.0,
+    {{"ctrl101", 454}, {"ctrl107", 296}, {"stim101", 500}, {"stim107", 306}},
+    {{"CD14+ Monocytes", 400},
+     {"CD4 T cells", 400},
+     {"B cells", 298},
+     {"FCGR3A+ Monocytes", 249},
+     {"CD8 T cells", 209}}};
 
 const Expected kTriana = {250,
                           659,
@@ -804,7 +832,8 @@ void check_triana(const CellData& d) {
 }  // namespace
 
 TEST(H5adRealData, BundledKangCtrlStim) {
-  CellData d = load(test::repo_file("datasets/kang_ctrl_stim/kang2018_pbmc_ctrl_stim_4samples.h5ad"));
+  CellData d =
+      load(test::repo_file("datasets/kang_ctrl_stim/kang2018_pbmc_ctrl_stim_4samples.h5ad"));
   check_real(d, kKangCtrlStim);
   ASSERT_EQ(d.modalities.size(), 1u);
   EXPECT_EQ(d.modalities[0].features.front(), "HES4");
@@ -815,12 +844,14 @@ TEST(H5adRealData, BundledKangCtrlStim) {
 }
 
 TEST(H5adRealData, BundledTrianaRnaAdt) {
-  check_triana(load(test::repo_file("datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad")));
+  check_triana(
+      load(test::repo_file("datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad")));
 }
 
 TEST(H5adRealData, SharedFilesMatchTheirSummaries) {
   const std::string kang8 = test::shared_file("data/kang2018_pbmc_ctrl_8donors.h5ad");
-  if (kang8.empty()) GTEST_SKIP() << "../shared/data/kang2018_pbmc_ctrl_8donors.h5ad not present, skipped";
+  if (kang8.empty())
+    GTEST_SKIP() << "../shared/data/kang2018_pbmc_ctrl_8donors.h5ad not present, skipped";
   CellData d = load(kang8);
   check_real(d, {12261,
                  1287,
@@ -893,12 +924,14 @@ void check_v07(const std::string& path, const V07& v) {
 
 TEST(H5adArchives, Anndata050) {
   const std::string path = archive("adata_v0.5.0.h5ad");
-  if (path.empty()) GTEST_SKIP() << "../shared/data/anndata-archives/adata_v0.5.0.h5ad not present, skipped";
+  if (path.empty())
+    GTEST_SKIP() << "../shared/data/anndata-archives/adata_v0.5.0.h5ad not present, skipped";
   CellData d = load(path, {{"batch_key", "phase"}, {"label_key", "bulk_labels"}});
   EXPECT_EQ(d.n_cells(), 700);
   EXPECT_EQ(d.modalities[0].X.cols, 765);
   EXPECT_EQ(d.modalities[0].X.nnz(), 535433);
-  EXPECT_NEAR(d.modalities[0].X.values.sum(torch::kFloat64).item<double>(), -243.681057988666, 1e-6);
+  EXPECT_NEAR(d.modalities[0].X.values.sum(torch::kFloat64).item<double>(), -243.681057988666,
+              1e-6);
   EXPECT_EQ(d.cell_names[0], "AAAGCCTGGCTAAC-1");
   EXPECT_EQ(d.modalities[0].features[0], "HES4");
   EXPECT_EQ(counts_of(column(d, "phase")),
@@ -916,19 +949,22 @@ TEST(H5adArchives, Anndata050) {
 
 TEST(H5adArchives, Anndata070) {
   const std::string path = archive("adata_v0.7.0.h5ad");
-  if (path.empty()) GTEST_SKIP() << "../shared/data/anndata-archives/adata_v0.7.0.h5ad not present, skipped";
+  if (path.empty())
+    GTEST_SKIP() << "../shared/data/anndata-archives/adata_v0.7.0.h5ad not present, skipped";
   check_v07(path, {228, 285.0, 627.0, 22, {-29, -29, 34}});
 }
 
 TEST(H5adArchives, Anndata078) {
   const std::string path = archive("adata_v0.7.8.h5ad");
-  if (path.empty()) GTEST_SKIP() << "../shared/data/anndata-archives/adata_v0.7.8.h5ad not present, skipped";
+  if (path.empty())
+    GTEST_SKIP() << "../shared/data/anndata-archives/adata_v0.7.8.h5ad not present, skipped";
   check_v07(path, {239, 302.0, 568.0, 21, {-16, -15, 0}});
 }
 
 TEST(H5adArchives, Anndata0114WithoutX) {
   const std::string path = archive("adata_v0.11.4.h5ad");
-  if (path.empty()) GTEST_SKIP() << "../shared/data/anndata-archives/adata_v0.11.4.h5ad not present, skipped";
+  if (path.empty())
+    GTEST_SKIP() << "../shared/data/anndata-archives/adata_v0.11.4.h5ad not present, skipped";
   const std::string msg = load_error(path, {{"batch_key", ""}, {"label_key", ""}});
   EXPECT_CONTAINS(msg, path + ": has no X");
   EXPECT_CONTAINS(msg, "layers: none");

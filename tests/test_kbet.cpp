@@ -26,7 +26,8 @@ KbetResult score(const CellData& data, const torch::Tensor& embedding) {
     const std::string prefix = "kbet: label '";
     const size_t name_end = line.find("' (");
     const size_t value_at = line.rfind("): ");
-    if (line.rfind(prefix, 0) != 0 || name_end == std::string::npos || value_at == std::string::npos)
+    if (line.rfind(prefix, 0) != 0 || name_end == std::string::npos ||
+        value_at == std::string::npos)
       return;
     out.per_label[line.substr(prefix.size(), name_end - prefix.size())] =
         std::strtod(line.c_str() + value_at + 3, nullptr);

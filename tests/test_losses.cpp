@@ -34,7 +34,8 @@ TEST(Losses, InfoNceAgainstABank) {
 }
 
 TEST(Losses, NegativeCosine) {
-  EXPECT_NEAR(losses::negative_cosine(t({{1, 0}}), t({{1, 1}})).item<double>(), -1 / std::sqrt(2.0), 1e-6);
+  EXPECT_NEAR(losses::negative_cosine(t({{1, 0}}), t({{1, 1}})).item<double>(), -1 / std::sqrt(2.0),
+              1e-6);
 }
 
 // za = zb = {[1,0], [-1,0]}: MSE 0; dimension 0 has variance 2 (std > 1, no penalty), dimension 1

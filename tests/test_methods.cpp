@@ -54,13 +54,15 @@ TEST(Training, SameSeedGivesIdenticalEmbeddings) {
 
 TEST(Training, ResumedRunEqualsUninterruptedRun) {
   const std::string config = "configs/methods/vicreg.toml";
-  const std::string common = "--set evaluation.evaluators=[] --set evaluation.query_batches=[] "
-                             "--set train.checkpoint_every=2 --set run.threads=1";
+  const std::string common =
+      "--set evaluation.evaluators=[] --set evaluation.query_batches=[] "
+      "--set train.checkpoint_every=2 --set run.threads=1";
   const std::string straight = run(config, common + " --set train.epochs=4");
   const std::string first_half = run(config, common + " --set train.epochs=2");
   ASSERT_TRUE(fs::exists(first_half + "/checkpoints/checkpoint.pt"));
-  const std::string resumed = run(config, common + " --set train.epochs=4 --set train.resume_from=" +
-                                              first_half + "/checkpoints");
+  const std::string resumed =
+      run(config,
+          common + " --set train.epochs=4 --set train.resume_from=" + first_half + "/checkpoints");
   EXPECT_TRUE(scssl::test::run_embedding(straight).equal(scssl::test::run_embedding(resumed)));
   // The resumed run trained epochs 3 and 4 only.
   EXPECT_EQ(scssl::test::run_series(resumed).size(), 2u);
@@ -78,32 +80,46 @@ TEST(Training, DomainSpecificBatchNormTrainsAndChangesTheEmbedding) {
 TEST(Training, MultimodalEmbeddingSizes) {
   // 250 cells (RNA + ADT); 152 reference cells, so batches of 64.
   const std::string config = "configs/methods/vicreg.toml";
-  const std::string base = "--set train.epochs=2 --set train.batch_size=64 --set method.multimodal=true "
-                           "--set run.threads=1 --set dataset.path=" +
-                           scssl::test::repo_file("datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad") +
-                           " --set evaluation.query_batches=[\\\"PBMC_200AB\\\"]";
-  EXPECT_EQ(scssl::test::run_embedding(run(config, base + " --set method.integrate=add")).size(1), 64);
-  EXPECT_EQ(scssl::test::run_embedding(run(config, base + " --set method.integrate=mean")).size(1), 64);
-  EXPECT_EQ(scssl::test::run_embedding(run(config, base + " --set method.integrate=concat")).size(1), 128);
-  EXPECT_EQ(scssl::test::run_embedding(run(config, base + " --set method.integrate=clip")).size(1), 128);
-  EXPECT_EQ(scssl::test::run_embedding(run(config, base + " --set method.integrate=concat --set method.predict_only_rna=true"))
-                .size(1),
+  const std::string base =
+      "--set train.epochs=2 --set train.batch_size=64 --set method.multimodal=true "
+      "--set run.threads=1 --set dataset.path=" +
+      scssl::test::repo_file("datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad") +
+      " --set evaluation.query_batches=[\\\"PBMC_200AB\\\"]";
+  EXPECT_EQ(scssl::test::run_embedding(run(config, base + " --set method.integrate=add")).size(1),
             64);
+  EXPECT_EQ(scssl::test::run_embedding(run(config, base + " --set method.integrate=mean")).size(1),
+            64);
+  EXPECT_EQ(
+      scssl::test::run_embedding(run(config, base + " --set method.integrate=concat")).size(1),
+      128);
+  EXPECT_EQ(scssl::test::run_embedding(run(config, base + " --set method.integrate=clip")).size(1),
+            128);
+  EXPECT_EQ(
+      scssl::test::run_embedding(
+          run(config, base + " --set method.integrate=concat --set method.predict_only_rna=true"))
+          .size(1),
+      64);
 }
 
 TEST(Training, ClipIntegrationWorksForMethodsWithBanks) {
-  const std::string data = "--set dataset.path=" +
+  const std::string data =
+      "--set dataset.path=" +
       scssl::test::repo_file("datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad") +
-      " --set evaluation.query_batches=[\\\"PBMC_200AB\\\"] --set train.epochs=2 --set train.batch_size=64"
+      " --set evaluation.query_batches=[\\\"PBMC_200AB\\\"] --set train.epochs=2 --set "
+      "train.batch_size=64"
       " --set method.multimodal=true --set method.integrate=clip --set run.threads=1";
   for (const char* m : {"moco", "nnclr", "byol"})
-    EXPECT_EQ(scssl::test::run_embedding(run(std::string("configs/methods/") + m + ".toml", data)).size(1), 128) << m;
+    EXPECT_EQ(scssl::test::run_embedding(run(std::string("configs/methods/") + m + ".toml", data))
+                  .size(1),
+              128)
+        << m;
 }
 
 TEST(Training, MultimodalOnUnimodalDataIsRefused) {
-  auto r = run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR +
-                       " --quiet run " + scssl::test::repo_file("configs/methods/simclr.toml") +
-                       " --output " + scssl::test::temp_dir("refuse") + " --set method.multimodal=true");
+  auto r =
+      run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR +
+                  " --quiet run " + scssl::test::repo_file("configs/methods/simclr.toml") +
+                  " --output " + scssl::test::temp_dir("refuse") + " --set method.multimodal=true");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("needs two modalities"), std::string::npos) << r.output;
 }

@@ -1,4 +1,5 @@
-// modality_prediction against the reference case (tests/data/reference/triana_rna_adt.h5ad.modality.json).
+// modality_prediction against the reference case
+// (tests/data/reference/triana_rna_adt.h5ad.modality.json).
 #include <nlohmann/json.hpp>
 
 #include "support.hpp"
@@ -22,8 +23,8 @@ TEST(ModalityPrediction, TrianaMatchesReference) {
   const std::string h5ad = dir + "triana_rna_adt.h5ad";
   CellData data = test::load_h5ad(h5ad);
   ASSERT_EQ(data.modality_index("ADT"), 1);
-  auto expected = nlohmann::json::parse(test::read_text(dir + "triana_rna_adt.h5ad.modality.json"))
-      ["embeddings"]["X_batchcentered"];
+  auto expected = nlohmann::json::parse(
+      test::read_text(dir + "triana_rna_adt.h5ad.modality.json"))["embeddings"]["X_batchcentered"];
   auto got = run(data, test::read_obsm(h5ad, "X_batchcentered"), {"PBMC_200AB"});
   for (const char* m : {"pearson_mean", "pearson_min", "pearson_max"})
     EXPECT_NEAR(got.at(m), expected[m].get<double>(), 1e-4) << m;

@@ -82,8 +82,9 @@ TEST(Params, BoundsChoicesAndEmptinessAreChecked) {
             "parameter 'key' of test plugin must be non-empty, got \"\"");
   EXPECT_EQ(refusal(p, "resolutions", FloatList{0.5, -1.0}),
             "parameter 'resolutions' of test plugin must be above 0, got -1");
-  EXPECT_EQ(refusal(p, "resolutions", FloatList{std::numeric_limits<double>::infinity()}),
-            "parameter 'resolutions' of test plugin must be above 0, got inf (not a finite number)");
+  EXPECT_EQ(
+      refusal(p, "resolutions", FloatList{std::numeric_limits<double>::infinity()}),
+      "parameter 'resolutions' of test plugin must be above 0, got inf (not a finite number)");
   EXPECT_EQ(p.get_int("k"), 1);  // refused values leave the last good one
 }
 
@@ -188,7 +189,8 @@ TEST(PluginNote, UnreadableNotesNameTheLine) {
   EXPECT_EQ(why(""), "it is empty");
   EXPECT_EQ(why("hello\n"), "line 1 is not the header 'scssl-plugin-note 1'");
   EXPECT_EQ(why("scssl-plugin-note 1\nabi 2.x\n"), "line 2 has 'x' where a number belongs");
-  EXPECT_EQ(why("scssl-plugin-note 1\nabi 2.0\ncolour blue\n"), "line 3 has the unknown key 'colour'");
+  EXPECT_EQ(why("scssl-plugin-note 1\nabi 2.0\ncolour blue\n"),
+            "line 3 has the unknown key 'colour'");
   EXPECT_EQ(why("scssl-plugin-note 1\nabi 2.0\nparam k\t2\n"),
             "line 3 does not hold the 8 columns of a parameter");
 }

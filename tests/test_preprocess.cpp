@@ -59,7 +59,8 @@ TEST(NormalizeTotal, NegativeCountIsRefusedNamingTheCell) {
     normalize_total(counts, 1e4, "modality 'RNA'");
     FAIL();
   } catch (const BadData& e) {
-    EXPECT_NE(std::string(e.what()).find("modality 'RNA' has a negative or NaN count"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("modality 'RNA' has a negative or NaN count"),
+              std::string::npos);
     EXPECT_NE(std::string(e.what()).find("in cell 1"), std::string::npos) << e.what();
   }
 }
@@ -101,8 +102,14 @@ TEST(HighlyVariableGenes, SeuratZScoresWithinABin) {
 // Batches: [1, 1, 2, 1, 2]. Ranking: gene4 (2, z 1), gene2 (2, (zA2 + r)/2), then by mean z among
 // the genes marked once: gene3 (zA3 / 2) before gene0 (-r) and gene1 (zA1).
 TEST(HighlyVariableGenes, BatchAwareRanksByBatchCountThenMeanZ) {
-  Matrix x = lognorm_of({{2, 1, 0, 0, 0}, {2, 3, 4, 0, 2000}, {2, 1, 0, 0, 0}, {2, 3, 4, 8, 2000},
-                         {1, 2, 0, 0, 0}, {3, 2, 4, 0, 2000}, {1, 2, 0, 0, 0}, {3, 2, 4, 0, 2000}});
+  Matrix x = lognorm_of({{2, 1, 0, 0, 0},
+                         {2, 3, 4, 0, 2000},
+                         {2, 1, 0, 0, 0},
+                         {2, 3, 4, 8, 2000},
+                         {1, 2, 0, 0, 0},
+                         {3, 2, 4, 0, 2000},
+                         {1, 2, 0, 0, 0},
+                         {3, 2, 4, 0, 2000}});
   torch::Tensor batch = torch::tensor({0, 0, 0, 0, 1, 1, 1, 1}, torch::kInt32);
   HvgResult h = highly_variable_genes(x, 3, batch);
   EXPECT_EQ(h.n_batches, (std::vector<int64_t>{1, 1, 2, 1, 2}));
@@ -135,8 +142,10 @@ TEST(Scale, ZeroMeanUnitVarianceClipped) {
 }
 
 TEST(PreprocessModality, KeepsSelectedFeaturesAndTheirRawCounts) {
-  Modality m{"RNA", {"g0", "g1", "g2", "g3", "g4"},
-             csr_from_dense({{2, 1, 0, 0, 0}, {2, 3, 4, 0, 9}, {2, 1, 0, 0, 0}, {2, 3, 4, 8, 9}}), {}};
+  Modality m{"RNA",
+             {"g0", "g1", "g2", "g3", "g4"},
+             csr_from_dense({{2, 1, 0, 0, 0}, {2, 3, 4, 0, 9}, {2, 1, 0, 0, 0}, {2, 3, 4, 8, 9}}),
+             {}};
   PreprocessOptions o;
   o.normalize = false;
   o.log1p = false;  // the matrix is treated as already log-normalised

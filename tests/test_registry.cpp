@@ -13,7 +13,9 @@ using namespace scssl::host;
 namespace {
 
 std::string marker_file() {
-  return (std::filesystem::temp_directory_path() / ("scssl-fixture-marker-" + std::to_string(getpid()))).string();
+  return (std::filesystem::temp_directory_path() /
+          ("scssl-fixture-marker-" + std::to_string(getpid())))
+      .string();
 }
 
 struct Fixtures : ::testing::Test {
@@ -56,20 +58,31 @@ struct Refusal {
 };
 
 const Refusal kNoteRefusals[] = {
-    {"libfixture-not-a-library.so", "is not a shared library (it does not start with an ELF header)"},
-    {"libfixture-no-entry.so", "is a shared library but not a scssl plugin (no plugin note, no entry point 'scssl_plugin_entry')"},
+    {"libfixture-not-a-library.so",
+     "is not a shared library (it does not start with an ELF header)"},
+    {"libfixture-no-entry.so",
+     "is a shared library but not a scssl plugin (no plugin note, no entry point "
+     "'scssl_plugin_entry')"},
     {"libfixture-abi1.so", "has no plugin note, so it was built for scssl ABI 1"},
     {"libfixture-c-malformed-note.so", "its plugin note cannot be read: line 1 is not the header"},
-    {"libfixture-c-future-abi.so", "built for scssl ABI version 3, this host uses version 2; rebuild the plugin against this SDK"},
+    {"libfixture-c-future-abi.so",
+     "built for scssl ABI version 3, this host uses version 2; rebuild the plugin against this "
+     "SDK"},
     {"libfixture-c-modified-header.so", "it was built against a modified scssl/abi.h"},
-    {"libfixture-c-foreign-torch.so", "built with LibTorch 2.3.0, libstdc++ cxx11-abi, gcc 13.2.0, but this host uses LibTorch "},
-    {"libfixture-c-foreign-stdlib.so", "built with no LibTorch, libc++, clang 17.0.1, but this host uses"},
+    {"libfixture-c-foreign-torch.so",
+     "built with LibTorch 2.3.0, libstdc++ cxx11-abi, gcc 13.2.0, but this host uses LibTorch "},
+    {"libfixture-c-foreign-stdlib.so",
+     "built with no LibTorch, libc++, clang 17.0.1, but this host uses"},
     {"libfixture-c-bad-kind.so", "unknown plugin kind 9"},
-    {"libfixture-c-bad-name.so", "plugin name 'Bad-Name' is not made of lower-case letters, digits and '_'"},
+    {"libfixture-c-bad-name.so",
+     "plugin name 'Bad-Name' is not made of lower-case letters, digits and '_'"},
     {"libfixture-c-no-version.so", "plugin 'c_no_version' has no version"},
     {"libfixture-c-no-table.so", "plugin 'c_no_table' has no function table"},
-    {"libfixture-c-bad-schema.so", "plugin 'c_bad_schema' has a malformed parameter schema: parameter 'scale' has a minimum (0) above its maximum (-1)"},
-    {"libfixture-c-bad-default.so", "has a malformed parameter schema: its default breaks its own schema"},
+    {"libfixture-c-bad-schema.so",
+     "plugin 'c_bad_schema' has a malformed parameter schema: parameter 'scale' has a minimum (0) "
+     "above its maximum (-1)"},
+    {"libfixture-c-bad-default.so",
+     "has a malformed parameter schema: its default breaks its own schema"},
     {"libfixture-c-no-metrics.so", "plugin 'c_no_metrics' declares no metrics"},
     {"libfixture-c-duplicate-metric.so", "metric 'mean_norm' is declared twice"},
 };
@@ -101,12 +114,16 @@ TEST_F(Fixtures, CodeRefusalsComeWhenThePluginIsFirstUsed) {
   }
   // A note taken from another plugin: accepted on its own, refused once the code disagrees.
   Registry single;
-  ASSERT_TRUE(single.add_file(std::string(SCSSL_TEST_FIXTURE_DIR) + "/libfixture-c-note-mismatch.so"));
+  ASSERT_TRUE(
+      single.add_file(std::string(SCSSL_TEST_FIXTURE_DIR) + "/libfixture-c-note-mismatch.so"));
   try {
     single.all().front()->code();
     FAIL();
   } catch (const InvalidArgument& e) {
-    EXPECT_TRUE(contains(e.what(), "its plugin note does not match its code (the note has 'name c_mean_norm' where the code has 'name c_note_mismatch')")) << e.what();
+    EXPECT_TRUE(contains(e.what(),
+                         "its plugin note does not match its code (the note has 'name c_mean_norm' "
+                         "where the code has 'name c_note_mismatch')"))
+        << e.what();
   }
 }
 
@@ -235,10 +252,9 @@ TEST(Registry, MissingFolderIsAnError) {
 TEST(Registry, BuiltPluginsOfEveryFoundationKindAreFound) {
   const Registry& r = scssl::test::plugins();
   EXPECT_TRUE(r.refusals().empty()) << r.refusals().front();
-  for (auto [name, kind] : {std::pair{"h5ad", SCSSL_KIND_DATASET},
-                            std::pair{"synthetic", SCSSL_KIND_DATASET},
-                            std::pair{"pca", SCSSL_KIND_METHOD},
-                            std::pair{"knn_annotation", SCSSL_KIND_EVALUATOR}})
+  for (auto [name, kind] :
+       {std::pair{"h5ad", SCSSL_KIND_DATASET}, std::pair{"synthetic", SCSSL_KIND_DATASET},
+        std::pair{"pca", SCSSL_KIND_METHOD}, std::pair{"knn_annotation", SCSSL_KIND_EVALUATOR}})
     EXPECT_NO_THROW(r.get(name, kind)) << name;
 }
 
@@ -299,19 +315,23 @@ TEST(Abi, ShorterHostTableLacksTheNewerServices) {
 TEST(Crash, SegfaultInsideEvaluateIsNamedAndRecorded) {
   const std::string out = scssl::test::temp_dir("crash");
   const std::string data = scssl::test::repo_file("tests/data/reference/kang_ctrl_stim.h5ad");
-  const auto r = scssl::test::run_command(
-      scssl::test::host_command("--plugins " + std::string(SCSSL_TEST_FIXTURE_DIR) +
-                                " --quiet evaluate " + data + " -e X_pca --evaluators c_crash --output " + out));
+  const auto r = scssl::test::run_command(scssl::test::host_command(
+      "--plugins " + std::string(SCSSL_TEST_FIXTURE_DIR) + " --quiet evaluate " + data +
+      " -e X_pca --evaluators c_crash --output " + out));
   EXPECT_NE(r.exit_code, 0) << r.output;
-  EXPECT_TRUE(contains(r.output, "scssl-host: the process crashed (SIGSEGV, a segmentation fault) "
-                                 "inside evaluate() of evaluator plugin 'c_crash' (")) << r.output;
+  EXPECT_TRUE(contains(r.output,
+                       "scssl-host: the process crashed (SIGSEGV, a segmentation fault) "
+                       "inside evaluate() of evaluator plugin 'c_crash' ("))
+      << r.output;
   std::string record;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(out))
     if (entry.path().filename() == "run.json" && entry.path().parent_path().filename() == "X_pca")
       record = scssl::test::read_text(entry.path().string());
   ASSERT_FALSE(record.empty()) << r.output;
   EXPECT_TRUE(contains(record, "\"status\": \"failed\"")) << record;
-  EXPECT_TRUE(contains(record, "crashed (SIGSEGV, a segmentation fault) inside evaluate() of "
-                               "evaluator plugin 'c_crash'")) << record;
+  EXPECT_TRUE(contains(record,
+                       "crashed (SIGSEGV, a segmentation fault) inside evaluate() of "
+                       "evaluator plugin 'c_crash'"))
+      << record;
   std::filesystem::remove_all(out);
 }

@@ -44,7 +44,8 @@ std::vector<std::map<std::string, std::string>> read_csv(const std::string& path
 // metric -> value of a run's metrics.csv.
 std::map<std::string, double> metrics_of(const std::string& run_dir) {
   std::map<std::string, double> out;
-  for (const auto& row : read_csv(run_dir + "/metrics.csv")) out[row.at("metric")] = std::stod(row.at("value"));
+  for (const auto& row : read_csv(run_dir + "/metrics.csv"))
+    out[row.at("metric")] = std::stod(row.at("value"));
   return out;
 }
 
@@ -59,8 +60,9 @@ double fit_seconds_of(const std::string& run_dir) {
 double mean(double a, double b) { return (a + b) / 2; }
 double sd(double a, double b) { return std::abs(a - b) / std::sqrt(2.0); }
 
-const std::map<std::string, std::string>& row_of(const std::vector<std::map<std::string, std::string>>& rows,
-                                                 const std::string& column, const std::string& value) {
+const std::map<std::string, std::string>& row_of(
+    const std::vector<std::map<std::string, std::string>>& rows, const std::string& column,
+    const std::string& value) {
   for (const auto& r : rows)
     if (r.at(column) == value) return r;
   static const std::map<std::string, std::string> none;
@@ -84,41 +86,49 @@ const char* kDataset = "kang";
 class Report : public ::testing::Test {
  protected:
   static inline std::string sweep_dir, report_dir;
-  static inline std::map<std::string, std::vector<std::string>> runs;  // method -> run folders by seed
+  static inline std::map<std::string, std::vector<std::string>>
+      runs;  // method -> run folders by seed
 
   static void SetUpTestSuite() {
     sweep_dir = scssl::test::temp_dir("report-sweep");
     const std::string evaluators =
-        " --set 'evaluation.evaluators=[\"knn_annotation\",\"silhouette_label\",\"silhouette_batch\","
+        " --set "
+        "'evaluation.evaluators=[\"knn_annotation\",\"silhouette_label\",\"silhouette_batch\","
         "\"graph_connectivity\"]'";
     std::string entries;
     for (const std::string method : {"pca", "vicreg"})
       for (int seed : {0, 1}) {
         const std::string config = scssl::test::repo_file("configs/methods/" + method + ".toml");
-        auto r = run_command(scssl::test::host_command("--quiet run " + config + evaluators + " --set run.seed=" +
-                                  std::to_string(seed) + " --set train.epochs=2 --output " + sweep_dir + "/runs"));
+        auto r = run_command(scssl::test::host_command(
+            "--quiet run " + config + evaluators + " --set run.seed=" + std::to_string(seed) +
+            " --set train.epochs=2 --output " + sweep_dir + "/runs"));
         ASSERT_EQ(r.exit_code, 0) << r.output;
         std::smatch m;
         ASSERT_TRUE(std::regex_search(r.output, m, std::regex("run folder: (\\S+)"))) << r.output;
         runs[method].push_back(m[1].str());
         const std::string rel = fs::relative(m[1].str(), sweep_dir).string();
         entries += "    {\"id\": \"" + method + std::to_string(seed) + "\", \"dir\": \"" + rel +
-                   "\", \"seed\": " + std::to_string(seed) + ", \"labels\": {\"dataset\": \"" + kDataset +
-                   "\", \"method\": \"" + method + "\", \"augmentation\": \"" +
-                   (method == "pca" ? "none" : "clear") + "\"}, \"status\": \"ok\", \"error\": null},\n";
+                   "\", \"seed\": " + std::to_string(seed) + ", \"labels\": {\"dataset\": \"" +
+                   kDataset + "\", \"method\": \"" + method + "\", \"augmentation\": \"" +
+                   (method == "pca" ? "none" : "clear") +
+                   "\"}, \"status\": \"ok\", \"error\": null},\n";
       }
     entries +=
-        "    {\"id\": \"failed\", \"dir\": \"runs/never\", \"seed\": 2, \"labels\": {\"dataset\": \"kang\", "
+        "    {\"id\": \"failed\", \"dir\": \"runs/never\", \"seed\": 2, \"labels\": {\"dataset\": "
+        "\"kang\", "
         "\"method\": \"vicreg\", \"augmentation\": \"clear\"}, \"status\": \"failed\", \"error\": "
         "\"training diverged: loss is NaN\"},\n"
-        "    {\"id\": \"later\", \"dir\": \"runs/later\", \"seed\": 3, \"labels\": {\"dataset\": \"kang\", "
-        "\"method\": \"pca\", \"augmentation\": \"none\"}, \"status\": \"pending\", \"error\": null}\n";
+        "    {\"id\": \"later\", \"dir\": \"runs/later\", \"seed\": 3, \"labels\": {\"dataset\": "
+        "\"kang\", "
+        "\"method\": \"pca\", \"augmentation\": \"none\"}, \"status\": \"pending\", \"error\": "
+        "null}\n";
     std::ofstream(sweep_dir + "/sweep.json")
         << "{\"name\": \"report-test\", \"axes\": [\"method\", \"augmentation\"], \"runs\": [\n"
         << entries << "]}\n";
     report_dir = sweep_dir + "/report";
-    auto r = run_command(scssl::test::host_command("--quiet report " + sweep_dir + " --output " + report_dir +
-                              " --layout-cells 300 --title 'Report test'"));
+    auto r = run_command(scssl::test::host_command("--quiet report " + sweep_dir + " --output " +
+                                                   report_dir +
+                                                   " --layout-cells 300 --title 'Report test'"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
 };
@@ -133,7 +143,8 @@ TEST_F(Report, ScibTableHoldsTheSeedMeansOfTheRuns) {
     const auto a = metrics_of(runs[method][0]), b = metrics_of(runs[method][1]);
     for (const char* metric : {"silhouette_label", "silhouette_batch", "graph_connectivity",
                                "bio_conservation", "batch_correction", "total"}) {
-      EXPECT_NEAR(number(row, std::string(metric) + "_mean"), mean(a.at(metric), b.at(metric)), 1e-12)
+      EXPECT_NEAR(number(row, std::string(metric) + "_mean"), mean(a.at(metric), b.at(metric)),
+                  1e-12)
           << method << " " << metric;
       EXPECT_NEAR(number(row, std::string(metric) + "_sd"), sd(a.at(metric), b.at(metric)), 1e-12)
           << method << " " << metric;
@@ -189,7 +200,8 @@ TEST_F(Report, RunFolderWithoutMetricsIsListedAsFailed) {
   auto record = scssl::test::json_file(dir + "/died/run.json");
   record["status"] = "running";
   std::ofstream(dir + "/died/run.json") << record.dump(2);
-  auto r = run_command(scssl::test::host_command("--quiet report " + dir + " -o " + dir + "/out --layout-cells 0"));
+  auto r = run_command(
+      scssl::test::host_command("--quiet report " + dir + " -o " + dir + "/out --layout-cells 0"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto all = read_csv(dir + "/out/runs.csv");
   ASSERT_EQ(all.size(), 3u);
@@ -204,7 +216,8 @@ TEST_F(Report, RunFolderWithoutMetricsIsListedAsFailed) {
 // Without sweep.json, labels come from each run's resolved config.
 TEST_F(Report, PlainRunFoldersAreGroupedByTheirConfig) {
   const std::string out = scssl::test::temp_dir("report-plain");
-  auto r = run_command(scssl::test::host_command("--quiet report " + sweep_dir + "/runs -o " + out + " --layout-cells 0 --min-max-scale"));
+  auto r = run_command(scssl::test::host_command("--quiet report " + sweep_dir + "/runs -o " + out +
+                                                 " --layout-cells 0 --min-max-scale"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto rows = read_csv(out + "/scib_kang2018_pbmc_ctrl_stim_4samples.csv");
   ASSERT_EQ(rows.size(), 2u);
@@ -219,9 +232,11 @@ TEST_F(Report, PlainRunFoldersAreGroupedByTheirConfig) {
     EXPECT_EQ(row.at("n_runs"), "2");
     const auto a = metrics_of(runs[method][0]), b = metrics_of(runs[method][1]);
     EXPECT_NEAR(number(row, "silhouette_label_scaled_mean"),
-                mean((a.at("silhouette_label") - lo) / (hi - lo), (b.at("silhouette_label") - lo) / (hi - lo)),
+                mean((a.at("silhouette_label") - lo) / (hi - lo),
+                     (b.at("silhouette_label") - lo) / (hi - lo)),
                 1e-12);
-    for (const char* c : {"total_scaled_mean", "bio_conservation_scaled_mean", "batch_correction_scaled_mean"}) {
+    for (const char* c :
+         {"total_scaled_mean", "bio_conservation_scaled_mean", "batch_correction_scaled_mean"}) {
       EXPECT_GE(number(row, c), 0.0) << c;
       EXPECT_LE(number(row, c), 1.0) << c;
     }
@@ -231,7 +246,8 @@ TEST_F(Report, PlainRunFoldersAreGroupedByTheirConfig) {
 // A run reached twice (through its sweep and through the sweep's runs/ folder) counts once.
 TEST_F(Report, ARunGivenTwiceCountsOnce) {
   const std::string out = scssl::test::temp_dir("report-twice");
-  auto r = run_command(scssl::test::host_command("--quiet report " + sweep_dir + " " + sweep_dir + "/runs -o " + out + " --layout-cells 0"));
+  auto r = run_command(scssl::test::host_command("--quiet report " + sweep_dir + " " + sweep_dir +
+                                                 "/runs -o " + out + " --layout-cells 0"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(read_csv(out + "/runs.csv").size(), 6u);
   EXPECT_EQ(row_of(read_csv(out + "/scib_kang.csv"), "method", "vicreg").at("n_runs"), "2");
@@ -241,10 +257,12 @@ TEST_F(Report, ARunGivenTwiceCountsOnce) {
 TEST_F(Report, EvaluateResultsAreRowsByEmbedding) {
   const std::string out = scssl::test::temp_dir("report-evaluate");
   const std::string data = scssl::test::repo_file("tests/data/reference/kang_ctrl_stim.h5ad");
-  auto e = run_command(scssl::test::host_command("--quiet evaluate " + data + " -e X_pca -e X_batchcentered --unintegrated-key X_pca" +
-                            " --evaluators ilisi,silhouette_label --output " + out + "/eval"));
+  auto e = run_command(scssl::test::host_command(
+      "--quiet evaluate " + data + " -e X_pca -e X_batchcentered --unintegrated-key X_pca" +
+      " --evaluators ilisi,silhouette_label --output " + out + "/eval"));
   ASSERT_EQ(e.exit_code, 0) << e.output;
-  auto r = run_command(scssl::test::host_command("--quiet report " + out + "/eval -o " + out + "/report --layout-cells 100"));
+  auto r = run_command(scssl::test::host_command("--quiet report " + out + "/eval -o " + out +
+                                                 "/report --layout-cells 100"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto rows = read_csv(out + "/report/scib_kang_ctrl_stim.csv");
   ASSERT_EQ(rows.size(), 2u);
@@ -261,10 +279,12 @@ TEST(ReportInput, AFolderThatIsNoRunIsOneClearError) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("'" + empty + "' is not a run folder"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(empty + "/out"));
-  auto missing = run_command(scssl::test::host_command("report /nonexistent/sweep -o " + empty + "/out"));
+  auto missing =
+      run_command(scssl::test::host_command("report /nonexistent/sweep -o " + empty + "/out"));
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_NE(missing.output.find("/nonexistent/sweep"), std::string::npos) << missing.output;
-  EXPECT_EQ(run_command(scssl::test::host_command("report -o " + empty + "/out")).exit_code, 2) << "no folder given";
+  EXPECT_EQ(run_command(scssl::test::host_command("report -o " + empty + "/out")).exit_code, 2)
+      << "no folder given";
 }
 
 TEST(ReportInput, ABrokenSweepFileNamesIt) {
@@ -282,9 +302,9 @@ TEST(MapNeighbours, ExactAndInOrderWithTheCellFirst) {
   std::vector<int32_t> idx;
   std::vector<float> dist;
   scssl::report::nearest_neighbors(x, 5, 2, 3, idx, dist);
-  const std::vector<int32_t> expected = {0, 1, 2,  1, 0, 2,  2, 3, 1,  3, 2, 1,  4, 2, 3};
+  const std::vector<int32_t> expected = {0, 1, 2, 1, 0, 2, 2, 3, 1, 3, 2, 1, 4, 2, 3};
   EXPECT_EQ(idx, expected);
-  const std::vector<float> expected_dist = {0, 1, 3,  0, 1, 2,  0, 0, 2,  0, 0, 2,  0, 7, 7};
+  const std::vector<float> expected_dist = {0, 1, 3, 0, 1, 2, 0, 0, 2, 0, 0, 2, 0, 7, 7};
   EXPECT_EQ(dist, expected_dist);
   // k is capped at the number of cells.
   scssl::report::nearest_neighbors(x, 2, 2, 15, idx, dist);
@@ -294,12 +314,14 @@ TEST(MapNeighbours, ExactAndInOrderWithTheCellFirst) {
 // The page as a browser sees it: every chart drawn, no script error.
 TEST_F(Report, ChartsRenderInHeadlessChromium) {
   if (run_command("command -v chromium").exit_code != 0)
-    GTEST_SKIP() << "chromium is not installed (Debian: apt-get install chromium), so the page was not "
-                    "opened; the charts' rendering is NOT checked";
+    GTEST_SKIP()
+        << "chromium is not installed (Debian: apt-get install chromium), so the page was not "
+           "opened; the charts' rendering is NOT checked";
   const std::string profile = scssl::test::temp_dir("report-chromium");
   // Virtual time lets the page's asynchronous rendering finish before the DOM is dumped.
-  auto r = run_command("(timeout 180 chromium --headless --disable-gpu --no-sandbox --user-data-dir=" + profile +
-                       " --virtual-time-budget=60000 --dump-dom file://" + report_dir + "/report.html 2>/dev/null)");
+  auto r = run_command(
+      "(timeout 180 chromium --headless --disable-gpu --no-sandbox --user-data-dir=" + profile +
+      " --virtual-time-budget=60000 --dump-dom file://" + report_dir + "/report.html 2>/dev/null)");
   ASSERT_EQ(r.exit_code, 0) << r.output.substr(0, 2000);
   const std::string& dom = r.output;
   const size_t body = dom.find("<body");

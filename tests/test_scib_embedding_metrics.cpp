@@ -84,7 +84,8 @@ void check_case(const std::string& h5ad, const std::string& json_path) {
           continue;
         }
         ASSERT_EQ(got.count(name), 1u) << "label " << name << " was skipped";
-        EXPECT_NEAR(got.at(name), value.get<double>(), kTol) << "silhouette_batch per label " << name;
+        EXPECT_NEAR(got.at(name), value.get<double>(), kTol)
+            << "silhouette_batch per label " << name;
       }
     }
   }
@@ -132,7 +133,8 @@ TEST(Silhouette, SmallCaseByHand) {
   EXPECT_NEAR(s[1].item<double>(), 2.0 / 3.0, 1e-12);
   EXPECT_EQ(s[2].item<double>(), 0.0);
   // One cluster only: all zero, as sklearn.
-  EXPECT_EQ(silhouette_samples(x, torch::zeros({3}, torch::kInt64)).abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(silhouette_samples(x, torch::zeros({3}, torch::kInt64)).abs().sum().item<double>(),
+            0.0);
 }
 
 TEST(Silhouette, NegativeCodeIsAnError) {
@@ -148,15 +150,22 @@ TEST(Silhouette, SelectedRowsMatchTheFullComputation) {
   torch::Tensor wanted = torch::rand({41}) < 0.3;
   torch::Tensor full = silhouette_samples(x, c);
   torch::Tensor part = silhouette_samples(x, c, wanted);
-  EXPECT_LT((part - torch::where(wanted, full, torch::zeros_like(full))).abs().max().item<double>(), 1e-12);
+  EXPECT_LT((part - torch::where(wanted, full, torch::zeros_like(full))).abs().max().item<double>(),
+            1e-12);
   EXPECT_THROW(silhouette_samples(x, c, torch::ones({40}, torch::kBool)), Error);
 }
 
 // Two tight, far-apart cell types: silhouette label -> 1.
 TEST(ScibEmbeddingMetrics, SeparatedLabelsGiveSilhouetteLabelNearOne) {
   CellData data = toy({0, 1, 0, 1, 0, 1, 0, 1}, 2, {0, 0, 0, 0, 1, 1, 1, 1}, 2);
-  torch::Tensor emb = torch::tensor({{0.f, 0.f}, {0.01f, 0.f}, {0.f, 0.01f}, {0.01f, 0.01f},
-                                     {100.f, 0.f}, {100.01f, 0.f}, {100.f, 0.01f}, {100.01f, 0.01f}});
+  torch::Tensor emb = torch::tensor({{0.f, 0.f},
+                                     {0.01f, 0.f},
+                                     {0.f, 0.01f},
+                                     {0.01f, 0.01f},
+                                     {100.f, 0.f},
+                                     {100.01f, 0.f},
+                                     {100.f, 0.01f},
+                                     {100.01f, 0.01f}});
   EXPECT_GT(run_metric("silhouette_label", data, emb), 0.999);
 }
 
@@ -196,7 +205,8 @@ TEST(ScibEmbeddingMetrics, SingleBatchGivesNaN) {
 // mean (s + 1)/2 over the all-label silhouette.
 TEST(ScibEmbeddingMetrics, LabelInOneBatchIsTheIsolatedOne) {
   CellData data = toy({0, 1, 0, 1, 0, 1, 0, 0}, 2, {0, 0, 0, 1, 1, 1, 2, 2}, 3);
-  torch::Tensor emb = torch::tensor({{0.f}, {1.f}, {0.5f}, {10.f}, {11.f}, {10.5f}, {30.f}, {31.f}});
+  torch::Tensor emb =
+      torch::tensor({{0.f}, {1.f}, {0.5f}, {10.f}, {11.f}, {10.5f}, {30.f}, {31.f}});
   torch::Tensor s = silhouette_samples(emb, data.labels()->codes);
   const double t2 = ((s.narrow(0, 6, 2) + 1.0) / 2.0).mean().item<double>();
   const double all = ((s + 1.0) / 2.0).mean().item<double>();
@@ -229,7 +239,8 @@ TEST(ScibEmbeddingMetrics, SilhouetteLabelReusesTheSilhouetteIsolatedLabelsShare
 // Only some labels isolated: isolated_labels computes just their rows and shares nothing.
 TEST(ScibEmbeddingMetrics, PartialIsolatedSilhouetteIsNotShared) {
   CellData data = toy({0, 1, 0, 1, 0, 1, 0, 0}, 2, {0, 0, 0, 1, 1, 1, 2, 2}, 3);
-  torch::Tensor emb = torch::tensor({{0.f}, {1.f}, {0.5f}, {10.f}, {11.f}, {10.5f}, {30.f}, {31.f}});
+  torch::Tensor emb =
+      torch::tensor({{0.f}, {1.f}, {0.5f}, {10.f}, {11.f}, {10.5f}, {30.f}, {31.f}});
   host::HostServices services;
   host::NeighborCache cache(emb);
   services.serve_neighbors(&cache);
@@ -244,7 +255,8 @@ TEST(ScibEmbeddingMetrics, PartialIsolatedSilhouetteIsNotShared) {
 // batch); pcr_comparison drops cells without a batch.
 TEST(ScibEmbeddingMetrics, MissingCodesAreExcluded) {
   CellData full = toy({0, 1, 0, 1, 0, 1, 0, 1}, 2, {0, 0, 0, 0, 1, 1, 1, 1}, 2);
-  torch::Tensor emb = torch::tensor({{0.f}, {0.2f}, {1.f}, {1.3f}, {50.f}, {50.1f}, {51.f}, {52.f}});
+  torch::Tensor emb =
+      torch::tensor({{0.f}, {0.2f}, {1.f}, {1.3f}, {50.f}, {50.1f}, {51.f}, {52.f}});
   torch::Tensor emb_gaps = torch::cat({emb, torch::tensor({{-40.f}, {80.f}})});
   // Cell 8: neither code; cell 9: a batch but no label.
   CellData no_label = toy({0, 1, 0, 1, 0, 1, 0, 1, -1, 0}, 2, {0, 0, 0, 0, 1, 1, 1, 1, -1, -1}, 2);

@@ -29,7 +29,8 @@ void check_case(const std::string& h5ad, const std::string& json_path) {
   auto expected = nlohmann::json::parse(test::read_text(json_path))["embeddings"];
   for (const char* key : {"X_pca", "X_batchcentered"}) {
     int64_t k = 0;
-    auto got = score(data, test::read_obsm(h5ad, key), {"clisi", "ilisi", "graph_connectivity"}, &k);
+    auto got =
+        score(data, test::read_obsm(h5ad, key), {"clisi", "ilisi", "graph_connectivity"}, &k);
     EXPECT_EQ(k, 90) << "one search at the largest k serves every metric";
     for (const char* metric : {"clisi", "ilisi", "graph_connectivity"})
       EXPECT_NEAR(got.at(metric), expected[key]["metrics"][metric].get<double>(), 1e-4)
@@ -71,8 +72,8 @@ TEST(ScibGraphMetrics, SeparatedTypesMixedBatches) {
   data.batch_key = "batch";
   data.label_key = "cell_type";
   auto got = score(data, torch::tensor(x).view({200, 1}), {"clisi", "ilisi", "graph_connectivity"});
-  EXPECT_NEAR(got["clisi"], 1.0, 1e-6);   // every neighbourhood is one type
-  EXPECT_GT(got["ilisi"], 0.9);           // and both batches alike
+  EXPECT_NEAR(got["clisi"], 1.0, 1e-6);  // every neighbourhood is one type
+  EXPECT_GT(got["ilisi"], 0.9);          // and both batches alike
   EXPECT_DOUBLE_EQ(got["graph_connectivity"], 1.0);
   // A single batch: iLISI is undefined (B - 1 = 0), not a crash.
   data.columns[0].codes = torch::zeros({200}, torch::kInt32);

@@ -1,6 +1,6 @@
-// scssl-sweep through `scssl-host sweep`: grid expansion with stable run ids, the local executor (one
-// process per run), resume, failure isolation, validation before any run, the Slurm job script,
-// and the sweep and run folders it leaves checked against docs/schema/*.json.
+// scssl-sweep through `scssl-host sweep`: grid expansion with stable run ids, the local executor
+// (one process per run), resume, failure isolation, validation before any run, the Slurm job
+// script, and the sweep and run folders it leaves checked against docs/schema/*.json.
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -19,11 +19,12 @@ namespace {
 // A sweep over PCA and a one-epoch VICReg on the bundled Kang file, scored by annotation only.
 std::string write_sweep(const std::string& dir, const std::string& extra = "") {
   const std::string path = dir + "/sweep.toml";
-  std::ofstream(path) << "[sweep]\nname = \"smoke\"\nseeds = [0, 1]\nworkers = 2\n"
-                      << "set = [\"train.epochs=1\", 'evaluation.evaluators=[\"knn_annotation\"]']\n"
-                      << extra << "\n[[axis]]\nname = \"method\"\nconfigs = [\""
-                      << scssl::test::repo_file("configs/methods/pca.toml") << "\", \""
-                      << scssl::test::repo_file("configs/methods/vicreg.toml") << "\"]\n";
+  std::ofstream(path)
+      << "[sweep]\nname = \"smoke\"\nseeds = [0, 1]\nworkers = 2\n"
+      << "set = [\"train.epochs=1\", 'evaluation.evaluators=[\"knn_annotation\"]']\n"
+      << extra << "\n[[axis]]\nname = \"method\"\nconfigs = [\""
+      << scssl::test::repo_file("configs/methods/pca.toml") << "\", \""
+      << scssl::test::repo_file("configs/methods/vicreg.toml") << "\"]\n";
   return path;
 }
 
@@ -50,7 +51,8 @@ TEST(Sweep, RunsTheGridLocallyAndResumes) {
   const std::string file = write_sweep(dir);
   auto first = run_command(scssl::test::host_command("sweep " + file + " --output " + dir));
   ASSERT_EQ(first.exit_code, 0) << first.output;
-  EXPECT_NE(first.output.find("4 runs: 4 ok (0 of them complete before)"), std::string::npos) << first.output;
+  EXPECT_NE(first.output.find("4 runs: 4 ok (0 of them complete before)"), std::string::npos)
+      << first.output;
   const auto rows = csv_rows(dir + "/smoke/results.csv");
   ASSERT_EQ(rows.size(), 5u);
   EXPECT_EQ(rows[0][0], "id");
@@ -82,7 +84,8 @@ TEST(Sweep, RunsTheGridLocallyAndResumes) {
   // Again: same ids, nothing rerun.
   auto second = run_command(scssl::test::host_command("sweep " + file + " --output " + dir));
   ASSERT_EQ(second.exit_code, 0) << second.output;
-  EXPECT_NE(second.output.find("4 runs: 4 ok (4 of them complete before)"), std::string::npos) << second.output;
+  EXPECT_NE(second.output.find("4 runs: 4 ok (4 of them complete before)"), std::string::npos)
+      << second.output;
   const auto again = csv_rows(dir + "/smoke/results.csv");
   for (size_t i = 1; i < rows.size(); ++i) EXPECT_EQ(again[i][0], rows[i][0]);
 
@@ -94,7 +97,8 @@ TEST(Sweep, RunsTheGridLocallyAndResumes) {
   std::ofstream(killed + "/run.json") << record.dump(2);
   auto third = run_command(scssl::test::host_command("sweep " + file + " --output " + dir));
   ASSERT_EQ(third.exit_code, 0) << third.output;
-  EXPECT_NE(third.output.find("4 runs: 4 ok (3 of them complete before)"), std::string::npos) << third.output;
+  EXPECT_NE(third.output.find("4 runs: 4 ok (3 of them complete before)"), std::string::npos)
+      << third.output;
   EXPECT_EQ(json_file(killed + ".previous/run.json")["status"], "running");
   EXPECT_EQ(json_file(killed + "/run.json")["status"], "ok");
 }
@@ -103,9 +107,10 @@ TEST(Sweep, AFailingRunIsRecordedAndTheOthersGoOn) {
   const std::string dir = scssl::test::temp_dir("sweep-failing");
   // The second data file does not exist: only the run itself can find that out.
   const std::string file = write_sweep(
-      dir, "\n[[axis]]\nname = \"data\"\nkey = \"dataset.path\"\nvalues = [\"" +
-               scssl::test::repo_file("datasets/kang_ctrl_stim/kang2018_pbmc_ctrl_stim_4samples.h5ad") +
-               "\", \"/nonexistent/cells.h5ad\"]\n");
+      dir,
+      "\n[[axis]]\nname = \"data\"\nkey = \"dataset.path\"\nvalues = [\"" +
+          scssl::test::repo_file("datasets/kang_ctrl_stim/kang2018_pbmc_ctrl_stim_4samples.h5ad") +
+          "\", \"/nonexistent/cells.h5ad\"]\n");
   auto r = run_command(scssl::test::host_command("sweep " + file + " --output " + dir));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("8 runs: 4 ok"), std::string::npos) << r.output;
@@ -117,9 +122,10 @@ TEST(Sweep, AFailingRunIsRecordedAndTheOthersGoOn) {
 TEST(Sweep, AnUnknownParameterIsRefusedBeforeAnyRunWithItsLine) {
   const std::string dir = scssl::test::temp_dir("sweep-bad");
   const std::string file = dir + "/bad.toml";
-  std::ofstream(file) << "[sweep]\nname = \"bad\"\n\n[[axis]]\nname = \"width\"\nkey = \"method.hidden_dimz\"\n"
-                      << "values = [8, 16]\n\n[[axis]]\nname = \"method\"\nconfigs = [\""
-                      << scssl::test::repo_file("configs/methods/vicreg.toml") << "\"]\n";
+  std::ofstream(file)
+      << "[sweep]\nname = \"bad\"\n\n[[axis]]\nname = \"width\"\nkey = \"method.hidden_dimz\"\n"
+      << "values = [8, 16]\n\n[[axis]]\nname = \"method\"\nconfigs = [\""
+      << scssl::test::repo_file("configs/methods/vicreg.toml") << "\"]\n";
   auto r = run_command(scssl::test::host_command("sweep " + file + " --output " + dir));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("hidden_dimz"), std::string::npos) << r.output;
@@ -135,14 +141,16 @@ TEST(Sweep, AnUnknownParameterIsRefusedBeforeAnyRunWithItsLine) {
 TEST(Sweep, SlurmDryRunWritesAJobArrayAndMissingSbatchSuggestsLocal) {
   const std::string dir = scssl::test::temp_dir("sweep-slurm");
   const std::string file = write_sweep(dir, "\n[slurm]\npartition = \"debug\"\nmax_parallel = 2\n");
-  auto r = run_command(scssl::test::host_command("sweep " + file + " --executor slurm --dry-run --output " + dir));
+  auto r = run_command(
+      scssl::test::host_command("sweep " + file + " --executor slurm --dry-run --output " + dir));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string job = read_text(dir + "/smoke/slurm/job.sh");
   EXPECT_NE(job.find("#SBATCH --array=0-3%2"), std::string::npos) << job;
   EXPECT_NE(job.find("#SBATCH --partition=debug"), std::string::npos) << job;
   EXPECT_EQ(csv_rows(dir + "/smoke/slurm/runs.tsv").size(), 4u);
 
-  r = run_command("env PATH=/nonexistent " + scssl::test::host_command("sweep " + file + " --executor slurm --output " + dir));
+  r = run_command("env PATH=/nonexistent " +
+                  scssl::test::host_command("sweep " + file + " --executor slurm --output " + dir));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("needs 'sbatch'"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("--executor local"), std::string::npos) << r.output;

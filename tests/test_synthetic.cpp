@@ -18,7 +18,8 @@ CellData generate(const std::map<std::string, ParamValue>& overrides = {}) {
 }
 
 std::vector<int32_t> codes_of(const Column& c) {
-  return std::vector<int32_t>(c.codes.data_ptr<int32_t>(), c.codes.data_ptr<int32_t>() + c.codes.size(0));
+  return std::vector<int32_t>(c.codes.data_ptr<int32_t>(),
+                              c.codes.data_ptr<int32_t>() + c.codes.size(0));
 }
 
 // Per-gene means over the cells of one (type, batch) group.
@@ -27,7 +28,10 @@ torch::Tensor group_means(const CellData& d, int32_t type, int32_t batch) {
   std::vector<int32_t> t = codes_of(*d.labels()), b = codes_of(*d.batches());
   for (size_t i = 0; i < t.size(); ++i)
     if (t[i] == type && b[i] == batch) ids.push_back(static_cast<int64_t>(i));
-  return d.modalities[0].X.rows_dense(torch::tensor(ids, torch::kInt64)).to(torch::kFloat64).mean(0);
+  return d.modalities[0]
+      .X.rows_dense(torch::tensor(ids, torch::kInt64))
+      .to(torch::kFloat64)
+      .mean(0);
 }
 
 // Mean |log ratio| of two mean profiles over genes expressed in both.
@@ -79,8 +83,10 @@ TEST(Synthetic, DefaultsDescribeAUnimodalDataSet) {
 
 TEST(Synthetic, OneSeedGivesOneDataSet) {
   // Several blocks of cells (they are drawn in parallel) and both modalities.
-  const std::map<std::string, ParamValue> p = {{"n_cells", int64_t{2500}}, {"n_genes", int64_t{200}},
-                                               {"n_proteins", int64_t{10}}, {"seed", int64_t{42}}};
+  const std::map<std::string, ParamValue> p = {{"n_cells", int64_t{2500}},
+                                               {"n_genes", int64_t{200}},
+                                               {"n_proteins", int64_t{10}},
+                                               {"seed", int64_t{42}}};
   CellData a = generate(p), b = generate(p);
   for (size_t m = 0; m < 2; ++m) {
     EXPECT_TRUE(torch::equal(a.modalities[m].X.indptr, b.modalities[m].X.indptr));
@@ -99,7 +105,8 @@ TEST(Synthetic, OneSeedGivesOneDataSet) {
 }
 
 TEST(Synthetic, ProteinsAddAnAdtModalityWithoutChangingTheRna) {
-  const std::map<std::string, ParamValue> base = {{"n_cells", int64_t{500}}, {"n_genes", int64_t{300}}};
+  const std::map<std::string, ParamValue> base = {{"n_cells", int64_t{500}},
+                                                  {"n_genes", int64_t{300}}};
   auto with_proteins = base;
   with_proteins["n_proteins"] = int64_t{30};
   CellData rna_only = generate(base), both = generate(with_proteins);
@@ -117,12 +124,17 @@ TEST(Synthetic, ProteinsAddAnAdtModalityWithoutChangingTheRna) {
 
 TEST(Synthetic, LibrarySizeAndDispersionFollowTheParameters) {
   auto run = [](double theta) {
-    return generate({{"n_cells", int64_t{3000}}, {"n_genes", int64_t{400}}, {"n_cell_types", int64_t{1}},
-                     {"n_batches", int64_t{1}}, {"mean_library_size", 2000.0}, {"theta", theta}});
+    return generate({{"n_cells", int64_t{3000}},
+                     {"n_genes", int64_t{400}},
+                     {"n_cell_types", int64_t{1}},
+                     {"n_batches", int64_t{1}},
+                     {"mean_library_size", 2000.0},
+                     {"theta", theta}});
   };
   CellData poisson_like = run(1000.0), overdispersed = run(0.5);
   for (const CellData* d : {&poisson_like, &overdispersed}) {
-    const double mean_library = d->modalities[0].X.values.sum(torch::kFloat64).item<double>() / 3000.0;
+    const double mean_library =
+        d->modalities[0].X.values.sum(torch::kFloat64).item<double>() / 3000.0;
     EXPECT_NEAR(mean_library, 2000.0, 60.0);
   }
   // Variance / mean of genes with a moderate mean: about 1 + 0.1 mu (library spread only) for a
@@ -138,10 +150,15 @@ TEST(Synthetic, LibrarySizeAndDispersionFollowTheParameters) {
 }
 
 TEST(Synthetic, BatchAndCellTypeEffectsFollowTheParameters) {
-  auto shift = [](double batch_effect, int32_t type_a, int32_t batch_a, int32_t type_b, int32_t batch_b) {
-    CellData d = generate({{"n_cells", int64_t{4000}}, {"n_genes", int64_t{500}}, {"n_cell_types", int64_t{2}},
-                           {"n_batches", int64_t{2}}, {"batch_effect", batch_effect},
-                           {"de_fraction", 0.3}, {"de_effect", 1.5}});
+  auto shift = [](double batch_effect, int32_t type_a, int32_t batch_a, int32_t type_b,
+                  int32_t batch_b) {
+    CellData d = generate({{"n_cells", int64_t{4000}},
+                           {"n_genes", int64_t{500}},
+                           {"n_cell_types", int64_t{2}},
+                           {"n_batches", int64_t{2}},
+                           {"batch_effect", batch_effect},
+                           {"de_fraction", 0.3},
+                           {"de_effect", 1.5}});
     return mean_abs_log_ratio(group_means(d, type_a, batch_a), group_means(d, type_b, batch_b));
   };
   // Same type, two batches.

@@ -15,10 +15,12 @@ namespace fs = std::filesystem;
 
 namespace scssl::runfolder {
 
-void write_atomically(const std::string& path, const std::function<void(const std::string& tmp)>& write) {
+void write_atomically(const std::string& path,
+                      const std::function<void(const std::string& tmp)>& write) {
   const fs::path p(path);
   const std::string tmp =
-      (p.parent_path() / ("." + p.filename().string() + ".tmp-" + std::to_string(getpid()))).string();
+      (p.parent_path() / ("." + p.filename().string() + ".tmp-" + std::to_string(getpid())))
+          .string();
   try {
     write(tmp);
   } catch (...) {

@@ -10,7 +10,8 @@ namespace scssl::runfolder {
 
 // Runs `write` on a temporary path in the same folder as `path`, then renames it to `path`; the
 // temporary is removed when `write` throws. IoError when the rename fails.
-void write_atomically(const std::string& path, const std::function<void(const std::string& tmp)>& write);
+void write_atomically(const std::string& path,
+                      const std::function<void(const std::string& tmp)>& write);
 // Writes `content` to `path` the same way.
 void write_file_atomic(const std::string& path, const std::string& content);
 

@@ -29,7 +29,8 @@ double number_or_nan(const Json& object, const char* key, const std::string& wha
   return it->get<double>();
 }
 
-std::optional<std::string> optional_text(const Json& object, const char* key, const std::string& what) {
+std::optional<std::string> optional_text(const Json& object, const char* key,
+                                         const std::string& what) {
   const auto it = object.find(key);
   if (it == object.end() || it->is_null()) return std::nullopt;
   if (!it->is_string()) throw BadData(what + ": '" + key + "' must be a string or null");

@@ -22,11 +22,15 @@ Json read_json_file(const std::string& path);
 
 // A number member: NaN when absent or null. BadData (naming `what`) when it holds something else.
 double number_or_nan(const Json& object, const char* key, const std::string& what);
-// A string member: nullopt when absent or null. BadData (naming `what`) when it holds something else.
-std::optional<std::string> optional_text(const Json& object, const char* key, const std::string& what);
+// A string member: nullopt when absent or null. BadData (naming `what`) when it holds something
+// else.
+std::optional<std::string> optional_text(const Json& object, const char* key,
+                                         const std::string& what);
 
 // null for NaN and infinities, the number otherwise.
 inline Json number_or_null(double v) { return std::isfinite(v) ? Json(v) : Json(nullptr); }
-inline Json text_or_null(const std::optional<std::string>& s) { return s ? Json(*s) : Json(nullptr); }
+inline Json text_or_null(const std::optional<std::string>& s) {
+  return s ? Json(*s) : Json(nullptr);
+}
 
 }  // namespace scssl::runfolder

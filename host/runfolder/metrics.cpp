@@ -15,11 +15,16 @@ constexpr MetricGroup kGroups[] = {MetricGroup::bio, MetricGroup::batch, MetricG
 
 const char* group_name(MetricGroup group) {
   switch (group) {
-    case MetricGroup::bio: return "bio";
-    case MetricGroup::batch: return "batch";
-    case MetricGroup::annotation: return "annotation";
-    case MetricGroup::modality: return "modality";
-    case MetricGroup::other: break;
+    case MetricGroup::bio:
+      return "bio";
+    case MetricGroup::batch:
+      return "batch";
+    case MetricGroup::annotation:
+      return "annotation";
+    case MetricGroup::modality:
+      return "modality";
+    case MetricGroup::other:
+      break;
   }
   return "other";
 }
@@ -27,16 +32,14 @@ const char* group_name(MetricGroup group) {
 MetricGroup group_from_name(const std::string& name, const std::string& what) {
   for (MetricGroup g : kGroups)
     if (name == group_name(g)) return g;
-  throw BadData(what + ": '" + name + "' is not a metric group (bio, batch, annotation, modality, other)");
+  throw BadData(what + ": '" + name +
+                "' is not a metric group (bio, batch, annotation, modality, other)");
 }
 
 void to_json(Json& j, const MetricRecord& m) {
-  j = Json{{"evaluator", m.evaluator},
-           {"metric", m.metric},
-           {"group", group_name(m.group)},
-           {"higher_is_better", m.higher_is_better},
-           {"value", number_or_null(m.value)},
-           {"seconds", number_or_null(m.seconds)}};
+  j = Json{{"evaluator", m.evaluator},         {"metric", m.metric},
+           {"group", group_name(m.group)},     {"higher_is_better", m.higher_is_better},
+           {"value", number_or_null(m.value)}, {"seconds", number_or_null(m.seconds)}};
 }
 
 void from_json(const Json& j, MetricRecord& m) {

@@ -7,7 +7,8 @@ namespace scssl::runfolder {
 
 namespace {
 
-constexpr RunStatus kStatuses[] = {RunStatus::running, RunStatus::ok, RunStatus::failed, RunStatus::pending};
+constexpr RunStatus kStatuses[] = {RunStatus::running, RunStatus::ok, RunStatus::failed,
+                                   RunStatus::pending};
 
 template <class T>
 T value_or(const Json& j, const char* key, T fallback) {
@@ -68,7 +69,9 @@ void from_json(const Json& j, ModalitySummary& m) {
 }
 
 void to_json(Json& j, const DataSummary& d) {
-  j = Json{{"n_cells", d.n_cells}, {"modalities", d.modalities}, {"n_reference", d.n_reference},
+  j = Json{{"n_cells", d.n_cells},
+           {"modalities", d.modalities},
+           {"n_reference", d.n_reference},
            {"n_query", d.n_query}};
 }
 void from_json(const Json& j, DataSummary& d) {
@@ -79,7 +82,9 @@ void from_json(const Json& j, DataSummary& d) {
 }
 
 void to_json(Json& j, const EmbeddingRecord& e) {
-  j = Json{{"dim", e.dim}, {"file", member_or_null(e.file)}, {"h5ad", member_or_null(e.h5ad)},
+  j = Json{{"dim", e.dim},
+           {"file", member_or_null(e.file)},
+           {"h5ad", member_or_null(e.h5ad)},
            {"obsm_key", e.obsm_key}};
 }
 void from_json(const Json& j, EmbeddingRecord& e) {
@@ -96,8 +101,10 @@ void from_json(const Json& j, NeighborRecord& n) {
 }
 
 void to_json(Json& j, const StageTiming& s) {
-  j = Json{{"stage", s.stage}, {"wall_seconds", number_or_null(s.wall_seconds)},
-           {"peak_rss_mb", number_or_null(s.peak_rss_mb)}, {"end_rss_mb", number_or_null(s.end_rss_mb)}};
+  j = Json{{"stage", s.stage},
+           {"wall_seconds", number_or_null(s.wall_seconds)},
+           {"peak_rss_mb", number_or_null(s.peak_rss_mb)},
+           {"end_rss_mb", number_or_null(s.end_rss_mb)}};
 }
 void from_json(const Json& j, StageTiming& s) {
   s.stage = j.at("stage").get<std::string>();
@@ -120,8 +127,8 @@ void from_json(const Json& j, Versions& v) {
 void to_json(Json& j, const SweepRun& r) {
   Json labels = Json::object();
   for (const auto& [name, value] : r.labels) labels[name] = value;
-  j = Json{{"id", r.id},         {"dir", r.dir},       {"seed", r.seed},
-           {"labels", labels},   {"status", r.status}, {"error", member_or_null(r.error)}};
+  j = Json{{"id", r.id},       {"dir", r.dir},       {"seed", r.seed},
+           {"labels", labels}, {"status", r.status}, {"error", member_or_null(r.error)}};
 }
 void from_json(const Json& j, SweepRun& r) {
   r.id = value_or<std::string>(j, "id", "");
@@ -129,17 +136,22 @@ void from_json(const Json& j, SweepRun& r) {
   r.seed = value_or<int64_t>(j, "seed", 0);
   r.labels.clear();
   if (const auto it = j.find("labels"); it != j.end() && !it->is_null())
-    for (const auto& [name, value] : it->items()) r.labels.emplace_back(name, value.get<std::string>());
+    for (const auto& [name, value] : it->items())
+      r.labels.emplace_back(name, value.get<std::string>());
   r.status = value_or<RunStatus>(j, "status", RunStatus::pending);
   r.error = optional_member<std::string>(j, "error");
 }
 
 const char* status_name(RunStatus status) {
   switch (status) {
-    case RunStatus::running: return "running";
-    case RunStatus::ok: return "ok";
-    case RunStatus::failed: return "failed";
-    case RunStatus::pending: break;
+    case RunStatus::running:
+      return "running";
+    case RunStatus::ok:
+      return "ok";
+    case RunStatus::failed:
+      return "failed";
+    case RunStatus::pending:
+      break;
   }
   return "pending";
 }
@@ -151,7 +163,9 @@ RunStatus status_from_name(const std::string& name, const std::string& what) {
 }
 
 void to_json(Json& j, const RunStatus& s) { j = status_name(s); }
-void from_json(const Json& j, RunStatus& s) { s = status_from_name(j.get<std::string>(), "status"); }
+void from_json(const Json& j, RunStatus& s) {
+  s = status_from_name(j.get<std::string>(), "status");
+}
 
 void to_json(Json& j, const RunRecord& r) {
   j = Json{{"status", r.status},

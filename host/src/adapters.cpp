@@ -11,10 +11,18 @@ namespace scssl::host {
 HostServices::HostServices() {
   on_log = [](scssl_log_level level, const std::string& message) {
     switch (level) {
-      case SCSSL_LOG_DEBUG: spdlog::debug(message); break;
-      case SCSSL_LOG_INFO: spdlog::info(message); break;
-      case SCSSL_LOG_WARN: spdlog::warn(message); break;
-      default: spdlog::error(message); break;
+      case SCSSL_LOG_DEBUG:
+        spdlog::debug(message);
+        break;
+      case SCSSL_LOG_INFO:
+        spdlog::info(message);
+        break;
+      case SCSSL_LOG_WARN:
+        spdlog::warn(message);
+        break;
+      default:
+        spdlog::error(message);
+        break;
     }
   };
   on_progress = [](const std::string&, int64_t, int64_t, const std::string&) {};
@@ -77,7 +85,8 @@ HostServices::HostServices() {
     return detail::guarded(error, [&] {
       auto* services = static_cast<HostServices*>(self);
       if (!services->shared_results) return;  // outside an embedding's evaluation nothing is kept
-      (*services->shared_results)[key] = from_dl(*value, nullptr, std::string("shared result '") + key + "'").clone();
+      (*services->shared_results)[key] =
+          from_dl(*value, nullptr, std::string("shared result '") + key + "'").clone();
     });
   };
   api_.shared_result = [](void* self, const char* key, DLTensor* value, scssl_error* error) {
@@ -195,8 +204,7 @@ void Method::fit(const scssl_cell_data* train, const TrainOptions& options) {
   scssl_train_options c = options.to_c();
   scssl_error error{};
   const crash::PluginCall call(label_, path_, "fit");
-  check_status(table_.fit(instance_, train, &c, &error), error,
-               "training method '" + name_ + "'");
+  check_status(table_.fit(instance_, train, &c, &error), error, "training method '" + name_ + "'");
 }
 
 torch::Tensor Method::embed(const CellData& data) {
@@ -209,7 +217,8 @@ torch::Tensor Method::embed(const CellData& data) {
   torch::Tensor embedding = import_managed(out, library_, "embedding of method '" + name_ + "'");
   if (embedding.dim() != 2 || embedding.size(0) != data.n_cells() ||
       embedding.scalar_type() != torch::kFloat32)
-    throw BadData("method '" + name_ + "' returned an embedding that is not float32 with one row per cell");
+    throw BadData("method '" + name_ +
+                  "' returned an embedding that is not float32 with one row per cell");
   if (!torch::isfinite(embedding).all().item<bool>())
     throw BadData("method '" + name_ + "' returned an embedding with NaN or infinite values");
   return embedding;

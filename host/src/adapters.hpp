@@ -68,7 +68,7 @@ class Augmentation {
  private:
   std::shared_ptr<boost::dll::shared_library> library_;
   scssl_augmentation_table table_;  // in this host's layout (read_sized)
-  std::string label_, path_;         // for crash reports
+  std::string label_, path_;        // for crash reports
   scssl_instance instance_ = nullptr;
   std::string name_;
 };
@@ -90,7 +90,7 @@ class Method {
  private:
   std::shared_ptr<boost::dll::shared_library> library_;
   scssl_method_table table_;  // in this host's layout (read_sized)
-  std::string label_, path_;   // for crash reports
+  std::string label_, path_;  // for crash reports
   scssl_instance instance_ = nullptr;
   std::string name_;
   uint64_t requirements_;
@@ -119,7 +119,7 @@ class Evaluator {
  private:
   std::shared_ptr<boost::dll::shared_library> library_;
   scssl_evaluator_table table_;  // in this host's layout (read_sized)
-  std::string label_, path_;      // for crash reports
+  std::string label_, path_;     // for crash reports
   scssl_instance instance_ = nullptr;
   std::string name_;
   std::vector<MetricRule> metrics_;  // what the plugin note declares

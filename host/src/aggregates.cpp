@@ -8,8 +8,8 @@ namespace scssl::evaluation {
 
 using runfolder::MetricGroup;
 
-const std::vector<std::string> kBioConservationMetrics = {"isolated_labels", "leiden_nmi", "leiden_ari",
-                                                          "silhouette_label", "clisi"};
+const std::vector<std::string> kBioConservationMetrics = {
+    "isolated_labels", "leiden_nmi", "leiden_ari", "silhouette_label", "clisi"};
 const std::vector<std::string> kBatchCorrectionMetrics = {"silhouette_batch", "ilisi", "kbet",
                                                           "graph_connectivity", "pcr_comparison"};
 
@@ -38,7 +38,9 @@ std::vector<MetricRecord> scib_aggregates(const std::vector<MetricRecord>& metri
   int count[2] = {0, 0};
   bool any = false;
   for (const auto& m : metrics) {
-    const int g = listed(kBioConservationMetrics, m.metric) ? 0 : listed(kBatchCorrectionMetrics, m.metric) ? 1 : -1;
+    const int g = listed(kBioConservationMetrics, m.metric)   ? 0
+                  : listed(kBatchCorrectionMetrics, m.metric) ? 1
+                                                              : -1;
     if (g < 0) continue;
     any = true;
     if (!std::isfinite(m.value)) continue;
@@ -53,13 +55,15 @@ std::vector<MetricRecord> scib_aggregates(const std::vector<MetricRecord>& metri
           aggregate("total", 0.6 * bio + 0.4 * batch)};
 }
 
-std::vector<std::vector<MetricRecord>> min_max_scaled(const std::vector<std::vector<MetricRecord>>& per_embedding) {
+std::vector<std::vector<MetricRecord>> min_max_scaled(
+    const std::vector<std::vector<MetricRecord>>& per_embedding) {
   std::map<std::string, std::pair<double, double>> range;  // metric -> (min, max) of finite values
   for (const auto& metrics : per_embedding)
     for (const auto& m : metrics) {
       if (!is_scib_group(m.group) || !std::isfinite(m.value)) continue;
       auto [it, fresh] = range.try_emplace(m.metric, m.value, m.value);
-      if (!fresh) it->second = {std::min(it->second.first, m.value), std::max(it->second.second, m.value)};
+      if (!fresh)
+        it->second = {std::min(it->second.first, m.value), std::max(it->second.second, m.value)};
     }
   std::vector<std::vector<MetricRecord>> out;
   for (const auto& metrics : per_embedding) {

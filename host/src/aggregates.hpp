@@ -24,8 +24,9 @@ extern const std::vector<std::string> kBatchCorrectionMetrics;
 std::vector<MetricRecord> scib_aggregates(const std::vector<MetricRecord>& metrics);
 
 // Min-max scaling across the embeddings of one data set: each bio- and batch-group metric becomes
-// (x - min) / (max - min) over the embeddings' finite values (0 where all are equal; NaN stays NaN),
-// followed by the aggregates of the scaled values. Other metrics are left out.
-std::vector<std::vector<MetricRecord>> min_max_scaled(const std::vector<std::vector<MetricRecord>>& per_embedding);
+// (x - min) / (max - min) over the embeddings' finite values (0 where all are equal; NaN stays
+// NaN), followed by the aggregates of the scaled values. Other metrics are left out.
+std::vector<std::vector<MetricRecord>> min_max_scaled(
+    const std::vector<std::vector<MetricRecord>>& per_embedding);
 
 }  // namespace scssl::evaluation

@@ -9,8 +9,9 @@ AugmentationPipeline::AugmentationPipeline(const std::vector<AugmentationChoice>
   for (const auto& c : choices) {
     const int modality = train.modality_index(c.modality);
     if (modality < 0)
-      throw InvalidArgument("augmentation '" + c.choice.plugin->name() + "' is configured for modality '" +
-                            c.modality + "', which the data set does not have");
+      throw InvalidArgument("augmentation '" + c.choice.plugin->name() +
+                            "' is configured for modality '" + c.modality +
+                            "', which the data set does not have");
     steps_.push_back({std::make_unique<Augmentation>(*c.choice.plugin, c.choice.params, services),
                       modality, c.probability});
   }
@@ -32,8 +33,7 @@ void AugmentationPipeline::apply(int modality, int view, torch::Tensor& batch,
       continue;
     }
     auto rng = at::make_generator<at::CPUGeneratorImpl>(step_seed);
-    torch::Tensor chosen =
-        (torch::rand({batch.size(0)}, rng) < s.probability).nonzero().flatten();
+    torch::Tensor chosen = (torch::rand({batch.size(0)}, rng) < s.probability).nonzero().flatten();
     if (chosen.numel() == 0) continue;
     torch::Tensor rows = batch.index_select(0, chosen).contiguous();
     torch::Tensor ids = cell_ids.index_select(0, chosen).contiguous();

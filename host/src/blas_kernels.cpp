@@ -68,7 +68,8 @@ std::string blas_kernel_note() {
   if (!core) return {};
   std::string note = std::string("OpenBLAS kernels: ") + core;
   if (std::getenv(kRestartMarker))
-    note += " (chosen by scssl-host: OpenBLAS did not recognise this CPU and fell back to Prescott)";
+    note +=
+        " (chosen by scssl-host: OpenBLAS did not recognise this CPU and fell back to Prescott)";
   return note;
 }
 

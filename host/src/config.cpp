@@ -36,9 +36,10 @@ class ConfigReader {
     if (auto v = node.as_string()) return v->get();
     if (auto arr = node.as_array()) {
       // A list of numbers is a float list; anything else must be a list of strings.
-      const bool numbers = !arr->empty() && std::all_of(arr->begin(), arr->end(), [](const toml::node& item) {
-        return item.is_integer() || item.is_floating_point();
-      });
+      const bool numbers =
+          !arr->empty() && std::all_of(arr->begin(), arr->end(), [](const toml::node& item) {
+            return item.is_integer() || item.is_floating_point();
+          });
       if (numbers) {
         FloatList items;
         for (const auto& item : *arr)
@@ -241,11 +242,21 @@ toml::array to_toml_list(const StringList& items) {
 
 void put(toml::table& t, const std::string& key, const ParamValue& v) {
   switch (v.index()) {
-    case 0: t.insert_or_assign(key, std::get<bool>(v)); break;
-    case 1: t.insert_or_assign(key, std::get<int64_t>(v)); break;
-    case 2: t.insert_or_assign(key, std::get<double>(v)); break;
-    case 3: t.insert_or_assign(key, std::get<std::string>(v)); break;
-    case 4: t.insert_or_assign(key, to_toml_list(std::get<StringList>(v))); break;
+    case 0:
+      t.insert_or_assign(key, std::get<bool>(v));
+      break;
+    case 1:
+      t.insert_or_assign(key, std::get<int64_t>(v));
+      break;
+    case 2:
+      t.insert_or_assign(key, std::get<double>(v));
+      break;
+    case 3:
+      t.insert_or_assign(key, std::get<std::string>(v));
+      break;
+    case 4:
+      t.insert_or_assign(key, to_toml_list(std::get<StringList>(v)));
+      break;
     default: {
       toml::array arr;
       for (double x : std::get<FloatList>(v)) arr.push_back(x);
@@ -271,19 +282,20 @@ PreprocessOptions read_preprocess(const ConfigReader& r, const toml::table& t,
   o.scale = r.get(t, section, "scale", o.scale);
   o.scale_max = r.get(t, section, "scale_max", o.scale_max);
   if (!(o.target_sum > 0)) r.fail(section + ".target_sum", t.get("target_sum"), "must be positive");
-  if (o.n_top_genes < 0) r.fail(section + ".n_top_genes", t.get("n_top_genes"), "must be 0 (all) or more");
+  if (o.n_top_genes < 0)
+    r.fail(section + ".n_top_genes", t.get("n_top_genes"), "must be 0 (all) or more");
   if (!(o.scale_max > 0)) r.fail(section + ".scale_max", t.get("scale_max"), "must be positive");
   return o;
 }
 
-const std::set<std::string> kPreprocessKeys = {"normalize", "target_sum", "log1p", "n_top_genes",
-                                               "batch_aware", "scale", "scale_max"};
+const std::set<std::string> kPreprocessKeys = {
+    "normalize", "target_sum", "log1p", "n_top_genes", "batch_aware", "scale", "scale_max"};
 
 toml::table preprocess_table(const PreprocessOptions& o) {
-  return toml::table{{"normalize", o.normalize},     {"target_sum", o.target_sum},
-                     {"log1p", o.log1p},             {"n_top_genes", o.n_top_genes},
-                     {"batch_aware", o.batch_aware}, {"scale", o.scale},
-                     {"scale_max", o.scale_max}};
+  return toml::table{
+      {"normalize", o.normalize},     {"target_sum", o.target_sum},   {"log1p", o.log1p},
+      {"n_top_genes", o.n_top_genes}, {"batch_aware", o.batch_aware}, {"scale", o.scale},
+      {"scale_max", o.scale_max}};
 }
 
 }  // namespace
@@ -308,7 +320,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   for (const auto& o : overrides) apply_override(root, o);
 
   ConfigReader r(path);
-  r.only(root, "", {"run", "dataset", "preprocess", "method", "train", "augmentation", "evaluation"});
+  r.only(root, "",
+         {"run", "dataset", "preprocess", "method", "train", "augmentation", "evaluation"});
   static const toml::table empty;
   auto section = [&](const std::string& name) -> const toml::table& {
     const toml::node* node = root.get(name);
@@ -321,13 +334,15 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   r.only(run, "run", {"name", "output_dir", "seed", "threads", "write_h5ad", "save_model"});
   cfg.name = r.get(run, "run", "name", cfg.name);
   if (cfg.name.empty() || cfg.name.find('/') != std::string::npos || cfg.name[0] == '.')
-    r.fail("run.name", run.get("name"), "must be a plain folder name (no '/', not starting with '.')");
+    r.fail("run.name", run.get("name"),
+           "must be a plain folder name (no '/', not starting with '.')");
   cfg.output_dir = r.get(run, "run", "output_dir", cfg.output_dir);
   const int64_t seed = r.get(run, "run", "seed", int64_t{0});
   if (seed < 0) r.fail("run.seed", run.get("seed"), "must not be negative");
   cfg.seed = static_cast<uint64_t>(seed);
   cfg.threads = static_cast<int>(r.get(run, "run", "threads", int64_t{0}));
-  if (cfg.threads < 0) r.fail("run.threads", run.get("threads"), "must be 0 (default: one OpenMP thread) or more");
+  if (cfg.threads < 0)
+    r.fail("run.threads", run.get("threads"), "must be 0 (default: one OpenMP thread) or more");
   cfg.write_h5ad = r.get(run, "run", "write_h5ad", cfg.write_h5ad);
   cfg.save_model = r.get(run, "run", "save_model", cfg.save_model);
 
@@ -368,8 +383,9 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   }
 
   const toml::table& train = section("train");
-  r.only(train, "train", {"epochs", "batch_size", "learning_rate", "weight_decay", "schedule",
-                          "step_size", "gamma", "device", "checkpoint_every", "resume_from"});
+  r.only(train, "train",
+         {"epochs", "batch_size", "learning_rate", "weight_decay", "schedule", "step_size", "gamma",
+          "device", "checkpoint_every", "resume_from"});
   TrainOptions& t = cfg.train;
   t.epochs = r.get(train, "train", "epochs", t.epochs);
   t.batch_size = r.get(train, "train", "batch_size", t.batch_size);
@@ -390,7 +406,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   if (t.batch_size < 2) r.fail("train.batch_size", train.get("batch_size"), "must be at least 2");
   if (!(t.learning_rate > 0))
     r.fail("train.learning_rate", train.get("learning_rate"), "must be positive");
-  if (t.weight_decay < 0) r.fail("train.weight_decay", train.get("weight_decay"), "must not be negative");
+  if (t.weight_decay < 0)
+    r.fail("train.weight_decay", train.get("weight_decay"), "must not be negative");
   if (!(t.gamma > 0)) r.fail("train.gamma", train.get("gamma"), "must be positive");
   if (t.step_size < 1) r.fail("train.step_size", train.get("step_size"), "must be at least 1");
   if (t.checkpoint_every < 0)
@@ -406,7 +423,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
       const toml::table& a = *arr->get(i)->as_table();
       const std::string s = "augmentation[" + std::to_string(i) + "]";
       AugmentationChoice choice;
-      choice.choice = r.plugin(a, s, SCSSL_KIND_AUGMENTATION, registry, {"modality", "probability"});
+      choice.choice =
+          r.plugin(a, s, SCSSL_KIND_AUGMENTATION, registry, {"modality", "probability"});
       choice.modality = r.get(a, s, "modality", choice.modality);
       choice.probability = r.get(a, s, "probability", choice.probability);
       if (choice.probability < 0 || choice.probability > 1)
@@ -431,16 +449,19 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
     const std::string key(k.str());
     if (node.is_table() && !eval_known.count(key))
       r.fail("evaluation." + key, &node,
-             "configures evaluator '" + key + "', which evaluation.evaluators does not list; add '" +
-                 key + "' to evaluation.evaluators or remove the [evaluation." + key + "] section");
+             "configures evaluator '" + key +
+                 "', which evaluation.evaluators does not list; add '" + key +
+                 "' to evaluation.evaluators or remove the [evaluation." + key + "] section");
   }
   r.only(eval, "evaluation", eval_known);
   cfg.query_batches = r.get(eval, "evaluation", "query_batches", StringList{});
   cfg.unintegrated_components =
       r.get(eval, "evaluation", "unintegrated_components", cfg.unintegrated_components);
   cfg.neighbors.backend = r.get(eval, "evaluation", "neighbors", cfg.neighbors.backend);
-  if (cfg.neighbors.backend != "auto" && cfg.neighbors.backend != "exact" && cfg.neighbors.backend != "hnsw")
-    r.fail("evaluation.neighbors", eval.get("neighbors"), "must be \"auto\", \"exact\" or \"hnsw\"");
+  if (cfg.neighbors.backend != "auto" && cfg.neighbors.backend != "exact" &&
+      cfg.neighbors.backend != "hnsw")
+    r.fail("evaluation.neighbors", eval.get("neighbors"),
+           "must be \"auto\", \"exact\" or \"hnsw\"");
   if (cfg.neighbors.backend == "hnsw" && !hnsw_available())
     r.fail("evaluation.neighbors", eval.get("neighbors"),
            "\"hnsw\" is not available: this build has no hnswlib (use \"exact\")");
@@ -475,27 +496,27 @@ std::string RunConfig::resolved_toml() const {
   for (const auto& [m, o] : preprocess_by_modality) pre.insert(m, preprocess_table(o));
   root.insert("preprocess", pre);
   if (method.plugin) {
-  root.insert("method", plugin_table(method, true));
-  root.insert("train", toml::table{{"epochs", train.epochs},
-                                   {"batch_size", train.batch_size},
-                                   {"learning_rate", train.learning_rate},
-                                   {"weight_decay", train.weight_decay},
-                                   {"schedule", train.step_schedule ? "step" : "constant"},
-                                   {"step_size", train.step_size},
-                                   {"gamma", train.gamma},
-                                   {"device", train.device},
-                                   {"checkpoint_every", train.checkpoint_every},
-                                   {"resume_from", train.resume_from}});
-  if (!augmentations.empty()) {
-    toml::array augs;
-    for (const auto& a : augmentations) {
-      toml::table t = plugin_table(a.choice, true);
-      t.insert("modality", a.modality);
-      t.insert("probability", a.probability);
-      augs.push_back(t);
+    root.insert("method", plugin_table(method, true));
+    root.insert("train", toml::table{{"epochs", train.epochs},
+                                     {"batch_size", train.batch_size},
+                                     {"learning_rate", train.learning_rate},
+                                     {"weight_decay", train.weight_decay},
+                                     {"schedule", train.step_schedule ? "step" : "constant"},
+                                     {"step_size", train.step_size},
+                                     {"gamma", train.gamma},
+                                     {"device", train.device},
+                                     {"checkpoint_every", train.checkpoint_every},
+                                     {"resume_from", train.resume_from}});
+    if (!augmentations.empty()) {
+      toml::array augs;
+      for (const auto& a : augmentations) {
+        toml::table t = plugin_table(a.choice, true);
+        t.insert("modality", a.modality);
+        t.insert("probability", a.probability);
+        augs.push_back(t);
+      }
+      root.insert("augmentation", augs);
     }
-    root.insert("augmentation", augs);
-  }
   }
   toml::table eval;
   StringList names;
@@ -510,7 +531,8 @@ std::string RunConfig::resolved_toml() const {
   eval.insert("exact_max_cells", neighbors.exact_max_cells);
   root.insert("evaluation", eval);
   std::ostringstream out;
-  out << "# Resolved configuration: every setting of this run, defaults included.\n" << root << "\n";
+  out << "# Resolved configuration: every setting of this run, defaults included.\n"
+      << root << "\n";
   return out.str();
 }
 

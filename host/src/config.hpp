@@ -38,7 +38,7 @@ struct RunConfig {
   bool save_model = false;
 
   PluginChoice dataset;
-  PreprocessOptions preprocess;                         // for every modality...
+  PreprocessOptions preprocess;                                     // for every modality...
   std::map<std::string, PreprocessOptions> preprocess_by_modality;  // ...unless overridden
   PluginChoice method;  // no plugin when read for evaluation
   TrainOptions train;

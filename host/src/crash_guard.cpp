@@ -45,11 +45,16 @@ void write_all(int fd, const char* text) {
 
 const char* signal_name(int sig) {
   switch (sig) {
-    case SIGSEGV: return "SIGSEGV, a segmentation fault";
-    case SIGBUS: return "SIGBUS, a bus error";
-    case SIGFPE: return "SIGFPE, an arithmetic error";
-    case SIGILL: return "SIGILL, an illegal instruction";
-    case SIGABRT: return "SIGABRT, an abort";
+    case SIGSEGV:
+      return "SIGSEGV, a segmentation fault";
+    case SIGBUS:
+      return "SIGBUS, a bus error";
+    case SIGFPE:
+      return "SIGFPE, an arithmetic error";
+    case SIGILL:
+      return "SIGILL, an illegal instruction";
+    case SIGABRT:
+      return "SIGABRT, an abort";
   }
   return "a fatal signal";
 }

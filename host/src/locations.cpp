@@ -26,7 +26,8 @@ std::vector<std::string> plugin_folders(const std::vector<std::string>& given, b
   if (defaults) {
     std::error_code ec;
     const fs::path exe_dir = fs::read_symlink("/proc/self/exe", ec).parent_path();
-    for (const fs::path& candidate : {exe_dir / ".." / "plugins", exe_dir / ".." / SCSSL_PLUGIN_INSTALL_DIR})
+    for (const fs::path& candidate :
+         {exe_dir / ".." / "plugins", exe_dir / ".." / SCSSL_PLUGIN_INSTALL_DIR})
       if (fs::is_directory(candidate, ec)) dirs.push_back(candidate.string());
   }
   std::vector<std::string> unique;
@@ -52,7 +53,8 @@ std::string find_program(const std::string& name) {
   const char* path = std::getenv("PATH");
   std::stringstream dirs(path ? path : "");
   for (std::string d; std::getline(dirs, d, ':');)
-    if (!d.empty() && access((fs::path(d) / name).c_str(), X_OK) == 0) return (fs::path(d) / name).string();
+    if (!d.empty() && access((fs::path(d) / name).c_str(), X_OK) == 0)
+      return (fs::path(d) / name).string();
   return "";
 }
 

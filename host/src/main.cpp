@@ -48,13 +48,16 @@ const char* kUsage =
     "  sweep SWEEP.toml [--executor local|slurm] [--workers N] [--dry-run] [--output DIR]\n"
     "                            a grid of runs (resumable), collected into results.csv\n"
     "  validate FILE.so          checks one plugin library (for plugin authors' CI)\n"
-    "  report DIR... -o OUT      per-data-set tables (CSV) and one HTML page from run/sweep folders\n"
+    "  report DIR... -o OUT      per-data-set tables (CSV) and one HTML page from run/sweep "
+    "folders\n"
     "  fetch MANIFEST.toml [--into DIR] [--force]  downloads and checks a catalog data set\n"
     "\n"
-    "`scssl-host COMMAND --help` lists the options of one command. sweep, report and fetch are the\n"
+    "`scssl-host COMMAND --help` lists the options of one command. sweep, report and fetch are "
+    "the\n"
     "programs scssl-sweep, scssl-report and scssl-fetch, found next to this program or on PATH.\n"
     "\n"
-    "Plugins are looked up in every --plugins DIR, the folders of $SCSSL_PLUGIN_PATH (':'-separated)\n"
+    "Plugins are looked up in every --plugins DIR, the folders of $SCSSL_PLUGIN_PATH "
+    "(':'-separated)\n"
     "and the plugin folder next to this program.\n";
 
 // The plugins, loaded on first use, so that `COMMAND --help` loads none.
@@ -97,7 +100,8 @@ int cmd_run(Plugins& plugins, const std::vector<std::string>& args, bool quiet,
   RunConfig cfg = load_run_config(config, sets, plugins.get());
   if (!output.empty()) cfg.output_dir = output;
   RunOutcome outcome = execute_run(cfg, {command_line, !quiet, run_dir});
-  std::cout << "\n" << metrics_table(outcome.metrics) << "\nrun folder: " << outcome.run_dir << "\n";
+  std::cout << "\n"
+            << metrics_table(outcome.metrics) << "\nrun folder: " << outcome.run_dir << "\n";
   return 0;
 }
 
@@ -133,7 +137,8 @@ std::vector<std::string> split_commas(const std::vector<std::string>& values) {
 const char* kEvaluateUsage =
     "Usage: scssl-host evaluate DATA.h5ad --embedding KEY [--embedding KEY]... [options]\n"
     "\n"
-    "Scores embeddings stored in the file's obsm (made by any tool) with the evaluators; writes one\n"
+    "Scores embeddings stored in the file's obsm (made by any tool) with the evaluators; writes "
+    "one\n"
     "run-style result folder per embedding and comparison.csv (docs/evaluation.md).";
 
 int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& args, bool quiet,
@@ -143,15 +148,19 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& args, bool qu
   std::vector<std::string> embeddings, evaluators, query, sets;
   bool min_max = false;
   opts.add_options()("data", po::value(&data)->required(), "the .h5ad file")(
-      "embedding,e", po::value(&embeddings)->composing()->required(), "obsm key to score (repeatable)")(
-      "config", po::value(&config), "a run config whose [dataset], [preprocess] and [evaluation] are used")(
+      "embedding,e", po::value(&embeddings)->composing()->required(),
+      "obsm key to score (repeatable)")(
+      "config", po::value(&config),
+      "a run config whose [dataset], [preprocess] and [evaluation] are used")(
       "evaluators", po::value(&evaluators)->composing(),
-      "comma-separated evaluators; default 'scib': the evaluators of the study's ten scIB metrics; 'all': every installed evaluator")(
-      "batch-key", po::value(&batch_key), "obs column of the batches")(
+      "comma-separated evaluators; default 'scib': the evaluators of the study's ten scIB metrics; "
+      "'all': every installed evaluator")("batch-key", po::value(&batch_key),
+                                          "obs column of the batches")(
       "label-key", po::value(&label_key), "obs column of the cell types")(
       "query-batches", po::value(&query)->composing(), "held-out batches for annotation/modality")(
-      "unintegrated-key", po::value(&unintegrated), "obsm key of the unintegrated PCA (PCR's X_pre)")(
-      "min-max-scale", po::bool_switch(&min_max), "also scale metrics across the embeddings")(
+      "unintegrated-key", po::value(&unintegrated),
+      "obsm key of the unintegrated PCA (PCR's X_pre)")("min-max-scale", po::bool_switch(&min_max),
+                                                        "also scale metrics across the embeddings")(
       "name", po::value(&name), "name of the result folder (default: evaluate)")(
       "set", po::value(&sets)->composing(), "override one setting: section.key=value")(
       "output,o", po::value(&output), "folder for the result folder");
@@ -167,8 +176,10 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& args, bool qu
   overrides.push_back("dataset.path=" + toml_quote(data));
   if (vm.count("batch-key")) overrides.push_back("dataset.batch_key=" + toml_quote(batch_key));
   if (vm.count("label-key")) overrides.push_back("dataset.label_key=" + toml_quote(label_key));
-  if (vm.count("query-batches")) overrides.push_back("evaluation.query_batches=" + toml_list(split_commas(query)));
-  if (config.empty() || vm.count("name")) overrides.push_back("run.name=" + toml_quote(name.empty() ? "evaluate" : name));
+  if (vm.count("query-batches"))
+    overrides.push_back("evaluation.query_batches=" + toml_list(split_commas(query)));
+  if (config.empty() || vm.count("name"))
+    overrides.push_back("run.name=" + toml_quote(name.empty() ? "evaluate" : name));
   std::vector<std::string> chosen = split_commas(evaluators);
   if (chosen.empty() && config.empty()) chosen = {"scib"};
   if (chosen == std::vector<std::string>{"scib"} || chosen == std::vector<std::string>{"all"}) {
@@ -179,7 +190,8 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& args, bool qu
       // the bio or batch group runs only when asked for.
       bool scib = false;
       for (const MetricRule& m : p->meta.metrics)
-        for (const auto* names : {&evaluation::kBioConservationMetrics, &evaluation::kBatchCorrectionMetrics})
+        for (const auto* names :
+             {&evaluation::kBioConservationMetrics, &evaluation::kBatchCorrectionMetrics})
           scib |= std::find(names->begin(), names->end(), m.name) != names->end();
       if (everything || scib) chosen.push_back(p->name());
     }
@@ -202,8 +214,8 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& args, bool qu
 
 // sweep, report and fetch: the program scssl-<command> with the same words and the global options
 // that concern it. Returns only when the program cannot be started.
-int forward(const std::string& command, const std::vector<std::string>& args, bool quiet, bool verbose,
-            const std::vector<std::string>& plugin_dirs, bool no_defaults) {
+int forward(const std::string& command, const std::vector<std::string>& args, bool quiet,
+            bool verbose, const std::vector<std::string>& plugin_dirs, bool no_defaults) {
   const std::string program = find_program("scssl-" + command);
   if (program.empty())
     throw IoError("`scssl-host " + command + "` runs the program scssl-" + command +
@@ -239,21 +251,27 @@ int main(int argc, char** argv) {
   bool quiet = false, verbose = false, no_defaults = false;
   po::options_description global("options");
   global.add_options()("help,h", "this help")("version", "print the version")(
-      "plugins,p", po::value(&plugin_dirs)->composing(), "a folder of plugin libraries (repeatable)")(
-      "no-default-plugins", po::bool_switch(&no_defaults), "ignore the plugin folder next to the program")(
+      "plugins,p", po::value(&plugin_dirs)->composing(),
+      "a folder of plugin libraries (repeatable)")("no-default-plugins",
+                                                   po::bool_switch(&no_defaults),
+                                                   "ignore the plugin folder next to the program")(
       "quiet,q", po::bool_switch(&quiet), "only warnings and errors")(
       "verbose,v", po::bool_switch(&verbose), "debug output");
   // The words before the command are scssl-host's own options; the command and every word after
   // it belong to the command (so that `run --help` is the command's help).
   int at = 1;
-  while (at < argc && argv[at][0] == '-') at += (std::string(argv[at]) == "--plugins" || std::string(argv[at]) == "-p") ? 2 : 1;
+  while (at < argc && argv[at][0] == '-')
+    at += (std::string(argv[at]) == "--plugins" || std::string(argv[at]) == "-p") ? 2 : 1;
   at = std::min(at, argc);
   if (at < argc) command = argv[at];
   std::vector<std::string> args(argv + std::min(at + 1, argc), argv + argc);
 
   return cli::guarded([&]() -> int {
     po::variables_map vm;
-    po::store(po::command_line_parser(std::vector<std::string>(argv + 1, argv + at)).options(global).run(), vm);
+    po::store(po::command_line_parser(std::vector<std::string>(argv + 1, argv + at))
+                  .options(global)
+                  .run(),
+              vm);
     po::notify(vm);
     if (vm.count("version")) {
       std::cout << "scssl-host " << SCSSL_VERSION << " (plugin ABI " << SCSSL_ABI_VERSION << ")\n";
@@ -274,7 +292,9 @@ int main(int argc, char** argv) {
     one_file.add("file", 1);
     po::variables_map cvm;
     if (command == "list") {
-      if (!cli::parse_command(args, none, {}, cvm, "Usage: scssl-host list\n\nThe plugins found, by kind, with versions."))
+      if (!cli::parse_command(
+              args, none, {}, cvm,
+              "Usage: scssl-host list\n\nThe plugins found, by kind, with versions."))
         return 0;
       return cmd_list(plugins.get());
     }
@@ -283,7 +303,8 @@ int main(int argc, char** argv) {
       po::options_description opts("describe options");
       opts.add_options()("name", po::value(&name), "the plugin's name (as `list` shows it)");
       if (!cli::parse_command(args, opts, one_name, cvm,
-                              "Usage: scssl-host describe NAME\n\nA plugin's summary, needs, metrics and every parameter."))
+                              "Usage: scssl-host describe NAME\n\nA plugin's summary, needs, "
+                              "metrics and every parameter."))
         return 0;
       if (name.empty()) throw po::error("describe takes one plugin name");
       return cmd_describe(plugins.get(), name);
@@ -292,9 +313,10 @@ int main(int argc, char** argv) {
       std::string file;
       po::options_description opts("validate options");
       opts.add_options()("file", po::value(&file), "the plugin library (.so) to check");
-      if (!cli::parse_command(args, opts, one_file, cvm,
-                              "Usage: scssl-host validate FILE.so\n\nChecks one plugin library in a child "
-                              "process and creates one instance with the defaults (for plugin authors' CI)."))
+      if (!cli::parse_command(
+              args, opts, one_file, cvm,
+              "Usage: scssl-host validate FILE.so\n\nChecks one plugin library in a child "
+              "process and creates one instance with the defaults (for plugin authors' CI)."))
         return 0;
       if (file.empty()) throw po::error("validate takes one plugin file");
       return cmd_validate(file);

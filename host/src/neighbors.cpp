@@ -101,8 +101,9 @@ const Neighbors& NeighborCache::get(int64_t k) {
   if (k == searched_k()) return full_;
   auto it = prefixes_.find(k);
   if (it == prefixes_.end())
-    it = prefixes_.emplace(k, Neighbors{full_.indices.slice(1, 0, k).contiguous(),
-                                        full_.distances.slice(1, 0, k).contiguous()})
+    it = prefixes_
+             .emplace(k, Neighbors{full_.indices.slice(1, 0, k).contiguous(),
+                                   full_.distances.slice(1, 0, k).contiguous()})
              .first;
   return it->second;
 }
@@ -110,7 +111,8 @@ const Neighbors& NeighborCache::get(int64_t k) {
 const SparseGraph& NeighborCache::connectivities(int64_t k) {
   k = std::min(k, embedding_.size(0));
   auto it = connectivities_.find(k);
-  if (it == connectivities_.end()) it = connectivities_.emplace(k, fuzzy_connectivities(get(k))).first;
+  if (it == connectivities_.end())
+    it = connectivities_.emplace(k, fuzzy_connectivities(get(k))).first;
   return it->second;
 }
 

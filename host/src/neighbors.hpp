@@ -12,7 +12,7 @@
 namespace scssl::host {
 
 struct NeighborOptions {
-  std::string backend = "auto";    // "auto" | "exact" | "hnsw"
+  std::string backend = "auto";      // "auto" | "exact" | "hnsw"
   int64_t exact_max_cells = 250000;  // "auto" searches exactly up to this many cells
 };
 

@@ -37,10 +37,11 @@ int cmd_list(const Registry& registry) {
     std::cout << "  [" << i + 1 << "] " << folders[i] << "\n";
   auto folder_number = [&](const LoadedPlugin& p) {
     auto it = std::find(folders.begin(), folders.end(), p.folder);
-    return it == folders.end() ? std::string("[-]") : "[" + std::to_string(it - folders.begin() + 1) + "]";
+    return it == folders.end() ? std::string("[-]")
+                               : "[" + std::to_string(it - folders.begin() + 1) + "]";
   };
-  for (scssl_kind kind : {SCSSL_KIND_DATASET, SCSSL_KIND_AUGMENTATION, SCSSL_KIND_METHOD,
-                          SCSSL_KIND_EVALUATOR}) {
+  for (scssl_kind kind :
+       {SCSSL_KIND_DATASET, SCSSL_KIND_AUGMENTATION, SCSSL_KIND_METHOD, SCSSL_KIND_EVALUATOR}) {
     auto plugins = registry.plugins(kind);
     std::cout << kind_name(kind) << "s:" << (plugins.empty() ? " (none)" : "") << "\n";
     for (const auto* p : plugins)
@@ -60,9 +61,9 @@ int cmd_describe(const Registry& registry, const std::string& name) {
   if (p == nullptr) throw InvalidArgument("no plugin named '" + name + "' (see `scssl-host list`)");
   const PluginMeta& m = p->meta;
   std::cout << p->name() << " (" << kind_name(p->kind()) << " plugin, version " << m.version
-            << ")\n  " << m.summary << "\n  file: " << p->path << "\n  built with: "
-            << describe_fingerprint(m.torch_version, m.cxx_stdlib, m.compiler) << ", ABI "
-            << m.abi_version << "." << m.abi_minor << "\n";
+            << ")\n  " << m.summary << "\n  file: " << p->path
+            << "\n  built with: " << describe_fingerprint(m.torch_version, m.cxx_stdlib, m.compiler)
+            << ", ABI " << m.abi_version << "." << m.abi_minor << "\n";
   if (p->kind() == SCSSL_KIND_METHOD || p->kind() == SCSSL_KIND_EVALUATOR)
     std::cout << "  needs: " << requirement_names(m.requirements) << "\n";
   if (p->kind() == SCSSL_KIND_EVALUATOR) {
@@ -96,8 +97,8 @@ int cmd_validate(const std::string& file) {
     return 1;
   }
   std::cout << "plugin " << meta.name << " " << meta.version << " ("
-            << kind_name(static_cast<scssl_kind>(meta.kind)) << "), ABI " << meta.abi_version
-            << "." << meta.abi_minor << ", " << meta.params.size()
+            << kind_name(static_cast<scssl_kind>(meta.kind)) << "), ABI " << meta.abi_version << "."
+            << meta.abi_minor << ", " << meta.params.size()
             << " parameter(s) with valid defaults; note checked without running the plugin\n";
   const std::string expected =
       "libscssl-" + std::string(kind_name(static_cast<scssl_kind>(meta.kind))) + "-" + meta.name;
@@ -121,10 +122,20 @@ int cmd_validate(const std::string& file) {
       // default; data sets need real input.
       if (!needs_settings) {
         switch (p.kind()) {
-          case SCSSL_KIND_AUGMENTATION: { Augmentation a(p, params, services); break; }
-          case SCSSL_KIND_METHOD: { Method m(p, params, services); break; }
-          case SCSSL_KIND_EVALUATOR: { Evaluator e(p, params, services); break; }
-          default: break;
+          case SCSSL_KIND_AUGMENTATION: {
+            Augmentation a(p, params, services);
+            break;
+          }
+          case SCSSL_KIND_METHOD: {
+            Method m(p, params, services);
+            break;
+          }
+          case SCSSL_KIND_EVALUATOR: {
+            Evaluator e(p, params, services);
+            break;
+          }
+          default:
+            break;
         }
       }
       std::cout << "OK " << file << "\n";

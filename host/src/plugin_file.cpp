@@ -62,7 +62,8 @@ PluginFileFacts inspect_plugin_file(const std::string& path) {
   }
   auto name_of = [&](const Elf64_Shdr& s) -> std::string {
     if (s.sh_name >= names.size()) return "";
-    return std::string(names.data() + s.sh_name, strnlen(names.data() + s.sh_name, names.size() - s.sh_name));
+    return std::string(names.data() + s.sh_name,
+                       strnlen(names.data() + s.sh_name, names.size() - s.sh_name));
   };
   for (const Elf64_Shdr& s : sections) {
     if (name_of(s) == SCSSL_NOTE_SECTION) {
@@ -74,7 +75,8 @@ PluginFileFacts inspect_plugin_file(const std::string& path) {
       facts.has_note = true;
       facts.note.assign(bytes.begin(), bytes.end());
     }
-    if (s.sh_type == SHT_DYNSYM && s.sh_link < sections.size() && s.sh_entsize == sizeof(Elf64_Sym)) {
+    if (s.sh_type == SHT_DYNSYM && s.sh_link < sections.size() &&
+        s.sh_entsize == sizeof(Elf64_Sym)) {
       std::vector<char> symbols, strings;
       if (!section_bytes(in, file_size, s, symbols) ||
           !section_bytes(in, file_size, sections[s.sh_link], strings))

@@ -11,9 +11,9 @@ struct PluginFileFacts {
   bool elf = false;             // starts with an ELF header of this machine's class and byte order
   bool shared_library = false;  // ELF type ET_DYN
   bool has_note = false;
-  std::string note;             // the note's text when has_note
-  bool exports_entry = false;   // the dynamic symbol table defines SCSSL_ENTRY_POINT
-  std::string problem;          // why the ELF could not be read ("" when it could)
+  std::string note;            // the note's text when has_note
+  bool exports_entry = false;  // the dynamic symbol table defines SCSSL_ENTRY_POINT
+  std::string problem;         // why the ELF could not be read ("" when it could)
 };
 
 // Throws IoError when the file cannot be opened.

@@ -76,9 +76,7 @@ std::string first_difference(const std::string& note, const std::string& code) {
 const PluginCode& LoadedPlugin::code() const {
   std::lock_guard<std::mutex> lock(loading_);
   if (code_) return *code_;
-  auto refuse = [&](const std::string& reason) {
-    return InvalidArgument(path + ": " + reason);
-  };
+  auto refuse = [&](const std::string& reason) { return InvalidArgument(path + ": " + reason); };
   auto loaded = std::make_unique<PluginCode>();
   try {
     // rtld_now: a plugin with unresolved symbols is refused now, not when a function is called.
@@ -120,11 +118,13 @@ std::string check_plugin_file(const std::string& path, PluginMeta& meta) {
   if (!facts.shared_library) return "is an ELF file but not a shared library";
   if (!facts.has_note)
     return facts.exports_entry
-               ? std::string("has no plugin note, so it was built for scssl ABI 1 or without "
-                             "scssl_add_plugin(); rebuild it against this SDK (ABI ") +
+               ? std::string(
+                     "has no plugin note, so it was built for scssl ABI 1 or without "
+                     "scssl_add_plugin(); rebuild it against this SDK (ABI ") +
                      std::to_string(SCSSL_ABI_VERSION) + ") with scssl_add_plugin()"
-               : std::string("is a shared library but not a scssl plugin (no plugin note, no "
-                             "entry point '") +
+               : std::string(
+                     "is a shared library but not a scssl plugin (no plugin note, no "
+                     "entry point '") +
                      SCSSL_ENTRY_POINT + "')";
   try {
     meta = meta_from_note(facts.note);
@@ -183,10 +183,11 @@ const LoadedPlugin& Registry::get(const std::string& name, scssl_kind kind) cons
   if (p == nullptr) {
     std::string searched;
     for (const auto& f : folders_) searched += (searched.empty() ? "" : ", ") + f;
-    message += ". Plugins are looked up in --plugins DIR, $SCSSL_PLUGIN_PATH and the folder next "
-               "to scssl-host" +
-               (searched.empty() ? std::string(" (no folder was searched)")
-                                 : " (searched: " + searched + ")");
+    message +=
+        ". Plugins are looked up in --plugins DIR, $SCSSL_PLUGIN_PATH and the folder next "
+        "to scssl-host" +
+        (searched.empty() ? std::string(" (no folder was searched)")
+                          : " (searched: " + searched + ")");
     if (!refusals_.empty())
       message += "; " + std::to_string(refusals_.size()) +
                  " file(s) there were refused (see `scssl-host list`)";

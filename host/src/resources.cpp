@@ -49,7 +49,8 @@ const StageRecord& StageMeter::finish() {
   if (stages_.empty()) return none;
   StageRecord& s = stages_.back();
   if (open_) {
-    s.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    s.wall_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     s.peak_rss_mb = peak_rss_mb();
     s.end_rss_mb = current_rss_mb();
     open_ = false;

@@ -16,11 +16,16 @@ namespace scssl::host {
 
 runfolder::MetricGroup metric_group(scssl_metric_group group) {
   switch (group) {
-    case SCSSL_GROUP_BIO: return runfolder::MetricGroup::bio;
-    case SCSSL_GROUP_BATCH: return runfolder::MetricGroup::batch;
-    case SCSSL_GROUP_ANNOTATION: return runfolder::MetricGroup::annotation;
-    case SCSSL_GROUP_MODALITY: return runfolder::MetricGroup::modality;
-    default: return runfolder::MetricGroup::other;
+    case SCSSL_GROUP_BIO:
+      return runfolder::MetricGroup::bio;
+    case SCSSL_GROUP_BATCH:
+      return runfolder::MetricGroup::batch;
+    case SCSSL_GROUP_ANNOTATION:
+      return runfolder::MetricGroup::annotation;
+    case SCSSL_GROUP_MODALITY:
+      return runfolder::MetricGroup::modality;
+    default:
+      return runfolder::MetricGroup::other;
   }
 }
 
@@ -38,7 +43,8 @@ MetricRecord metric_record(const MetricValue& value) {
 void write_embedding_file(const std::string& path, const torch::Tensor& embedding,
                           const std::vector<std::string>& cell_names) {
   torch::Tensor e = embedding.to(torch::kCPU, torch::kFloat32).contiguous();
-  if (e.dim() != 2) throw InvalidArgument(path + ": the embedding must be 2-d (cells x dimensions)");
+  if (e.dim() != 2)
+    throw InvalidArgument(path + ": the embedding must be 2-d (cells x dimensions)");
   // Written under a temporary name and published only if `path` does not exist yet.
   anndata::write_embedding_h5(path, e.data_ptr<float>(), e.size(0), e.size(1), cell_names);
 }
@@ -46,9 +52,11 @@ void write_embedding_file(const std::string& path, const torch::Tensor& embeddin
 void write_h5ad_with_embedding(const std::string& source_h5ad, const std::string& target,
                                const std::string& key, const torch::Tensor& embedding) {
   torch::Tensor e = embedding.to(torch::kCPU, torch::kFloat32).contiguous();
-  if (e.dim() != 2) throw InvalidArgument(target + ": the embedding must be 2-d (cells x dimensions)");
+  if (e.dim() != 2)
+    throw InvalidArgument(target + ": the embedding must be 2-d (cells x dimensions)");
   // The source is only read; the copy appears under `target` complete or not at all.
-  anndata::write_copy_with_obsm(source_h5ad, target, key, e.data_ptr<float>(), e.size(0), e.size(1));
+  anndata::write_copy_with_obsm(source_h5ad, target, key, e.data_ptr<float>(), e.size(0),
+                                e.size(1));
 }
 
 std::string comparison_csv(const std::vector<std::string>& embeddings,
@@ -61,7 +69,8 @@ std::string comparison_csv(const std::vector<std::string>& embeddings,
     for (size_t i = 0; i < table.size(); ++i)
       for (const auto& m : table[i]) {
         const std::string column = m.metric + suffix;
-        if (std::find(columns.begin(), columns.end(), column) == columns.end()) columns.push_back(column);
+        if (std::find(columns.begin(), columns.end(), column) == columns.end())
+          columns.push_back(column);
         rows[i][column] = m.value;
       }
   };

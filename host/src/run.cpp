@@ -97,8 +97,9 @@ void check_config_against_data(const RunConfig& cfg, const CellData& data) {
     if (data.modality_index(name) >= 0) continue;
     std::string have;
     for (const auto& m : data.modalities) have += (have.empty() ? "" : ", ") + m.name;
-    throw InvalidArgument("[preprocess." + name + "] is configured, but the data set has no modality '" +
-                          name + "' (modalities: " + have + ")");
+    throw InvalidArgument("[preprocess." + name +
+                          "] is configured, but the data set has no modality '" + name +
+                          "' (modalities: " + have + ")");
   }
 }
 
@@ -118,7 +119,6 @@ std::string hostname() {
   gethostname(buf, sizeof buf - 1);
   return buf;
 }
-
 
 // Loads the data set and preprocesses every modality; `info` receives the data summary of run.json
 // (the caller adds the reference and query sizes).
@@ -141,16 +141,16 @@ CellData load_and_preprocess(const RunConfig& cfg, HostServices& services, Stage
     const size_t before = m.features.size();
     preprocess_modality(m, cfg.preprocess_for(m.name), data.batches());
     spdlog::info("preprocessed {}: {} of {} features kept", m.name, m.features.size(), before);
-    info.modalities.push_back({m.name, static_cast<int64_t>(before), static_cast<int64_t>(m.features.size())});
+    info.modalities.push_back(
+        {m.name, static_cast<int64_t>(before), static_cast<int64_t>(m.features.size())});
   }
   const StageRecord& pre = meter.finish();
-  spdlog::info("read and preprocessed in {:.2f} s", pre.wall_seconds + meter.stages().front().wall_seconds);
+  spdlog::info("read and preprocessed in {:.2f} s",
+               pre.wall_seconds + meter.stages().front().wall_seconds);
   return data;
 }
 
-uint64_t evaluator_needs(const PluginChoice& e) {
-  return e.plugin->requirements();
-}
+uint64_t evaluator_needs(const PluginChoice& e) { return e.plugin->requirements(); }
 
 // The configured evaluators, created up front so that a bad parameter or a data set lacking what
 // an evaluator needs stops everything before the expensive part.
@@ -167,8 +167,9 @@ std::vector<std::unique_ptr<Evaluator>> make_evaluators(const RunConfig& cfg, co
 // The unintegrated representation (scIB's X_pre): PCA of the first modality, all cells; computed
 // only when an evaluator asks for it.
 torch::Tensor unintegrated_pca(const RunConfig& cfg, const CellData& data, StageMeter& meter) {
-  if (std::none_of(cfg.evaluators.begin(), cfg.evaluators.end(),
-                   [](const PluginChoice& e) { return evaluator_needs(e) & SCSSL_NEEDS_UNINTEGRATED; }))
+  if (std::none_of(cfg.evaluators.begin(), cfg.evaluators.end(), [](const PluginChoice& e) {
+        return evaluator_needs(e) & SCSSL_NEEDS_UNINTEGRATED;
+      }))
     return {};
   meter.begin("unintegrated_pca");
   const Matrix& x = data.modalities.front().X;
@@ -183,13 +184,15 @@ std::vector<MetricRecord> score_embedding(std::vector<std::unique_ptr<Evaluator>
                                           const RunConfig& cfg, const CellData& data,
                                           const torch::Tensor& embedding,
                                           const torch::Tensor& unintegrated, HostServices& services,
-                                          StageMeter& meter, std::optional<runfolder::NeighborRecord>& searched) {
+                                          StageMeter& meter,
+                                          std::optional<runfolder::NeighborRecord>& searched) {
   // No training loop competes with OpenBLAS here, so the evaluators' own loops get every core.
   struct ThreadsFor {
     int saved = torch::get_num_threads();
     explicit ThreadsFor(int n) { torch::set_num_threads(n); }
     ~ThreadsFor() { torch::set_num_threads(saved); }
-  } threads(cfg.threads > 0 ? cfg.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  } threads(cfg.threads > 0 ? cfg.threads
+                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   std::vector<MetricRecord> metrics;
   NeighborCache neighbors(embedding, cfg.neighbors);
   services.serve_neighbors(&neighbors);
@@ -206,7 +209,8 @@ std::vector<MetricRecord> score_embedding(std::vector<std::unique_ptr<Evaluator>
   services.serve_neighbors(nullptr);
   const auto aggregates = evaluation::scib_aggregates(metrics);
   metrics.insert(metrics.end(), aggregates.begin(), aggregates.end());
-  if (neighbors.searched_k() > 0) searched = runfolder::NeighborRecord{neighbors.backend(), neighbors.searched_k()};
+  if (neighbors.searched_k() > 0)
+    searched = runfolder::NeighborRecord{neighbors.backend(), neighbors.searched_k()};
   return metrics;
 }
 
@@ -221,8 +225,9 @@ struct RunRecord {
   std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
 
   // The record as it stands: `status` running while the run goes on, then ok or failed (`error`).
-  runfolder::RunRecord typed(const RunConfig& cfg, const RunSettings& settings, const StageMeter& meter,
-                             runfolder::RunStatus status, const std::string* error) const {
+  runfolder::RunRecord typed(const RunConfig& cfg, const RunSettings& settings,
+                             const StageMeter& meter, runfolder::RunStatus status,
+                             const std::string* error) const {
     const auto finished = std::chrono::system_clock::now();
     runfolder::RunRecord r;
     r.status = status;
@@ -251,16 +256,19 @@ struct RunRecord {
     return r;
   }
 
-  void write(const fs::path& dir, const RunConfig& cfg, const RunSettings& settings, const StageMeter& meter,
-             runfolder::RunStatus status, const std::string* error = nullptr) const {
-    runfolder::write_run_record((dir / "run.json").string(), typed(cfg, settings, meter, status, error));
+  void write(const fs::path& dir, const RunConfig& cfg, const RunSettings& settings,
+             const StageMeter& meter, runfolder::RunStatus status,
+             const std::string* error = nullptr) const {
+    runfolder::write_run_record((dir / "run.json").string(),
+                                typed(cfg, settings, meter, status, error));
   }
 
   // What run.json says if a plugin crashes the process from here on (crash_guard.hpp).
   void arm_crash_record(const fs::path& dir, const RunConfig& cfg, const RunSettings& settings,
                         const StageMeter& meter) const {
     const std::string placeholder = crash::kPlaceholder;
-    const runfolder::Json json = typed(cfg, settings, meter, runfolder::RunStatus::failed, &placeholder);
+    const runfolder::Json json =
+        typed(cfg, settings, meter, runfolder::RunStatus::failed, &placeholder);
     crash::arm_record((dir / "run.json").string(), runfolder::dump_json(json));
   }
 };
@@ -287,14 +295,16 @@ void split_query(const CellData& data, const std::vector<std::string>& query_bat
   }
   const Column* batches = data.batches();
   if (batches == nullptr || !batches->categorical)
-    throw BadData("evaluation.query_batches is set but the data set has no categorical batch column");
+    throw BadData(
+        "evaluation.query_batches is set but the data set has no categorical batch column");
   std::vector<char> is_query_code(batches->categories.size(), 0);
   for (const auto& q : query_batches) {
     auto it = std::find(batches->categories.begin(), batches->categories.end(), q);
     if (it == batches->categories.end()) {
       std::string known;
       for (const auto& c : batches->categories) known += (known.empty() ? "" : ", ") + c;
-      throw BadData("query batch '" + q + "' is not a batch of the data set (batches: " + known + ")");
+      throw BadData("query batch '" + q + "' is not a batch of the data set (batches: " + known +
+                    ")");
     }
     is_query_code[it - batches->categories.begin()] = 1;
   }
@@ -387,7 +397,9 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
     }
     record.embedding = runfolder::EmbeddingRecord{
         embedding.size(1), "embedding.h5",
-        h5ad_copy.empty() ? std::nullopt : std::optional<std::string>(fs::path(h5ad_copy).filename().string()), key};
+        h5ad_copy.empty() ? std::nullopt
+                          : std::optional<std::string>(fs::path(h5ad_copy).filename().string()),
+        key};
     meter.finish();
     if (cfg.save_model) method.save((dir / "model").string());
 
@@ -404,7 +416,8 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
   }
 
   write_file_atomic((dir / "history.csv").string(), history.str());
-  record.write(dir, cfg, settings, meter, failure ? runfolder::RunStatus::failed : runfolder::RunStatus::ok,
+  record.write(dir, cfg, settings, meter,
+               failure ? runfolder::RunStatus::failed : runfolder::RunStatus::ok,
                failure ? &error : nullptr);
   crash::disarm_record();
   if (failure) std::rethrow_exception(failure);
@@ -413,10 +426,12 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
 
 EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationRequest& request,
                                      const RunSettings& settings) {
-  if (request.obsm_keys.empty()) throw InvalidArgument("evaluate needs at least one embedding (obsm key)");
+  if (request.obsm_keys.empty())
+    throw InvalidArgument("evaluate needs at least one embedding (obsm key)");
   if (!cfg.dataset.params.has("path"))
-    throw InvalidArgument("evaluate reads embeddings from the data set's .h5ad file, but dataset plugin '" +
-                          cfg.dataset.plugin->name() + "' has no 'path'");
+    throw InvalidArgument(
+        "evaluate reads embeddings from the data set's .h5ad file, but dataset plugin '" +
+        cfg.dataset.plugin->name() + "' has no 'path'");
   const std::string source = cfg.dataset.params.get_string("path");
   EvaluationOutcome out;
   out.dir = create_run_directory(cfg.output_dir, cfg.name);
@@ -464,7 +479,8 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
       RunRecord record = summary;
       record.name = cfg.name + "/" + key;
       record.started = std::chrono::system_clock::now();
-      record.embedding = runfolder::EmbeddingRecord{embeddings[i].size(1), std::nullopt, source, key};
+      record.embedding =
+          runfolder::EmbeddingRecord{embeddings[i].size(1), std::nullopt, source, key};
       StageMeter meter;
       record.arm_crash_record(sub, cfg, settings, meter);
       try {
@@ -477,7 +493,8 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
         record.write(sub, cfg, settings, meter, runfolder::RunStatus::failed, &error);
         throw;
       }
-      write_file_atomic((sub / "metrics.json").string(), runfolder::metrics_json(out.metrics.back()));
+      write_file_atomic((sub / "metrics.json").string(),
+                        runfolder::metrics_json(out.metrics.back()));
       write_file_atomic((sub / "metrics.csv").string(), runfolder::metrics_csv(out.metrics.back()));
       record.write(sub, cfg, settings, meter, runfolder::RunStatus::ok);
       crash::disarm_record();

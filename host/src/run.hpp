@@ -18,7 +18,7 @@ struct RunOutcome {
 };
 
 struct RunSettings {
-  std::string command_line;  // recorded in run.json
+  std::string command_line;   // recorded in run.json
   bool show_progress = true;  // progress lines on the terminal
   std::string run_dir;  // exactly this (new or empty) folder instead of <output_dir>/<name>-<time>
 };
@@ -37,7 +37,8 @@ struct EvaluationRequest {
 struct EvaluationOutcome {
   std::string dir;
   std::vector<std::vector<runfolder::MetricRecord>> metrics;  // per embedding, aggregates included
-  std::vector<std::vector<runfolder::MetricRecord>> scaled;   // per embedding; empty unless min_max_scale
+  std::vector<std::vector<runfolder::MetricRecord>>
+      scaled;  // per embedding; empty unless min_max_scale
 };
 
 // Reads and checks every embedding first, then writes <output_dir>/<name>-<time>/ holding

@@ -13,8 +13,8 @@ namespace {
 
 // A macro, not a function: the message is only built when the check fails (these checks run
 // once per stored value).
-#define SCSSL_REQUIRE(ok, message) \
-  do {                             \
+#define SCSSL_REQUIRE(ok, message)     \
+  do {                                 \
     if (!(ok)) throw BadData(message); \
   } while (0)
 
@@ -30,11 +30,11 @@ Matrix Matrix::csr(torch::Tensor indptr, torch::Tensor indices, torch::Tensor va
                    int64_t cols, const std::string& what) {
   SCSSL_REQUIRE(rows >= 0 && cols >= 0, what + ": negative shape");
   SCSSL_REQUIRE(indptr.dim() == 1 && indptr.size(0) == rows + 1,
-          what + ": indptr has shape " + shape_of(indptr) + ", expected [" +
-              std::to_string(rows + 1) + "]");
+                what + ": indptr has shape " + shape_of(indptr) + ", expected [" +
+                    std::to_string(rows + 1) + "]");
   SCSSL_REQUIRE(indices.dim() == 1 && values.dim() == 1 && indices.size(0) == values.size(0),
-          what + ": indices " + shape_of(indices) + " and data " + shape_of(values) +
-              " must be 1-d of equal length");
+                what + ": indices " + shape_of(indices) + " and data " + shape_of(values) +
+                    " must be 1-d of equal length");
   indptr = indptr.to(torch::kInt64).contiguous();
   indices = indices.to(torch::kInt32).contiguous();
   values = values.to(torch::kFloat32).contiguous();
@@ -43,12 +43,13 @@ Matrix Matrix::csr(torch::Tensor indptr, torch::Tensor indices, torch::Tensor va
   SCSSL_REQUIRE(p[0] == 0, what + ": indptr[0] is " + std::to_string(p[0]) + ", expected 0");
   for (int64_t r = 0; r < rows; ++r)
     SCSSL_REQUIRE(p[r] <= p[r + 1], what + ": indptr decreases at row " + std::to_string(r));
-  SCSSL_REQUIRE(p[rows] == nnz, what + ": indptr ends at " + std::to_string(p[rows]) + " but there are " +
-                              std::to_string(nnz) + " stored values");
+  SCSSL_REQUIRE(p[rows] == nnz, what + ": indptr ends at " + std::to_string(p[rows]) +
+                                    " but there are " + std::to_string(nnz) + " stored values");
   const int32_t* idx = indices.data_ptr<int32_t>();
   for (int64_t k = 0; k < nnz; ++k)
     SCSSL_REQUIRE(idx[k] >= 0 && idx[k] < cols, what + ": column index " + std::to_string(idx[k]) +
-                                              " out of range [0, " + std::to_string(cols) + ")");
+                                                    " out of range [0, " + std::to_string(cols) +
+                                                    ")");
   const float* v = values.data_ptr<float>();
   for (int64_t k = 0; k < nnz; ++k)
     SCSSL_REQUIRE(std::isfinite(v[k]), what + ": contains a non-finite value (NaN or infinity)");
@@ -66,7 +67,7 @@ Matrix Matrix::from_dense(torch::Tensor dense, const std::string& what) {
   SCSSL_REQUIRE(dense.dim() == 2, what + ": expected a 2-d matrix, got shape " + shape_of(dense));
   dense = dense.to(torch::kFloat32).contiguous();
   SCSSL_REQUIRE(torch::isfinite(dense).all().item<bool>(),
-          what + ": contains a non-finite value (NaN or infinity)");
+                what + ": contains a non-finite value (NaN or infinity)");
   Matrix m;
   m.format = Format::Dense;
   m.rows = dense.size(0);
@@ -233,33 +234,36 @@ void CellData::validate(const std::string& what) const {
   for (const auto& m : modalities) {
     for (const Matrix* x : {&m.X, &m.counts}) {
       if (x->empty()) continue;
-      SCSSL_REQUIRE(x->rows == n, what + ": modality '" + m.name + "' has " + std::to_string(x->rows) +
-                                " rows for " + std::to_string(n) + " cells");
+      SCSSL_REQUIRE(x->rows == n, what + ": modality '" + m.name + "' has " +
+                                      std::to_string(x->rows) + " rows for " + std::to_string(n) +
+                                      " cells");
       SCSSL_REQUIRE(x->cols == static_cast<int64_t>(m.features.size()),
-              what + ": modality '" + m.name + "' has " + std::to_string(x->cols) +
-                  " columns for " + std::to_string(m.features.size()) + " feature names");
+                    what + ": modality '" + m.name + "' has " + std::to_string(x->cols) +
+                        " columns for " + std::to_string(m.features.size()) + " feature names");
     }
   }
   for (const auto& c : columns) {
     const torch::Tensor& t = c.categorical ? c.codes : c.values;
     SCSSL_REQUIRE(t.defined() && t.dim() == 1 && t.size(0) == n,
-            what + ": column '" + c.name + "' does not have one entry per cell");
+                  what + ": column '" + c.name + "' does not have one entry per cell");
     if (c.categorical) {
-      SCSSL_REQUIRE(t.scalar_type() == torch::kInt32, what + ": column '" + c.name + "' codes not int32");
+      SCSSL_REQUIRE(t.scalar_type() == torch::kInt32,
+                    what + ": column '" + c.name + "' codes not int32");
       const int32_t* code = t.data_ptr<int32_t>();
       const int64_t k = static_cast<int64_t>(c.categories.size());
       for (int64_t i = 0; i < n; ++i)
-        SCSSL_REQUIRE(code[i] >= -1 && code[i] < k,
-                what + ": column '" + c.name + "' has code " + std::to_string(code[i]) +
-                    " but only " + std::to_string(k) + " categories");
+        SCSSL_REQUIRE(code[i] >= -1 && code[i] < k, what + ": column '" + c.name + "' has code " +
+                                                        std::to_string(code[i]) + " but only " +
+                                                        std::to_string(k) + " categories");
     }
   }
   for (const auto* key : {&batch_key, &label_key})
     SCSSL_REQUIRE(key->empty() || find_column(*key) != nullptr,
-            what + ": no obs column '" + *key + "'");
+                  what + ": no obs column '" + *key + "'");
 }
 
-// ---- C boundary ------------------------------------------------------------------------------------
+// ---- C boundary
+// ------------------------------------------------------------------------------------
 
 DLTensor to_dl(const torch::Tensor& tensor) {
   DLTensor t{};
@@ -295,12 +299,11 @@ torch::Tensor from_dl(const DLTensor& t, std::shared_ptr<void> owner, const std:
   auto options = torch::TensorOptions().dtype(type);
   char* data = static_cast<char*>(t.data) + t.byte_offset;
   if (!owner) return torch::from_blob(data, sizes, options);
-  return torch::from_blob(data, sizes, [owner](void*) mutable { owner.reset(); }, options);
+  return torch::from_blob(
+      data, sizes, [owner](void*) mutable { owner.reset(); }, options);
 }
 
-DLManagedTensor* export_managed(torch::Tensor tensor) {
-  return at::toDLPack(tensor.contiguous());
-}
+DLManagedTensor* export_managed(torch::Tensor tensor) { return at::toDLPack(tensor.contiguous()); }
 
 torch::Tensor import_managed(DLManagedTensor* managed, std::shared_ptr<void> keep_alive,
                              const std::string& what) {
@@ -336,14 +339,15 @@ scssl_matrix to_c(const Matrix& m) {
 
 Matrix from_c(const scssl_matrix& c, const std::shared_ptr<void>& owner, const std::string& what) {
   switch (c.format) {
-    case SCSSL_MATRIX_NONE: return {};
+    case SCSSL_MATRIX_NONE:
+      return {};
     case SCSSL_MATRIX_DENSE: {
       Matrix m;
       m.format = Matrix::Format::Dense;
       m.dense = from_dl(c.dense, owner, what);
-      SCSSL_REQUIRE(m.dense.dim() == 2 && m.dense.size(0) == c.n_rows && m.dense.size(1) == c.n_cols &&
-                  m.dense.scalar_type() == torch::kFloat32,
-              what + ": dense matrix does not match its declared shape or is not float32");
+      SCSSL_REQUIRE(m.dense.dim() == 2 && m.dense.size(0) == c.n_rows &&
+                        m.dense.size(1) == c.n_cols && m.dense.scalar_type() == torch::kFloat32,
+                    what + ": dense matrix does not match its declared shape or is not float32");
       m.rows = c.n_rows;
       m.cols = c.n_cols;
       return m;
@@ -356,11 +360,12 @@ Matrix from_c(const scssl_matrix& c, const std::shared_ptr<void>& owner, const s
       m.indptr = from_dl(c.indptr, owner, what + " indptr");
       m.indices = from_dl(c.indices, owner, what + " indices");
       m.values = from_dl(c.values, owner, what + " values");
-      SCSSL_REQUIRE(m.indptr.scalar_type() == torch::kInt64 && m.indices.scalar_type() == torch::kInt32 &&
-                  m.values.scalar_type() == torch::kFloat32,
-              what + ": CSR parts must be int64 indptr, int32 indices and float32 values");
+      SCSSL_REQUIRE(m.indptr.scalar_type() == torch::kInt64 &&
+                        m.indices.scalar_type() == torch::kInt32 &&
+                        m.values.scalar_type() == torch::kFloat32,
+                    what + ": CSR parts must be int64 indptr, int32 indices and float32 values");
       SCSSL_REQUIRE(m.indptr.size(0) == c.n_rows + 1 && m.indices.size(0) == m.values.size(0),
-              what + ": CSR parts do not match the declared shape");
+                    what + ": CSR parts do not match the declared shape");
       return m;
     }
   }

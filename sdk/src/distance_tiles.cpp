@@ -34,8 +34,8 @@ static_assert(ReferencePanels<float>::kPanelCols % kMicroCols<float> == 0);
 template <class Real>
 [[gnu::always_inline]] inline void tile_body(const Real* query, const Real* query_sq,
                                              int64_t query_rows, const Real* strips,
-                                             const Real* ref_sq, int64_t cols, int64_t d, Real* tile,
-                                             int64_t tile_stride) {
+                                             const Real* ref_sq, int64_t cols, int64_t d,
+                                             Real* tile, int64_t tile_stride) {
   typedef Real Vec __attribute__((vector_size(64)));
   constexpr int64_t lanes = kLanes<Real>, micro_cols = kMicroCols<Real>;
   for (int64_t r = 0; r < query_rows; r += kMicroRows) {
@@ -78,9 +78,8 @@ void tile_kernel(const double* query, const double* query_sq, int64_t query_rows
 }
 
 SCSSL_KERNEL_CLONES
-void tile_kernel(const float* query, const float* query_sq, int64_t query_rows,
-                 const float* strips, const float* ref_sq, int64_t cols, int64_t d, float* tile,
-                 int64_t tile_stride) {
+void tile_kernel(const float* query, const float* query_sq, int64_t query_rows, const float* strips,
+                 const float* ref_sq, int64_t cols, int64_t d, float* tile, int64_t tile_stride) {
   tile_body(query, query_sq, query_rows, strips, ref_sq, cols, d, tile, tile_stride);
 }
 
@@ -111,7 +110,9 @@ void column_sums_kernel(const double* values, int64_t stride, int64_t rows, int6
     for (int64_t j = 0; j < cols; ++j) out[j] += values[r * stride + j];
 }
 
-int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
+int64_t round_up(int64_t value, int64_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
 
 }  // namespace
 

@@ -23,7 +23,8 @@ class QueryBlock {
 
   // Copies rows first .. first + count - 1 of the row-major float64 [*, d] matrix x, or, when
   // `rows` is given, rows[first] .. rows[first + count - 1].
-  void load(const double* x, int64_t d, int64_t first, int64_t count, const int64_t* rows = nullptr);
+  void load(const double* x, int64_t d, int64_t first, int64_t count,
+            const int64_t* rows = nullptr);
   int64_t count() const { return count_; }
 
  private:

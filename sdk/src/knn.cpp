@@ -45,8 +45,9 @@ uint32_t columns_at_most(const float* values, float limit) {
   const __m128 bound = _mm_set1_ps(limit);
   uint32_t mask = 0;
   for (int q = 0; q < 4; ++q)
-    mask |= static_cast<uint32_t>(_mm_movemask_ps(_mm_cmple_ps(_mm_loadu_ps(values + 4 * q), bound)))
-            << (4 * q);
+    mask |=
+        static_cast<uint32_t>(_mm_movemask_ps(_mm_cmple_ps(_mm_loadu_ps(values + 4 * q), bound)))
+        << (4 * q);
   return mask;
 #else
   uint32_t mask = 0;
@@ -139,7 +140,8 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
   qry = qry.contiguous();
   const int64_t n_ref = ref.size(0), n_query = qry.size(0), d = ref.size(1);
   k = std::min(k, n_ref);
-  Neighbors out{torch::empty({n_query, k}, torch::kInt64), torch::empty({n_query, k}, torch::kFloat32)};
+  Neighbors out{torch::empty({n_query, k}, torch::kInt64),
+                torch::empty({n_query, k}, torch::kFloat32)};
   if (n_query == 0 || k == 0) return out;
   const int64_t wanted = self_first ? k - 1 : k;
   if (wanted == 0) {  // k = 1 with self first: every row is its own only neighbour
@@ -150,7 +152,8 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
   const detail::ReferencePanels<float> panels(ref.data_ptr<double>(), n_ref, d);
   const double* ref_rows = ref.data_ptr<double>();
   const double* query_rows = qry.data_ptr<double>();
-  const torch::Tensor ref_sq_t = ref.pow(2).sum(1).contiguous(), qry_sq_t = qry.pow(2).sum(1).contiguous();
+  const torch::Tensor ref_sq_t = ref.pow(2).sum(1).contiguous(),
+                      qry_sq_t = qry.pow(2).sum(1).contiguous();
   const double* ref_sq = ref_sq_t.data_ptr<double>();
   const double* query_sq = qry_sq_t.data_ptr<double>();
   const double max_ref_sq = ref_sq_t.max().item<double>();
@@ -243,9 +246,7 @@ Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, 
                                       : search<false>(reference, query, k, false);
 }
 
-Neighbors knn_self(const torch::Tensor& x, int64_t k) {
-  return search<false>(x, x, k, true);
-}
+Neighbors knn_self(const torch::Tensor& x, int64_t k) { return search<false>(x, x, k, true); }
 
 namespace {
 

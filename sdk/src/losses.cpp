@@ -18,11 +18,13 @@ torch::Tensor nt_xent(const torch::Tensor& z0, const torch::Tensor& z1, double t
   torch::Tensor z = torch::cat({a, b}, 0);
   torch::Tensor sim = torch::matmul(z, z.t()) / temperature;
   // Drop each row's similarity with itself: 2N - 1 logits per row, as lightly.
-  torch::Tensor self = torch::eye(2 * n, torch::TensorOptions().dtype(torch::kBool).device(z.device()));
+  torch::Tensor self =
+      torch::eye(2 * n, torch::TensorOptions().dtype(torch::kBool).device(z.device()));
   torch::Tensor logits = sim.masked_select(~self).view({2 * n, 2 * n - 1});
   // After removing the diagonal, the positive of row i < n sits at column n + i - 1, and the
   // positive of row n + i at column i.
-  torch::Tensor idx = torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(z.device()));
+  torch::Tensor idx =
+      torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(z.device()));
   torch::Tensor target = torch::cat({idx + n - 1, idx}, 0);
   return F::cross_entropy(logits, target);
 }
@@ -33,12 +35,14 @@ torch::Tensor info_nce(const torch::Tensor& q, const torch::Tensor& k, const tor
   torch::Tensor positive = (qn * kn).sum(1, true);
   torch::Tensor negative = torch::matmul(qn, bn.t());
   torch::Tensor logits = torch::cat({positive, negative}, 1) / temperature;
-  torch::Tensor target = torch::zeros({q.size(0)}, torch::TensorOptions().dtype(torch::kLong).device(q.device()));
+  torch::Tensor target =
+      torch::zeros({q.size(0)}, torch::TensorOptions().dtype(torch::kLong).device(q.device()));
   return F::cross_entropy(logits, target);
 }
 
 torch::Tensor negative_cosine(const torch::Tensor& a, const torch::Tensor& b) {
-  return -F::cosine_similarity(a, b.detach(), F::CosineSimilarityFuncOptions().dim(1).eps(1e-8)).mean();
+  return -F::cosine_similarity(a, b.detach(), F::CosineSimilarityFuncOptions().dim(1).eps(1e-8))
+              .mean();
 }
 
 torch::Tensor vicreg(const torch::Tensor& za, const torch::Tensor& zb, double lambda, double mu,
@@ -59,7 +63,8 @@ torch::Tensor vicreg(const torch::Tensor& za, const torch::Tensor& zb, double la
          nu * (covariance(za) + covariance(zb));
 }
 
-torch::Tensor barlow_twins(const torch::Tensor& za, const torch::Tensor& zb, double lambda_offdiag) {
+torch::Tensor barlow_twins(const torch::Tensor& za, const torch::Tensor& zb,
+                           double lambda_offdiag) {
   const int64_t n = za.size(0);
   auto standardize = [](const torch::Tensor& z) {
     return (z - z.mean(0, true)) / torch::sqrt(z.var(0, /*unbiased=*/false, true) + 1e-5);
@@ -71,9 +76,11 @@ torch::Tensor barlow_twins(const torch::Tensor& za, const torch::Tensor& zb, dou
   return on + lambda_offdiag * off;
 }
 
-torch::Tensor clip(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& logit_scale) {
+torch::Tensor clip(const torch::Tensor& a, const torch::Tensor& b,
+                   const torch::Tensor& logit_scale) {
   torch::Tensor logits = logit_scale.exp() * torch::matmul(normalize(a), normalize(b).t());
-  torch::Tensor target = torch::arange(a.size(0), torch::TensorOptions().dtype(torch::kLong).device(a.device()));
+  torch::Tensor target =
+      torch::arange(a.size(0), torch::TensorOptions().dtype(torch::kLong).device(a.device()));
   return 0.5 * (F::cross_entropy(logits, target) + F::cross_entropy(logits.t(), target));
 }
 

@@ -90,7 +90,8 @@ torch::nn::Sequential make_head(const std::vector<HeadBlock>& blocks) {
   for (const auto& b : blocks) {
     head->push_back(torch::nn::Linear(torch::nn::LinearOptions(b.in, b.out).bias(!b.batch_norm)));
     if (b.batch_norm)
-      head->push_back(torch::nn::BatchNorm1d(torch::nn::BatchNorm1dOptions(b.out).affine(b.affine)));
+      head->push_back(
+          torch::nn::BatchNorm1d(torch::nn::BatchNorm1dOptions(b.out).affine(b.affine)));
     if (b.relu) head->push_back(torch::nn::ReLU());
   }
   return head;

@@ -9,24 +9,36 @@ namespace scssl {
 
 const char* param_type_name(scssl_param_type type) {
   switch (type) {
-    case SCSSL_PARAM_BOOL: return "bool";
-    case SCSSL_PARAM_INT: return "int";
-    case SCSSL_PARAM_FLOAT: return "float";
-    case SCSSL_PARAM_STRING: return "string";
-    case SCSSL_PARAM_STRING_LIST: return "string list";
-    case SCSSL_PARAM_FLOAT_LIST: return "float list";
+    case SCSSL_PARAM_BOOL:
+      return "bool";
+    case SCSSL_PARAM_INT:
+      return "int";
+    case SCSSL_PARAM_FLOAT:
+      return "float";
+    case SCSSL_PARAM_STRING:
+      return "string";
+    case SCSSL_PARAM_STRING_LIST:
+      return "string list";
+    case SCSSL_PARAM_FLOAT_LIST:
+      return "float list";
   }
   return "unknown type";
 }
 
 scssl_param_type param_type_of(const ParamValue& value) {
   switch (value.index()) {
-    case 0: return SCSSL_PARAM_BOOL;
-    case 1: return SCSSL_PARAM_INT;
-    case 2: return SCSSL_PARAM_FLOAT;
-    case 3: return SCSSL_PARAM_STRING;
-    case 4: return SCSSL_PARAM_STRING_LIST;
-    default: return SCSSL_PARAM_FLOAT_LIST;
+    case 0:
+      return SCSSL_PARAM_BOOL;
+    case 1:
+      return SCSSL_PARAM_INT;
+    case 2:
+      return SCSSL_PARAM_FLOAT;
+    case 3:
+      return SCSSL_PARAM_STRING;
+    case 4:
+      return SCSSL_PARAM_STRING_LIST;
+    default:
+      return SCSSL_PARAM_FLOAT_LIST;
   }
 }
 
@@ -129,10 +141,14 @@ ParamValue parse_param_text(scssl_param_type type, std::string_view text, const 
 
 std::string format_param(const ParamValue& value) {
   switch (value.index()) {
-    case 0: return std::get<bool>(value) ? "true" : "false";
-    case 1: return std::to_string(std::get<int64_t>(value));
-    case 2: return shortest(std::get<double>(value));  // reads back as the same double
-    case 3: return std::get<std::string>(value);
+    case 0:
+      return std::get<bool>(value) ? "true" : "false";
+    case 1:
+      return std::to_string(std::get<int64_t>(value));
+    case 2:
+      return shortest(std::get<double>(value));  // reads back as the same double
+    case 3:
+      return std::get<std::string>(value);
     case 4: {
       std::string out;
       for (const auto& item : std::get<StringList>(value)) out += (out.empty() ? "" : ",") + item;
@@ -140,7 +156,8 @@ std::string format_param(const ParamValue& value) {
     }
     default: {
       std::string out;
-      for (double item : std::get<FloatList>(value)) out += (out.empty() ? "" : ",") + shortest(item);
+      for (double item : std::get<FloatList>(value))
+        out += (out.empty() ? "" : ",") + shortest(item);
       return out;
     }
   }
@@ -158,12 +175,12 @@ ParamValue coerce_param(const std::string& name, scssl_param_type type, ParamVal
     return FloatList{static_cast<double>(std::get<int64_t>(value))};
   if (type == SCSSL_PARAM_FLOAT_LIST && given == SCSSL_PARAM_FLOAT)
     return FloatList{std::get<double>(value)};
-  throw InvalidArgument("parameter '" + name + "' of " + owner + " must be " +
-                        with_article(type) + ", got " + with_article(given) + " (" +
-                        format_param(value) + ")");
+  throw InvalidArgument("parameter '" + name + "' of " + owner + " must be " + with_article(type) +
+                        ", got " + with_article(given) + " (" + format_param(value) + ")");
 }
 
-// ---- schema rules ---------------------------------------------------------------------------------
+// ---- schema rules
+// ---------------------------------------------------------------------------------
 
 std::string ParamRule::constraint_text() const {
   std::string text;
@@ -257,8 +274,12 @@ void check_param_value(const ParamRule& r, const ParamValue& value, const std::s
       fail("\"" + v + "\"");
   };
   switch (value.index()) {
-    case 1: check_number(static_cast<double>(std::get<int64_t>(value)), format_param(value)); break;
-    case 2: check_number(std::get<double>(value), format_param(value)); break;
+    case 1:
+      check_number(static_cast<double>(std::get<int64_t>(value)), format_param(value));
+      break;
+    case 2:
+      check_number(std::get<double>(value), format_param(value));
+      break;
     case 3:
       if (r.has(SCSSL_PARAM_NONEMPTY) && std::get<std::string>(value).empty()) fail("\"\"");
       check_choice(std::get<std::string>(value));
@@ -271,7 +292,8 @@ void check_param_value(const ParamRule& r, const ParamValue& value, const std::s
       if (r.has(SCSSL_PARAM_NONEMPTY) && std::get<FloatList>(value).empty()) fail("an empty list");
       for (double item : std::get<FloatList>(value)) check_number(item, shortest(item));
       break;
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -344,7 +366,8 @@ scssl_metric_spec MetricSpec::c_spec() const {
   return s;
 }
 
-// ---- parameter sets -------------------------------------------------------------------------------
+// ---- parameter sets
+// -------------------------------------------------------------------------------
 
 ParamSet ParamSet::defaults(const std::vector<ParamRule>& rules, const std::string& owner) {
   ParamSet set;
@@ -361,7 +384,12 @@ ParamSet ParamSet::defaults(const std::vector<ParamRule>& rules, const std::stri
       // A required parameter needs no usable default: a placeholder stands until the config
       // sets it, and check_required() refuses a config that does not.
       if (!r.has(SCSSL_PARAM_REQUIRED)) throw;
-      set.values_[r.name] = parse_param_text(r.type, r.type == SCSSL_PARAM_BOOL ? "false" : r.type == SCSSL_PARAM_INT ? "0" : r.type == SCSSL_PARAM_FLOAT ? "0" : "", what);
+      set.values_[r.name] = parse_param_text(r.type,
+                                             r.type == SCSSL_PARAM_BOOL    ? "false"
+                                             : r.type == SCSSL_PARAM_INT   ? "0"
+                                             : r.type == SCSSL_PARAM_FLOAT ? "0"
+                                                                           : "",
+                                             what);
     }
   }
   return set;
@@ -381,10 +409,18 @@ ParamSet ParamSet::from_c(const scssl_params* given) {
     const scssl_param_value v = read_sized_at(params.values, i, "the parameter list");
     ParamValue value;
     switch (v.type) {
-      case SCSSL_PARAM_BOOL: value = v.int_value != 0; break;
-      case SCSSL_PARAM_INT: value = v.int_value; break;
-      case SCSSL_PARAM_FLOAT: value = v.float_value; break;
-      case SCSSL_PARAM_STRING: value = std::string(v.string_value ? v.string_value : ""); break;
+      case SCSSL_PARAM_BOOL:
+        value = v.int_value != 0;
+        break;
+      case SCSSL_PARAM_INT:
+        value = v.int_value;
+        break;
+      case SCSSL_PARAM_FLOAT:
+        value = v.float_value;
+        break;
+      case SCSSL_PARAM_STRING:
+        value = std::string(v.string_value ? v.string_value : "");
+        break;
       case SCSSL_PARAM_STRING_LIST: {
         StringList items;
         for (int64_t j = 0; j < v.list_length; ++j) items.emplace_back(v.list_values[j]);
@@ -409,8 +445,9 @@ void ParamSet::set(const std::string& name, ParamValue value) {
   if (it == types_.end()) {
     std::string known;
     for (const auto& [n, t] : types_) known += (known.empty() ? "" : ", ") + n;
-    throw InvalidArgument("unknown parameter '" + name + "' for " + owner_ +
-                          (known.empty() ? " (it takes no parameters)" : " (known: " + known + ")"));
+    throw InvalidArgument(
+        "unknown parameter '" + name + "' for " + owner_ +
+        (known.empty() ? " (it takes no parameters)" : " (known: " + known + ")"));
   }
   ParamValue coerced = coerce_param(name, it->second, std::move(value), owner_);
   if (auto rule = rules_.find(name); rule != rules_.end())
@@ -435,10 +472,18 @@ const scssl_params* ParamSet::c_view() const {
     v.name = name.c_str();
     v.type = param_type_of(value);
     switch (value.index()) {
-      case 0: v.int_value = std::get<bool>(value) ? 1 : 0; break;
-      case 1: v.int_value = std::get<int64_t>(value); break;
-      case 2: v.float_value = std::get<double>(value); break;
-      case 3: v.string_value = std::get<std::string>(value).c_str(); break;
+      case 0:
+        v.int_value = std::get<bool>(value) ? 1 : 0;
+        break;
+      case 1:
+        v.int_value = std::get<int64_t>(value);
+        break;
+      case 2:
+        v.float_value = std::get<double>(value);
+        break;
+      case 3:
+        v.string_value = std::get<std::string>(value).c_str();
+        break;
       case 4: {
         auto& ptrs = c_lists_.emplace_back();
         for (const auto& item : std::get<StringList>(value)) ptrs.push_back(item.c_str());

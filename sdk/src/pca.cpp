@@ -39,8 +39,8 @@ PcaModel fit_pca(const Matrix& x, int64_t k) {
 
 torch::Tensor PcaModel::transform(const Matrix& x) const {
   if (x.cols != mean.size(0))
-    throw BadData("PCA was fitted on " + std::to_string(mean.size(0)) + " features but the data has " +
-                  std::to_string(x.cols));
+    throw BadData("PCA was fitted on " + std::to_string(mean.size(0)) +
+                  " features but the data has " + std::to_string(x.cols));
   torch::Tensor out = torch::empty({x.rows, n_components()}, torch::kFloat32);
   torch::Tensor offset = torch::matmul(mean.unsqueeze(0), components);
   for (int64_t begin = 0; begin < x.rows; begin += kRowBlock) {

@@ -39,7 +39,8 @@ void HostContext::record(const std::string& series, int64_t step, double value) 
 }
 
 std::pair<torch::Tensor, torch::Tensor> HostContext::neighbors(int64_t k) const {
-  if (!SCSSL_HOST_OFFERS(api_, neighbors)) throw Error(SCSSL_ERR_INTERNAL, "this host offers no neighbour lists");
+  if (!SCSSL_HOST_OFFERS(api_, neighbors))
+    throw Error(SCSSL_ERR_INTERNAL, "this host offers no neighbour lists");
   DLTensor indices{}, distances{};
   scssl_error error{};
   scssl_status status = api_->neighbors(api_->host_data, k, &indices, &distances, &error);
@@ -53,7 +54,8 @@ SparseGraph HostContext::connectivities(int64_t k) const {
     throw Error(SCSSL_ERR_INTERNAL, "this host offers no neighbour connectivities");
   DLTensor indptr{}, indices{}, weights{};
   scssl_error error{};
-  scssl_status status = api_->connectivities(api_->host_data, k, &indptr, &indices, &weights, &error);
+  scssl_status status =
+      api_->connectivities(api_->host_data, k, &indptr, &indices, &weights, &error);
   if (status != SCSSL_OK) throw Error(status, error.message);
   return {from_dl(indptr, nullptr, "connectivity indptr"),
           from_dl(indices, nullptr, "connectivity indices"),
@@ -70,7 +72,8 @@ torch::Tensor HostContext::shared(const std::string& key) const {
 }
 
 void HostContext::share(const std::string& key, const torch::Tensor& value) const {
-  if (!SCSSL_HOST_OFFERS(api_, share_result)) return;  // an older host: every evaluator computes its own
+  if (!SCSSL_HOST_OFFERS(api_, share_result))
+    return;  // an older host: every evaluator computes its own
   const torch::Tensor dense = value.to(torch::kCPU).contiguous();
   DLTensor v = to_dl(dense);
   scssl_error error{};
@@ -120,8 +123,8 @@ void IMethod::save(const std::string& directory) const {
 }
 
 void IMethod::load(const std::string& directory) {
-  throw InvalidArgument("this method cannot load a trained model (asked to load from " +
-                        directory + ")");
+  throw InvalidArgument("this method cannot load a trained model (asked to load from " + directory +
+                        ")");
 }
 
 }  // namespace scssl

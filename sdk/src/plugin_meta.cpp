@@ -10,10 +10,14 @@ namespace scssl {
 
 const char* kind_name(scssl_kind kind) {
   switch (kind) {
-    case SCSSL_KIND_DATASET: return "dataset";
-    case SCSSL_KIND_AUGMENTATION: return "augmentation";
-    case SCSSL_KIND_METHOD: return "method";
-    case SCSSL_KIND_EVALUATOR: return "evaluator";
+    case SCSSL_KIND_DATASET:
+      return "dataset";
+    case SCSSL_KIND_AUGMENTATION:
+      return "augmentation";
+    case SCSSL_KIND_METHOD:
+      return "method";
+    case SCSSL_KIND_EVALUATOR:
+      return "evaluator";
   }
   return "unknown";
 }
@@ -25,10 +29,14 @@ std::string text(const char* s) { return s ? s : ""; }
 // sizeof() of the kind's function table in this build, 0 for an unknown kind.
 uint32_t table_size_of(int32_t kind) {
   switch (kind) {
-    case SCSSL_KIND_DATASET: return sizeof(scssl_dataset_table);
-    case SCSSL_KIND_AUGMENTATION: return sizeof(scssl_augmentation_table);
-    case SCSSL_KIND_METHOD: return sizeof(scssl_method_table);
-    case SCSSL_KIND_EVALUATOR: return sizeof(scssl_evaluator_table);
+    case SCSSL_KIND_DATASET:
+      return sizeof(scssl_dataset_table);
+    case SCSSL_KIND_AUGMENTATION:
+      return sizeof(scssl_augmentation_table);
+    case SCSSL_KIND_METHOD:
+      return sizeof(scssl_method_table);
+    case SCSSL_KIND_EVALUATOR:
+      return sizeof(scssl_evaluator_table);
   }
   return 0;
 }
@@ -36,10 +44,14 @@ uint32_t table_size_of(int32_t kind) {
 std::string escape(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\t') out += "\\t";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\t')
+      out += "\\t";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -76,7 +88,8 @@ std::string number(double v) {
 }  // namespace
 
 PluginMeta meta_from_info(const scssl_plugin_info* given) {
-  if (given == nullptr) throw std::invalid_argument("the entry point returned no plugin description");
+  if (given == nullptr)
+    throw std::invalid_argument("the entry point returned no plugin description");
   PluginMeta m;
   m.abi_version = given->abi_version;
   if (given->magic != SCSSL_MAGIC || given->abi_version != SCSSL_ABI_VERSION) return m;
@@ -93,8 +106,9 @@ PluginMeta meta_from_info(const scssl_plugin_info* given) {
   m.requirements = info.requirements;
   if (info.table != nullptr) m.table_size = *static_cast<const uint32_t*>(info.table);
   if (info.n_params < 0 || (info.n_params > 0 && info.params == nullptr))
-    throw std::invalid_argument("its parameter list is malformed (" + std::to_string(info.n_params) +
-                                " entries at " + (info.params ? "an address" : "NULL") + ")");
+    throw std::invalid_argument("its parameter list is malformed (" +
+                                std::to_string(info.n_params) + " entries at " +
+                                (info.params ? "an address" : "NULL") + ")");
   if (info.n_params > 0) m.param_spec_size = info.params[0].struct_size;
   for (int64_t i = 0; i < info.n_params; ++i)
     m.params.push_back(rule_from_c(read_sized_at(info.params, i, "its parameter list")));
@@ -228,8 +242,8 @@ PluginMeta meta_from_note(const std::string& note) {
 
 std::string describe_fingerprint(const std::string& torch_version, const std::string& cxx_stdlib,
                                  const std::string& compiler) {
-  return (torch_version.empty() ? std::string("no LibTorch") : "LibTorch " + torch_version) +
-         ", " + (cxx_stdlib.empty() ? std::string("no C++ library") : cxx_stdlib) + ", " +
+  return (torch_version.empty() ? std::string("no LibTorch") : "LibTorch " + torch_version) + ", " +
+         (cxx_stdlib.empty() ? std::string("no C++ library") : cxx_stdlib) + ", " +
          (compiler.empty() ? std::string("unknown compiler") : compiler);
 }
 

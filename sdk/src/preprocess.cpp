@@ -154,8 +154,9 @@ Matrix normalize_total(const Matrix& counts, double target_sum, const std::strin
     double total = 0;
     for (int64_t k = p[r]; k < p[r + 1]; ++k) {
       if (!(v[k] >= 0))
-        throw BadData(what + " has a negative or NaN count (" + std::to_string(v[k]) + ") in cell " +
-                      std::to_string(r) + "; normalisation needs raw counts (set "
+        throw BadData(what + " has a negative or NaN count (" + std::to_string(v[k]) +
+                      ") in cell " + std::to_string(r) +
+                      "; normalisation needs raw counts (set "
                       "preprocess.normalize = false for already normalised data)");
       total += v[k];
     }
@@ -256,7 +257,8 @@ HvgResult highly_variable_genes(const Matrix& lognorm, int64_t n_top_genes,
     std::stable_sort(order.begin(), order.end(),
                      [&](int64_t a, int64_t b) { return feature_names[a] < feature_names[b]; });
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    if (result.n_batches[a] != result.n_batches[b]) return result.n_batches[a] > result.n_batches[b];
+    if (result.n_batches[a] != result.n_batches[b])
+      return result.n_batches[a] > result.n_batches[b];
     const double da = result.dispersions_norm[a], db = result.dispersions_norm[b];
     if (std::isnan(da) || std::isnan(db)) return !std::isnan(da) && std::isnan(db);
     return da > db;
@@ -287,9 +289,8 @@ HvgResult preprocess_modality(Modality& modality, const PreprocessOptions& optio
   HvgResult hvg;
   const int64_t g = x.cols;
   if (options.n_top_genes > 0 && options.n_top_genes < g) {
-    torch::Tensor codes = options.batch_aware && batches && batches->categorical
-                              ? batches->codes
-                              : torch::Tensor();
+    torch::Tensor codes =
+        options.batch_aware && batches && batches->categorical ? batches->codes : torch::Tensor();
     hvg = highly_variable_genes(x, options.n_top_genes, codes, modality.features);
     x = x.select_cols(hvg.selected);
     raw = raw.select_cols(hvg.selected);

@@ -31,7 +31,8 @@ struct Clusters {
   template <class F>
   void each_in(int64_t begin, int64_t end, F f) const {
     int64_t c = std::upper_bound(start.begin(), start.end(), begin) - start.begin() - 1;
-    for (; c < k && start[c] < end; ++c) f(c, std::max(start[c], begin), std::min(start[c + 1], end));
+    for (; c < k && start[c] < end; ++c)
+      f(c, std::max(start[c], begin), std::min(start[c + 1], end));
   }
   // s of a cell in cluster `ci` from its distance sums to every cluster (its own distance 0).
   double silhouette(const double* sums, int64_t ci) const {
@@ -103,7 +104,8 @@ void silhouettes_of_all(const double* x, int64_t n, int64_t d, double largest_sq
                         const Clusters& clusters, double* s) {
   const detail::ReferencePanels<double> all_cells(x, n, d);
   const int64_t k = clusters.k;
-  const FixedPoint fixed(static_cast<double>(n) * 2.0 * std::sqrt(largest_sq));  // |xi - xj| <= |xi| + |xj|
+  const FixedPoint fixed(static_cast<double>(n) * 2.0 *
+                         std::sqrt(largest_sq));  // |xi - xj| <= |xi| + |xj|
   std::vector<int64_t> total(n * k, 0);
   std::mutex merge;
   const int64_t n_blocks = (n + kBlock - 1) / kBlock;
@@ -125,11 +127,13 @@ void silhouettes_of_all(const double* x, int64_t n, int64_t d, double largest_sq
         }
         clusters.each_in(begin, begin + width, [&](int64_t c, int64_t lo, int64_t hi) {
           for (int64_t r = 0; r < rows; ++r)
-            sums[(first + r) * k + c] += fixed.to_fixed(detail::sum(&tile[r * kPanel + lo - begin], hi - lo));
+            sums[(first + r) * k + c] +=
+                fixed.to_fixed(detail::sum(&tile[r * kPanel + lo - begin], hi - lo));
         });
         clusters.each_in(first, first + rows, [&](int64_t c, int64_t lo, int64_t hi) {
           detail::column_sums(&tile[(lo - first) * kPanel], kPanel, hi - lo, width, columns.data());
-          for (int64_t j = 0; j < width; ++j) sums[(begin + j) * k + c] += fixed.to_fixed(columns[j]);
+          for (int64_t j = 0; j < width; ++j)
+            sums[(begin + j) * k + c] += fixed.to_fixed(columns[j]);
         });
       }
     };
@@ -182,7 +186,8 @@ torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor&
   torch::Tensor counts = torch::bincount(sorted_codes, {}, clusters.k);
   clusters.counts.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + clusters.k);
   clusters.start.assign(clusters.k + 1, 0);
-  for (int64_t c = 0; c < clusters.k; ++c) clusters.start[c + 1] = clusters.start[c] + clusters.counts[c];
+  for (int64_t c = 0; c < clusters.k; ++c)
+    clusters.start[c + 1] = clusters.start[c] + clusters.counts[c];
   clusters.own = sorted_codes.data_ptr<int64_t>();
 
   // float64 throughout: the |a|^2 + |b|^2 - 2ab expansion cancels badly in float32 for close
@@ -195,11 +200,13 @@ torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor&
       wanted.defined() ? torch::nonzero(wanted.to(torch::kBool).index_select(0, order)).flatten()
                        : torch::Tensor();
   // Every pair once needs an n x k table of sums per thread; past 1 GiB in all, rows one by one.
-  const bool table_fits = n * clusters.k * static_cast<int64_t>(sizeof(int64_t)) *
-                              (at::get_num_threads() + 1) <= (int64_t{1} << 30);
+  const bool table_fits =
+      n * clusters.k * static_cast<int64_t>(sizeof(int64_t)) * (at::get_num_threads() + 1) <=
+      (int64_t{1} << 30);
   if ((!positions.defined() || positions.numel() == n) && table_fits) {
     const double largest_sq = (x * x).sum(1).max().item<double>();
-    silhouettes_of_all(x.data_ptr<double>(), n, d, largest_sq, clusters, s_sorted.data_ptr<double>());
+    silhouettes_of_all(x.data_ptr<double>(), n, d, largest_sq, clusters,
+                       s_sorted.data_ptr<double>());
   } else {
     const torch::Tensor rows = positions.defined() ? positions : torch::arange(n, torch::kInt64);
     silhouettes_of_rows(x.data_ptr<double>(), n, d, clusters, rows.data_ptr<int64_t>(),
@@ -216,8 +223,8 @@ namespace {
 std::string silhouette_key(const torch::Tensor& rows, const torch::Tensor& codes) {
   auto bytes = [](const torch::Tensor& t) {
     const torch::Tensor c = t.to(torch::kInt64).contiguous();
-    return std::hash<std::string_view>{}(std::string_view(static_cast<const char*>(c.data_ptr()),
-                                                          c.numel() * sizeof(int64_t)));
+    return std::hash<std::string_view>{}(
+        std::string_view(static_cast<const char*>(c.data_ptr()), c.numel() * sizeof(int64_t)));
   };
   return "silhouette_samples/" + std::to_string(rows.numel()) + "/" + std::to_string(bytes(rows)) +
          "/" + std::to_string(bytes(codes));

@@ -15,7 +15,8 @@ std::vector<scssl::ParamSpec> ssl_parameters() {
           .at_least(1),
       ParamSpec("encoder_hidden", SCSSL_PARAM_INT, "128", "width of the encoder's first layer")
           .at_least(1),
-      ParamSpec("dropout", SCSSL_PARAM_FLOAT, "0.0", "dropout after the encoder (ablations: 0.15, 0.2)")
+      ParamSpec("dropout", SCSSL_PARAM_FLOAT, "0.0",
+                "dropout after the encoder (ablations: 0.15, 0.2)")
           .at_least(0)
           .below(1),
       {"keep_projector", SCSSL_PARAM_BOOL, "false",
@@ -44,7 +45,8 @@ SslNetworkImpl::SslNetworkImpl(const std::vector<int64_t>& in_features, int64_t 
   for (size_t m = 0; m < in_features.size(); ++m) {
     const std::string k = std::to_string(m);
     encoders_.push_back(register_module(
-        "encoder" + k, nn::Encoder(in_features[m], encoder_hidden, hidden_dim, dropout, n_domains)));
+        "encoder" + k,
+        nn::Encoder(in_features[m], encoder_hidden, hidden_dim, dropout, n_domains)));
     projectors_.push_back(register_module("projector" + k, make_projector(hidden_dim)));
     torch::nn::Sequential predictor = make_predictor(hidden_dim);
     if (!predictor->is_empty()) predictors_.push_back(register_module("predictor" + k, predictor));
@@ -58,7 +60,8 @@ torch::Tensor SslNetworkImpl::fuse(const std::vector<torch::Tensor>& parts) cons
   return torch::cat(parts, 1);  // concat; clip embeds as concat too (docs/method-spec.md §0.5)
 }
 
-ViewOutput SslNetworkImpl::forward(const std::vector<torch::Tensor>& x, const torch::Tensor& domains) {
+ViewOutput SslNetworkImpl::forward(const std::vector<torch::Tensor>& x,
+                                   const torch::Tensor& domains) {
   ViewOutput out;
   std::vector<torch::Tensor> hs;
   for (size_t m = 0; m < encoders_.size(); ++m) {
@@ -99,8 +102,9 @@ SslMethod::SslMethod(const ParamSet& p, HostContext& host)
 std::vector<int> SslMethod::used_modalities(const CellData& data) const {
   if (!multimodal_) return {0};
   if (data.modalities.size() < 2)
-    throw BadData("multimodal = true needs two modalities (e.g. RNA and ADT), but the data set has " +
-                  std::to_string(data.modalities.size()));
+    throw BadData(
+        "multimodal = true needs two modalities (e.g. RNA and ADT), but the data set has " +
+        std::to_string(data.modalities.size()));
   return {0, 1};
 }
 
@@ -115,9 +119,10 @@ void SslMethod::build_networks(const std::vector<int64_t>& in_features, int64_t 
   n_domains_ = n_domains;
   model_ = std::make_shared<torch::nn::Module>("ssl_model");
   online_ = model_->register_module(
-      "online", SslNetwork(in_features, encoder_hidden_, hidden_dim_, dropout_, n_domains,
-                           integrate_, [this](int64_t h) { return make_projector(h); },
-                           [this](int64_t h) { return make_predictor(projector_out(h)); }));
+      "online", SslNetwork(
+                    in_features, encoder_hidden_, hidden_dim_, dropout_, n_domains, integrate_,
+                    [this](int64_t h) { return make_projector(h); },
+                    [this](int64_t h) { return make_predictor(projector_out(h)); }));
   if (integrate_ == "clip" && in_features.size() > 1)
     // CLIP's learnable temperature, initialised to log(1 / 0.07).
     logit_scale_ = model_->register_parameter("logit_scale", torch::full({1}, std::log(1 / 0.07)));
@@ -130,9 +135,10 @@ int64_t SslMethod::fused_projector_out() const {
 }
 
 SslNetwork SslMethod::make_frozen_copy() {
-  SslNetwork copy(in_features_, encoder_hidden_, hidden_dim_, dropout_, n_domains_, integrate_,
-                  [this](int64_t h) { return make_projector(h); },
-                  [this](int64_t h) { return make_predictor(projector_out(h)); });
+  SslNetwork copy(
+      in_features_, encoder_hidden_, hidden_dim_, dropout_, n_domains_, integrate_,
+      [this](int64_t h) { return make_projector(h); },
+      [this](int64_t h) { return make_predictor(projector_out(h)); });
   nn::copy_weights(*copy, *online_);
   for (auto& p : copy->parameters()) p.set_requires_grad(false);
   return copy;
@@ -172,8 +178,10 @@ torch::Tensor SslMethod::embed(const CellData& data) {
   std::vector<torch::Tensor> blocks;
   constexpr int64_t kBlock = 256;  // the reference's inference batch size
   for (int64_t begin = 0; begin < data.n_cells(); begin += kBlock) {
-    torch::Tensor ids = torch::arange(begin, std::min(data.n_cells(), begin + kBlock), torch::kInt64);
-    torch::Tensor d = domains.defined() ? domains.index_select(0, ids).to(device_) : torch::Tensor();
+    torch::Tensor ids =
+        torch::arange(begin, std::min(data.n_cells(), begin + kBlock), torch::kInt64);
+    torch::Tensor d =
+        domains.defined() ? domains.index_select(0, ids).to(device_) : torch::Tensor();
     blocks.push_back(online_->represent(inputs(data, ids), d, keep_projector_, only_rna_).cpu());
   }
   online_->eval();

@@ -57,8 +57,9 @@ int64_t load_checkpoint(const std::string& dir, torch::nn::Module& model,
     archive.read("epoch", epoch);
     return epoch.item<int64_t>();
   } catch (const c10::Error& e) {
-    throw BadData("checkpoint '" + file.string() + "' does not fit this method and configuration (" +
-                  e.what_without_backtrace() + ")");
+    throw BadData("checkpoint '" + file.string() +
+                  "' does not fit this method and configuration (" + e.what_without_backtrace() +
+                  ")");
   }
 }
 
@@ -118,7 +119,8 @@ TrainResult Trainer::fit(const CellData& train, torch::nn::Module& model,
   for (auto& p : model.parameters())
     if (p.requires_grad()) params.push_back(p);
   torch::optim::Adam optimizer(
-      params, torch::optim::AdamOptions(options_.learning_rate).weight_decay(options_.weight_decay));
+      params,
+      torch::optim::AdamOptions(options_.learning_rate).weight_decay(options_.weight_decay));
 
   TrainResult result;
   if (!options_.resume_from.empty()) {
@@ -131,7 +133,8 @@ TrainResult Trainer::fit(const CellData& train, torch::nn::Module& model,
   for (int64_t epoch = result.first_epoch; epoch < options_.epochs; ++epoch) {
     const double lr =
         options_.step_schedule
-            ? options_.learning_rate * std::pow(options_.gamma, epoch / std::max<int64_t>(1, options_.step_size))
+            ? options_.learning_rate *
+                  std::pow(options_.gamma, epoch / std::max<int64_t>(1, options_.step_size))
             : options_.learning_rate;
     for (auto& group : optimizer.param_groups())
       static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
@@ -192,7 +195,8 @@ TrainResult Trainer::fit(const CellData& train, torch::nn::Module& model,
     host_.record("loss", epoch, mean_loss);
     host_.record("learning_rate", epoch, lr);
     host_.record("cells_per_second", epoch, steps * batch_size / std::max(seconds, 1e-9));
-    host_.debug(format_loss_line(epoch, options_.epochs, mean_loss, steps * batch_size / std::max(seconds, 1e-9)));
+    host_.debug(format_loss_line(epoch, options_.epochs, mean_loss,
+                                 steps * batch_size / std::max(seconds, 1e-9)));
     const bool last = epoch + 1 == options_.epochs;
     if (!options_.checkpoint_dir.empty() && options_.checkpoint_every > 0 &&
         ((epoch + 1) % options_.checkpoint_every == 0 || last))

@@ -26,7 +26,9 @@ void install_console_logger() {
 
 void set_console_level(bool quiet, bool verbose) {
   if (console_sink())
-    console_sink()->set_level(quiet ? spdlog::level::warn : verbose ? spdlog::level::debug : spdlog::level::info);
+    console_sink()->set_level(quiet     ? spdlog::level::warn
+                              : verbose ? spdlog::level::debug
+                                        : spdlog::level::info);
 }
 
 bool parse_command(const std::vector<std::string>& args, const po::options_description& options,

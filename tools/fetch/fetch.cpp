@@ -27,7 +27,8 @@ namespace scssl::fetch {
 
 namespace {
 
-// ---- SHA-256 (OpenSSL's libcrypto) ---------------------------------------------------------------
+// ---- SHA-256 (OpenSSL's libcrypto)
+// ---------------------------------------------------------------
 
 class Sha256 {
  public:
@@ -36,12 +37,14 @@ class Sha256 {
       throw Error(SCSSL_ERR_INTERNAL, "libcrypto cannot compute SHA-256");
   }
   void update(const void* data, size_t n) {
-    if (EVP_DigestUpdate(ctx_.get(), data, n) != 1) throw Error(SCSSL_ERR_INTERNAL, "SHA-256 update failed");
+    if (EVP_DigestUpdate(ctx_.get(), data, n) != 1)
+      throw Error(SCSSL_ERR_INTERNAL, "SHA-256 update failed");
   }
   std::string hex() {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int size = 0;
-    if (EVP_DigestFinal_ex(ctx_.get(), digest, &size) != 1) throw Error(SCSSL_ERR_INTERNAL, "SHA-256 failed");
+    if (EVP_DigestFinal_ex(ctx_.get(), digest, &size) != 1)
+      throw Error(SCSSL_ERR_INTERNAL, "SHA-256 failed");
     std::string out;
     char byte[3];
     for (unsigned int i = 0; i < size; ++i) {
@@ -114,7 +117,8 @@ size_t write_to_file(char* data, size_t size, size_t count, void* file) {
 // failures are tried twice more. IoError with libcurl's message when it fails.
 void download(const std::string& url, const fs::path& target) {
   static const bool ready = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
-  std::unique_ptr<CURL, void (*)(CURL*)> curl(ready ? curl_easy_init() : nullptr, curl_easy_cleanup);
+  std::unique_ptr<CURL, void (*)(CURL*)> curl(ready ? curl_easy_init() : nullptr,
+                                              curl_easy_cleanup);
   if (!curl) throw Error(SCSSL_ERR_INTERNAL, "libcurl could not be initialised");
   char message[CURL_ERROR_SIZE] = "";
   CURLcode code = CURLE_OK;
@@ -131,17 +135,19 @@ void download(const std::string& url, const fs::path& target) {
     code = curl_easy_perform(curl.get());
     if (std::fflush(file.get()) != 0 && code == CURLE_OK) code = CURLE_WRITE_ERROR;
     const bool transient = code == CURLE_COULDNT_CONNECT || code == CURLE_OPERATION_TIMEDOUT ||
-                           code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR || code == CURLE_PARTIAL_FILE;
+                           code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR ||
+                           code == CURLE_PARTIAL_FILE;
     if (!transient) break;
   }
   if (code != CURLE_OK)
-    throw IoError("could not download " + url + ": " + (message[0] ? message : curl_easy_strerror(code)));
+    throw IoError("could not download " + url + ": " +
+                  (message[0] ? message : curl_easy_strerror(code)));
 }
 
 // Runs `program` (looked up on PATH) with `args`, its standard output into `output_file`; its
 // messages are captured for the error. IoError naming the program when it is missing or fails.
-void convert(const std::string& program, const std::vector<std::string>& args, const fs::path& output_file,
-             const std::string& what) {
+void convert(const std::string& program, const std::vector<std::string>& args,
+             const fs::path& output_file, const std::string& what) {
   int messages[2];
   if (pipe(messages) != 0) throw IoError("cannot start " + program + ": " + std::strerror(errno));
   std::cout.flush();
@@ -162,7 +168,8 @@ void convert(const std::string& program, const std::vector<std::string>& args, c
   close(messages[1]);
   std::string said;
   char buf[4096];
-  for (ssize_t n; (n = read(messages[0], buf, sizeof buf)) > 0;) said.append(buf, static_cast<size_t>(n));
+  for (ssize_t n; (n = read(messages[0], buf, sizeof buf)) > 0;)
+    said.append(buf, static_cast<size_t>(n));
   close(messages[0]);
   int status = 0;
   waitpid(pid, &status, 0);
@@ -170,10 +177,10 @@ void convert(const std::string& program, const std::vector<std::string>& args, c
   while (!said.empty() && (said.back() == '\n' || said.back() == '\r')) said.pop_back();
   if (code == 0) return;
   if (code == 127)
-    throw IoError(program + " is needed to " + what + " but was not found (install it, e.g. `apt-get install " +
-                  program + "`)");
-  throw IoError("could not " + what + ": " + program + " failed (exit code " + std::to_string(code) + ")" +
-                (said.empty() ? "" : ": " + said));
+    throw IoError(program + " is needed to " + what +
+                  " but was not found (install it, e.g. `apt-get install " + program + "`)");
+  throw IoError("could not " + what + ": " + program + " failed (exit code " +
+                std::to_string(code) + ")" + (said.empty() ? "" : ": " + said));
 }
 
 // ---- checks on the result ----------------------------------------------------------------------
@@ -185,17 +192,20 @@ int64_t check_h5ad(const std::string& path, const DatasetManifest& m, const std:
   try {
     const anndata::Summary file = anndata::inspect(path);
     auto need_column = [&](const std::string& key, const char* what) {
-      if (!key.empty() && std::find(file.obs_columns.begin(), file.obs_columns.end(), key) == file.obs_columns.end())
+      if (!key.empty() && std::find(file.obs_columns.begin(), file.obs_columns.end(), key) ==
+                              file.obs_columns.end())
         throw BadData("obs has no column '" + key + "' (the manifest's dataset." + what + ")");
     };
     need_column(m.batch_key, "batch_key");
     need_column(m.label_key, "label_key");
     if (!file.has_matrix(m.layer))
-      throw BadData("has no '" + anndata::Summary::matrix_key(m.layer) + "' (the manifest's dataset.layer is \"" +
-                    m.layer + "\")");
+      throw BadData("has no '" + anndata::Summary::matrix_key(m.layer) +
+                    "' (the manifest's dataset.layer is \"" + m.layer + "\")");
     if (!m.modality_key.empty() && m.modalities.size() > 1 && file.n_vars >= 0 &&
-        std::find(file.var_columns.begin(), file.var_columns.end(), m.modality_key) == file.var_columns.end())
-      throw BadData("var has no column '" + m.modality_key + "' (the manifest's dataset.modality_key)");
+        std::find(file.var_columns.begin(), file.var_columns.end(), m.modality_key) ==
+            file.var_columns.end())
+      throw BadData("var has no column '" + m.modality_key +
+                    "' (the manifest's dataset.modality_key)");
     if (m.n_cells > 0 && file.n_obs != m.n_cells)
       throw BadData("has " + std::to_string(file.n_obs) + " cells, the manifest " + m.path +
                     " expects n_cells = " + std::to_string(m.n_cells));
@@ -216,7 +226,8 @@ class Cleanup {
   ~Cleanup() {
     std::error_code ec;
     for (const auto& f : files_) fs::remove(f, ec);
-    if (!done_ && !created_dir_.empty() && fs::is_empty(created_dir_, ec)) fs::remove(created_dir_, ec);
+    if (!done_ && !created_dir_.empty() && fs::is_empty(created_dir_, ec))
+      fs::remove(created_dir_, ec);
   }
   Cleanup(const Cleanup&) = delete;
   Cleanup& operator=(const Cleanup&) = delete;
@@ -231,9 +242,12 @@ class Cleanup {
 
 std::string human_size(int64_t bytes) {
   char buf[32];
-  if (bytes >= (int64_t{1} << 30)) std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / 1073741824.0);
-  else if (bytes >= (int64_t{1} << 20)) std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / 1048576.0);
-  else std::snprintf(buf, sizeof buf, "%lld bytes", static_cast<long long>(bytes));
+  if (bytes >= (int64_t{1} << 30))
+    std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / 1073741824.0);
+  else if (bytes >= (int64_t{1} << 20))
+    std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / 1048576.0);
+  else
+    std::snprintf(buf, sizeof buf, "%lld bytes", static_cast<long long>(bytes));
   return buf;
 }
 
@@ -282,7 +296,8 @@ std::string sha256_file(const std::string& path) {
 
 DatasetManifest load_manifest(const std::string& path) {
   std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) throw InvalidArgument("manifest '" + path + "' does not exist");
+  if (!fs::is_regular_file(path, ec))
+    throw InvalidArgument("manifest '" + path + "' does not exist");
   const toml::table root = parse_toml(path);
   ManifestReader r(path, root);
   DatasetManifest m;
@@ -308,19 +323,25 @@ DatasetManifest load_manifest(const std::string& path) {
   m.url = r.text("source.url");
   m.format = r.text("source.format");
   if (m.format != "h5ad" && m.format != "h5ad.gz" && m.format != "zip")
-    r.fail("source.format", "is \"" + m.format + "\", which fetch cannot convert (known: h5ad, h5ad.gz, zip)");
+    r.fail("source.format",
+           "is \"" + m.format + "\", which fetch cannot convert (known: h5ad, h5ad.gz, zip)");
   m.member = r.text_or("source.member", "");
-  if (m.format == "zip" && m.member.empty()) r.fail("source.member", "must name the .h5ad inside the zip");
+  if (m.format == "zip" && m.member.empty())
+    r.fail("source.member", "must name the .h5ad inside the zip");
   m.sha256 = r.text("source.sha256");
   m.size_bytes = r.count("source.size_bytes");
   m.file_name = r.text("file.name");
   if (m.file_name.empty() || m.file_name.find('/') != std::string::npos || m.file_name[0] == '.')
     r.fail("file.name", "must be a plain file name");
   m.file_sha256 = r.text_or("file.sha256", "");
-  if (!m.sha256.empty() && !is_hex64(m.sha256)) r.fail("source.sha256", "must be 64 lower-case hex digits (\"\" when unknown)");
-  if (!m.file_sha256.empty() && !is_hex64(m.file_sha256)) r.fail("file.sha256", "must be 64 lower-case hex digits (\"\" when unknown)");
-  if (r.text("dataset.plugin") != "h5ad") r.fail("dataset.plugin", "must be \"h5ad\" (fetch makes .h5ad files)");
-  if (root.at_path("dataset.path").node()) r.fail("dataset.path", "must not be set (fetch writes it)");
+  if (!m.sha256.empty() && !is_hex64(m.sha256))
+    r.fail("source.sha256", "must be 64 lower-case hex digits (\"\" when unknown)");
+  if (!m.file_sha256.empty() && !is_hex64(m.file_sha256))
+    r.fail("file.sha256", "must be 64 lower-case hex digits (\"\" when unknown)");
+  if (r.text("dataset.plugin") != "h5ad")
+    r.fail("dataset.plugin", "must be \"h5ad\" (fetch makes .h5ad files)");
+  if (root.at_path("dataset.path").node())
+    r.fail("dataset.path", "must not be set (fetch writes it)");
   m.batch_key = r.text("dataset.batch_key");
   m.label_key = r.text("dataset.label_key");
   m.modality_key = r.text_or("dataset.modality_key", "");
@@ -331,17 +352,21 @@ DatasetManifest load_manifest(const std::string& path) {
 int fetch_dataset(const std::string& manifest_path, const std::string& into, bool force) {
   const DatasetManifest m = load_manifest(manifest_path);
   // Default: a folder named after the data set next to its manifest, as the bundled ones lie.
-  const fs::path dir = into.empty() ? fs::absolute(manifest_path).parent_path() / m.name : fs::absolute(into);
+  const fs::path dir =
+      into.empty() ? fs::absolute(manifest_path).parent_path() / m.name : fs::absolute(into);
   const fs::path target = dir / m.file_name;
   // The checksum that the finished file must have, where the manifest knows it.
-  const std::string final_sum = !m.file_sha256.empty() ? m.file_sha256 : m.format == "h5ad" ? m.sha256 : "";
+  const std::string final_sum = !m.file_sha256.empty() ? m.file_sha256
+                                : m.format == "h5ad"   ? m.sha256
+                                                       : "";
 
   std::error_code ec;
   if (fs::exists(target, ec) && !force) {
     const std::string actual = sha256_file(target.string());
     if (!final_sum.empty() && actual != final_sum)
-      throw BadData(target.string() + " exists but its sha256 is " + actual + ", the manifest " + m.path +
-                    " expects " + final_sum + "; it was left as it is (--force replaces it)");
+      throw BadData(target.string() + " exists but its sha256 is " + actual + ", the manifest " +
+                    m.path + " expects " + final_sum +
+                    "; it was left as it is (--force replaces it)");
     int64_t n = 0;
     try {
       n = check_h5ad(target.string(), m, target.string());
@@ -350,18 +375,19 @@ int fetch_dataset(const std::string& manifest_path, const std::string& into, boo
     }
     std::cout << m.name << ": " << target.string() << " is already present (" << n << " cells); ";
     if (final_sum.empty())
-      std::cout << "its sha256 " << actual << " is not pinned in " << m.path << ": add\n  [file] sha256 = \""
-                << actual << "\"\nthere once you trust this copy.\n";
+      std::cout << "its sha256 " << actual << " is not pinned in " << m.path
+                << ": add\n  [file] sha256 = \"" << actual
+                << "\"\nthere once you trust this copy.\n";
     else
       std::cout << "sha256 matches, nothing to do.\n";
     std::cout << "run-config sections: " << write_run_sections(m, dir).string() << "\n";
     return 0;
   }
   if (m.url.empty())
-    throw InvalidArgument(m.name + ": no public download of " + m.file_name + " is known (" + m.path +
-                          ": source.url is \"\"). Get it as described at " +
-                          (m.page.empty() ? std::string("the publication") : m.page) + ", put it at " +
-                          target.string() + " and run fetch again to check it.");
+    throw InvalidArgument(m.name + ": no public download of " + m.file_name + " is known (" +
+                          m.path + ": source.url is \"\"). Get it as described at " +
+                          (m.page.empty() ? std::string("the publication") : m.page) +
+                          ", put it at " + target.string() + " and run fetch again to check it.");
 
   const bool created = !fs::exists(dir, ec);
   fs::create_directories(dir, ec);
@@ -390,13 +416,15 @@ int fetch_dataset(const std::string& manifest_path, const std::string& into, boo
     if (m.format == "h5ad.gz")
       convert("gzip", {"-dc", part.string()}, ready, "decompress the download");
     else
-      convert("unzip", {"-p", part.string(), m.member}, ready, "extract '" + m.member + "' from the download");
+      convert("unzip", {"-p", part.string(), m.member}, ready,
+              "extract '" + m.member + "' from the download");
     fs::remove(part, ec);
     if (!m.file_sha256.empty()) {
       const std::string converted = sha256_file(ready.string());
       if (converted != m.file_sha256)
-        throw BadData(m.name + ": checksum mismatch after conversion: the .h5ad has sha256 " + converted +
-                      ", the manifest " + m.path + " expects file.sha256 = " + m.file_sha256 + "; nothing was kept");
+        throw BadData(m.name + ": checksum mismatch after conversion: the .h5ad has sha256 " +
+                      converted + ", the manifest " + m.path +
+                      " expects file.sha256 = " + m.file_sha256 + "; nothing was kept");
     }
   }
   // Checked under the temporary name, so that a file which does not open never lands in place.

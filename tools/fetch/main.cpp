@@ -19,7 +19,8 @@ int fetch_command(const std::vector<std::string>& args) {
   std::string manifest, into;
   bool force = false;
   po::options_description opts("fetch options");
-  opts.add_options()("manifest", po::value(&manifest)->required(), "the data set's manifest (TOML)")(
+  opts.add_options()("manifest", po::value(&manifest)->required(),
+                     "the data set's manifest (TOML)")(
       "into", po::value(&into), "folder for the file (default: <manifest folder>/<name>)")(
       "force", po::bool_switch(&force), "replace a file that is there but differs");
   po::positional_options_description pos;

@@ -15,7 +15,8 @@ const char* kUsage =
     "Usage: scssl-report DIR... --output OUT [--min-max-scale] [--rows LABELS] [--title TEXT]\n"
     "\n"
     "Reads run folders, sweep folders and `evaluate` result folders (or folders holding them) and\n"
-    "writes per data set the scIB, annotation and modality tables and the compute cost as CSV, and\n"
+    "writes per data set the scIB, annotation and modality tables and the compute cost as CSV, "
+    "and\n"
     "report.html: one offline page of charts with a UMAP map of each row's embedding\n"
     "(docs/report.md).";
 
@@ -37,9 +38,12 @@ int report_command(const std::vector<std::string>& args) {
       "title", po::value(&options.title), "the page's title")(
       "min-max-scale", po::bool_switch(&options.min_max_scale),
       "also scale each scIB metric to [0, 1] across the runs of a data set")(
-      "rows", po::value(&rows), "comma-separated labels that make a row (default: every label but dataset)")(
-      "layout-cells", po::value(&options.layout_cells), "cells per embedding map, 0 for none (default 2000)")(
-      "assets", po::value(&options.assets), "folder of report.js and vendor/ (default: next to the program)");
+      "rows", po::value(&rows),
+      "comma-separated labels that make a row (default: every label but dataset)")(
+      "layout-cells", po::value(&options.layout_cells),
+      "cells per embedding map, 0 for none (default 2000)")(
+      "assets", po::value(&options.assets),
+      "folder of report.js and vendor/ (default: next to the program)");
   po::positional_options_description pos;
   pos.add("inputs", -1);
   po::variables_map vm;
@@ -52,4 +56,6 @@ int report_command(const std::vector<std::string>& args) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return cli::tool_main(argc, argv, "scssl-report", report_command); }
+int main(int argc, char** argv) {
+  return cli::tool_main(argc, argv, "scssl-report", report_command);
+}

@@ -39,8 +39,8 @@ const double kNaN = std::nan("");
 // Neighbours per cell of the embedding maps, itself included: scanpy's pp.neighbors default.
 const int64_t kUmapNeighbors = 15;
 
-// ---- small helpers -------------------------------------------------------------------------------
-
+// ---- small helpers
+// -------------------------------------------------------------------------------
 
 // `v` with `digits` significant digits, for the page (full precision goes to the CSV); null when
 // not finite.
@@ -55,11 +55,20 @@ std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -68,12 +77,13 @@ std::string html_escape(const std::string& s) {
 // A data set's name as part of a file name.
 std::string file_safe(const std::string& name) {
   std::string out;
-  for (char c : name) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.') ? c : '_';
+  for (char c : name)
+    out += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.') ? c : '_';
   return out.empty() ? "dataset" : out;
 }
 
-
-// ---- reading runs --------------------------------------------------------------------------------
+// ---- reading runs
+// --------------------------------------------------------------------------------
 
 struct RunEntry {
   std::string dir;
@@ -93,11 +103,14 @@ struct RunEntry {
 struct Inputs {
   std::vector<RunEntry> runs;
   std::vector<std::string> label_names;
-  std::set<std::string> seen;  // run folders, so that one given twice (a sweep and its runs/) counts once
+  std::set<std::string>
+      seen;  // run folders, so that one given twice (a sweep and its runs/) counts once
   void add(RunEntry run) {
     std::error_code ec;
     const fs::path canonical = fs::canonical(run.dir, ec);
-    if (!ec && fs::is_regular_file(canonical / "run.json") && !seen.insert(canonical.string()).second) return;
+    if (!ec && fs::is_regular_file(canonical / "run.json") &&
+        !seen.insert(canonical.string()).second)
+      return;
     for (const auto& [name, _] : run.labels) add_label_name(name);
     runs.push_back(std::move(run));
   }
@@ -108,10 +121,10 @@ struct Inputs {
   }
 };
 
-
 // The resolved configuration of a run, or of the `evaluate` folder around it.
 toml::table read_config(const fs::path& dir) {
-  for (const fs::path& p : {dir / "config.resolved.toml", dir.parent_path() / "config.resolved.toml"}) {
+  for (const fs::path& p :
+       {dir / "config.resolved.toml", dir.parent_path() / "config.resolved.toml"}) {
     if (!fs::is_regular_file(p)) continue;
     try {
       return toml::parse_file(p.string());
@@ -135,16 +148,18 @@ void read_run_folder(const fs::path& dir, RunEntry& run, bool from_sweep) {
   const runfolder::RunRecord info = runfolder::read_run_record((dir / "run.json").string());
   if (info.status != RunStatus::ok) {
     run.status = info.status == RunStatus::running ? RunStatus::running : RunStatus::failed;
-    run.error = info.error.value_or(info.status == RunStatus::running
-                                        ? "run.json still says running: the run is under way, or its process died"
-                                        : "");
+    run.error = info.error.value_or(
+        info.status == RunStatus::running
+            ? "run.json still says running: the run is under way, or its process died"
+            : "");
   }
   if (!from_sweep) run.seed = info.seed;
   run.wall_seconds = info.wall_seconds;
   run.peak_rss_mb = info.peak_rss_mb;
   for (const auto& s : info.stages) {
     if (s.stage == "fit") run.fit_seconds = s.wall_seconds;
-    if (std::isfinite(s.peak_rss_mb) && !(run.peak_rss_mb >= s.peak_rss_mb)) run.peak_rss_mb = s.peak_rss_mb;
+    if (std::isfinite(s.peak_rss_mb) && !(run.peak_rss_mb >= s.peak_rss_mb))
+      run.peak_rss_mb = s.peak_rss_mb;
   }
   if (info.embedding) {
     run.obsm_key = info.embedding->obsm_key;
@@ -184,8 +199,10 @@ void read_sweep(const fs::path& dir, Inputs& in) {
     run.status = r.status;
     run.error = r.error.value_or("");
     for (const auto& [name, value] : r.labels) {
-      if (name == "dataset") run.dataset = value;
-      else if (name != "seed") run.labels[name] = value;
+      if (name == "dataset")
+        run.dataset = value;
+      else if (name != "seed")
+        run.labels[name] = value;
       in.add_label_name(name);
     }
     if (run.dataset.empty()) run.dataset = "unknown";
@@ -230,7 +247,8 @@ void add_run(const fs::path& dir, Inputs& in) {
 void collect(const fs::path& input, Inputs& in, bool top) {
   std::error_code ec;
   if (!fs::is_directory(input, ec))
-    throw InvalidArgument("'" + input.string() + "' is not a folder (report reads run and sweep folders)");
+    throw InvalidArgument("'" + input.string() +
+                          "' is not a folder (report reads run and sweep folders)");
   if (fs::is_regular_file(input / "sweep.json")) return read_sweep(input, in);
   if (fs::is_regular_file(input / "run.json")) {
     if (!fs::is_regular_file(input / "metrics.csv")) {
@@ -252,12 +270,14 @@ void collect(const fs::path& input, Inputs& in, bool top) {
         any = true;
       }
   if (!any)
-    throw InvalidArgument("'" + input.string() +
-                          "' is not a run folder (no run.json), a sweep folder (no sweep.json) or a "
-                          "folder holding either");
+    throw InvalidArgument(
+        "'" + input.string() +
+        "' is not a run folder (no run.json), a sweep folder (no sweep.json) or a "
+        "folder holding either");
 }
 
-// ---- summaries -----------------------------------------------------------------------------------
+// ---- summaries
+// -----------------------------------------------------------------------------------
 
 struct Stat {
   double mean = kNaN, sd = kNaN;
@@ -330,7 +350,7 @@ Table summarize(const std::vector<Row>& rows, const MetricsOf& metrics_of,
 struct Layout {
   size_t row;
   int64_t seed = 0, n_total = 0, k = 0;
-  std::vector<int32_t> knn;    // n x k, row by row
+  std::vector<int32_t> knn;  // n x k, row by row
   std::vector<float> knn_dist;
   std::vector<int32_t> label_codes, batch_codes;
   std::vector<std::string> label_names, batch_names;
@@ -346,7 +366,8 @@ struct DatasetReport {
   std::vector<std::string> notes;
 };
 
-std::string row_key(const std::map<std::string, std::string>& labels, const std::vector<std::string>& axes) {
+std::string row_key(const std::map<std::string, std::string>& labels,
+                    const std::vector<std::string>& axes) {
   std::string key;
   for (const auto& a : axes) {
     auto it = labels.find(a);
@@ -356,7 +377,8 @@ std::string row_key(const std::map<std::string, std::string>& labels, const std:
   return key.empty() ? "run" : key;
 }
 
-// ---- 2-d layouts of embeddings -------------------------------------------------------------------
+// ---- 2-d layouts of embeddings
+// -------------------------------------------------------------------
 
 // The embedding of a run: embedding.h5 when there, else obsm/<key> of its .h5ad.
 anndata::Matrix read_embedding(const RunEntry& run) {
@@ -366,7 +388,7 @@ anndata::Matrix read_embedding(const RunEntry& run) {
 
 // Codes for `n` cells of column `key`, or one "(not set)" category when the run named none.
 void obs_codes_or_unset(const RunEntry& run, const std::string& key, int64_t n,
-                           std::vector<int32_t>& codes, std::vector<std::string>& names) {
+                        std::vector<int32_t>& codes, std::vector<std::string>& names) {
   if (key.empty()) {
     codes.assign(n, 0);
     names = {"(not set)"};
@@ -376,8 +398,8 @@ void obs_codes_or_unset(const RunEntry& run, const std::string& key, int64_t n,
   codes = std::move(column.codes);
   names = std::move(column.names);
   if (static_cast<int64_t>(codes.size()) != n)
-    throw BadData(run.h5ad + ": obs has " + std::to_string(codes.size()) + " cells but the embedding " +
-                  std::to_string(n));
+    throw BadData(run.h5ad + ": obs has " + std::to_string(codes.size()) +
+                  " cells but the embedding " + std::to_string(n));
 }
 
 // The layout of the first finished run of a row (lowest seed) that has its .h5ad; a note instead
@@ -391,8 +413,9 @@ void add_layout(DatasetReport& ds, size_t row_index, int64_t max_cells) {
       break;
     }
   if (run == nullptr) {
-    ds.notes.push_back("No embedding plot for " + row.key +
-                       ": no run of it kept an .h5ad copy with the cell types and batches (run.write_h5ad).");
+    ds.notes.push_back(
+        "No embedding plot for " + row.key +
+        ": no run of it kept an .h5ad copy with the cell types and batches (run.write_h5ad).");
     return;
   }
   try {
@@ -420,16 +443,19 @@ void add_layout(DatasetReport& ds, size_t row_index, int64_t max_cells) {
     std::vector<float> sample;
     sample.reserve(ids.size() * d);
     for (int64_t i : ids) {
-      sample.insert(sample.end(), embedding.values.begin() + i * d, embedding.values.begin() + (i + 1) * d);
+      sample.insert(sample.end(), embedding.values.begin() + i * d,
+                    embedding.values.begin() + (i + 1) * d);
       layout.label_codes.push_back(labels[i]);
       layout.batch_codes.push_back(batches[i]);
     }
     if (static_cast<int64_t>(ids.size()) <= kUmapNeighbors)
-      throw BadData("a map needs more than " + std::to_string(kUmapNeighbors) + " cells, the run has " +
-                    std::to_string(ids.size()));
+      throw BadData("a map needs more than " + std::to_string(kUmapNeighbors) +
+                    " cells, the run has " + std::to_string(ids.size()));
     layout.k = kUmapNeighbors;
-    nearest_neighbors(sample, static_cast<int64_t>(ids.size()), d, layout.k, layout.knn, layout.knn_dist);
-    spdlog::info("neighbours of {} ({} of {} cells) in {:.1f} s", row.key, ids.size(), layout.n_total,
+    nearest_neighbors(sample, static_cast<int64_t>(ids.size()), d, layout.k, layout.knn,
+                      layout.knn_dist);
+    spdlog::info("neighbours of {} ({} of {} cells) in {:.1f} s", row.key, ids.size(),
+                 layout.n_total,
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     ds.layouts.push_back(std::move(layout));
   } catch (const std::exception& e) {
@@ -437,13 +463,16 @@ void add_layout(DatasetReport& ds, size_t row_index, int64_t max_cells) {
   }
 }
 
-// ---- the data sets -------------------------------------------------------------------------------
+// ---- the data sets
+// -------------------------------------------------------------------------------
 
-std::vector<DatasetReport> summarize_datasets(const Inputs& in, const std::vector<std::string>& axes,
+std::vector<DatasetReport> summarize_datasets(const Inputs& in,
+                                              const std::vector<std::string>& axes,
                                               const ReportOptions& options) {
   std::vector<DatasetReport> out;
   for (const RunEntry& run : in.runs) {
-    auto ds = std::find_if(out.begin(), out.end(), [&](const DatasetReport& d) { return d.name == run.dataset; });
+    auto ds = std::find_if(out.begin(), out.end(),
+                           [&](const DatasetReport& d) { return d.name == run.dataset; });
     if (ds == out.end()) {
       out.push_back({});
       out.back().name = run.dataset;
@@ -451,7 +480,8 @@ std::vector<DatasetReport> summarize_datasets(const Inputs& in, const std::vecto
     }
     if (run.status != RunStatus::ok) continue;
     const std::string key = row_key(run.labels, axes);
-    auto row = std::find_if(ds->rows.begin(), ds->rows.end(), [&](const Row& r) { return r.key == key; });
+    auto row =
+        std::find_if(ds->rows.begin(), ds->rows.end(), [&](const Row& r) { return r.key == key; });
     if (row == ds->rows.end()) {
       Row r{key, {}, {}};
       for (const auto& a : axes)
@@ -483,18 +513,26 @@ std::vector<DatasetReport> summarize_datasets(const Inputs& in, const std::vecto
       const auto scaled = evaluation::min_max_scaled(per_run);
       for (size_t i = 0; i < runs.size(); ++i) ds.scaled[runs[i]] = scaled[i];
     }
-    const MetricsOf scib_of = [&ds](const RunEntry* r) -> const std::vector<MetricRecord>& { return ds.scib.at(r); };
-    const MetricsOf scaled_of = [&ds](const RunEntry* r) -> const std::vector<MetricRecord>& { return ds.scaled.at(r); };
-    const std::vector<MetricGroup> scib_groups = {MetricGroup::bio, MetricGroup::batch, MetricGroup::other};
-    const Table order = summarize(ds.rows, options.min_max_scale ? scaled_of : scib_of, scib_groups);
+    const MetricsOf scib_of = [&ds](const RunEntry* r) -> const std::vector<MetricRecord>& {
+      return ds.scib.at(r);
+    };
+    const MetricsOf scaled_of = [&ds](const RunEntry* r) -> const std::vector<MetricRecord>& {
+      return ds.scaled.at(r);
+    };
+    const std::vector<MetricGroup> scib_groups = {MetricGroup::bio, MetricGroup::batch,
+                                                  MetricGroup::other};
+    const Table order =
+        summarize(ds.rows, options.min_max_scale ? scaled_of : scib_of, scib_groups);
     // Best Total first (the scaled one when scaling), as scIB's tables rank.
     std::vector<size_t> index(ds.rows.size());
     std::iota(index.begin(), index.end(), 0);
     auto total = [&](size_t i) {
       auto it = order.cells[i].find("total");
-      return it == order.cells[i].end() || !std::isfinite(it->second.mean) ? -HUGE_VAL : it->second.mean;
+      return it == order.cells[i].end() || !std::isfinite(it->second.mean) ? -HUGE_VAL
+                                                                           : it->second.mean;
     };
-    std::stable_sort(index.begin(), index.end(), [&](size_t a, size_t b) { return total(a) > total(b); });
+    std::stable_sort(index.begin(), index.end(),
+                     [&](size_t a, size_t b) { return total(a) > total(b); });
     std::vector<Row> sorted;
     for (size_t i : index) sorted.push_back(ds.rows[i]);
     ds.rows = std::move(sorted);
@@ -510,7 +548,8 @@ std::vector<DatasetReport> summarize_datasets(const Inputs& in, const std::vecto
   return out;
 }
 
-// ---- CSV -----------------------------------------------------------------------------------------
+// ---- CSV
+// -----------------------------------------------------------------------------------------
 
 std::string axes_header(const std::vector<std::string>& axes) {
   std::string out;
@@ -534,7 +573,8 @@ std::string tables_csv(const std::vector<Row>& rows, const std::vector<std::stri
   std::ostringstream out;
   out << axes_header(axes) << "n_runs";
   for (const auto& [t, suffix] : tables)
-    for (const auto& c : t->columns) out << "," << c.name << suffix << "_mean," << c.name << suffix << "_sd";
+    for (const auto& c : t->columns)
+      out << "," << c.name << suffix << "_mean," << c.name << suffix << "_sd";
   out << "\n";
   for (size_t i = 0; i < rows.size(); ++i) {
     out << axes_fields(rows[i], axes) << rows[i].ok.size();
@@ -560,7 +600,8 @@ Cost cost_of(const Row& row) {
     fit.push_back(r->fit_seconds);
     peak.push_back(r->peak_rss_mb);
     wall.push_back(r->wall_seconds);
-    if (std::isfinite(r->peak_rss_mb) && !(c.peak_max >= r->peak_rss_mb)) c.peak_max = r->peak_rss_mb;
+    if (std::isfinite(r->peak_rss_mb) && !(c.peak_max >= r->peak_rss_mb))
+      c.peak_max = r->peak_rss_mb;
   }
   c.fit = stat_of(fit);
   c.peak = stat_of(peak);
@@ -568,7 +609,8 @@ Cost cost_of(const Row& row) {
   return c;
 }
 
-std::string compute_csv(const std::vector<DatasetReport>& datasets, const std::vector<std::string>& axes) {
+std::string compute_csv(const std::vector<DatasetReport>& datasets,
+                        const std::vector<std::string>& axes) {
   std::ostringstream out;
   out << "dataset," << axes_header(axes)
       << "n_runs,fit_seconds_mean,fit_seconds_sd,peak_rss_mb_mean,peak_rss_mb_sd,peak_rss_mb_max,"
@@ -577,8 +619,9 @@ std::string compute_csv(const std::vector<DatasetReport>& datasets, const std::v
     for (const auto& row : ds.rows) {
       const Cost c = cost_of(row);
       out << csv_field(ds.name) << "," << axes_fields(row, axes) << row.ok.size() << ","
-          << csv_number(c.fit.mean) << "," << csv_number(c.fit.sd) << "," << csv_number(c.peak.mean) << ","
-          << csv_number(c.peak.sd) << "," << csv_number(c.peak_max) << "," << csv_number(c.wall.mean) << "\n";
+          << csv_number(c.fit.mean) << "," << csv_number(c.fit.sd) << "," << csv_number(c.peak.mean)
+          << "," << csv_number(c.peak.sd) << "," << csv_number(c.peak_max) << ","
+          << csv_number(c.wall.mean) << "\n";
     }
   return out.str();
 }
@@ -592,24 +635,27 @@ std::string runs_csv(const Inputs& in, const std::vector<std::string>& axes) {
       auto it = r.labels.find(a);
       out << csv_field(it == r.labels.end() ? "" : it->second) << ",";
     }
-    out << r.seed << "," << runfolder::status_name(r.status) << "," << csv_field(r.error) << "," << csv_field(r.dir) << "\n";
+    out << r.seed << "," << runfolder::status_name(r.status) << "," << csv_field(r.error) << ","
+        << csv_field(r.dir) << "\n";
   }
   return out.str();
 }
 
-// ---- the page ------------------------------------------------------------------------------------
+// ---- the page
+// ------------------------------------------------------------------------------------
 
 Json stats_json(const std::vector<Row>& rows, const Table& t) {
   Json out = Json::array();
   for (size_t i = 0; i < rows.size(); ++i)
     for (const auto& c : t.columns) {
       const Stat& s = t.cells[i].at(c.name);
-      out.push_back({{"row", rows[i].key},
-                     {"metric", c.name},
-                     {"group", c.group == MetricGroup::other ? "aggregate" : runfolder::group_name(c.group)},
-                     {"mean", short_number(s.mean)},
-                     {"sd", short_number(s.sd)},
-                     {"n", s.n}});
+      out.push_back(
+          {{"row", rows[i].key},
+           {"metric", c.name},
+           {"group", c.group == MetricGroup::other ? "aggregate" : runfolder::group_name(c.group)},
+           {"mean", short_number(s.mean)},
+           {"sd", short_number(s.sd)},
+           {"n", s.n}});
     }
   return out;
 }
@@ -617,10 +663,18 @@ Json stats_json(const std::vector<Row>& rows, const Table& t) {
 Json layout_json(const DatasetReport& ds, const Layout& l) {
   Json dist = Json::array();
   for (float v : l.knn_dist) dist.push_back(short_number(v, 4));
-  return {{"row", ds.rows[l.row].key}, {"seed", l.seed},          {"n_total", l.n_total},
-          {"k", l.k},                  {"knn", l.knn},            {"knn_dist", dist},
-          {"label_key", l.label_key},  {"labels", l.label_names}, {"label", l.label_codes},
-          {"batch_key", l.batch_key},  {"batches", l.batch_names}, {"batch", l.batch_codes}};
+  return {{"row", ds.rows[l.row].key},
+          {"seed", l.seed},
+          {"n_total", l.n_total},
+          {"k", l.k},
+          {"knn", l.knn},
+          {"knn_dist", dist},
+          {"label_key", l.label_key},
+          {"labels", l.label_names},
+          {"label", l.label_codes},
+          {"batch_key", l.batch_key},
+          {"batches", l.batch_names},
+          {"batch", l.batch_codes}};
 }
 
 Json dataset_json(const DatasetReport& ds) {
@@ -649,7 +703,8 @@ Json dataset_json(const DatasetReport& ds) {
           {"notes", ds.notes}};
 }
 
-std::string page_json(const ReportOptions& options, const Inputs& in, const std::vector<std::string>& axes,
+std::string page_json(const ReportOptions& options, const Inputs& in,
+                      const std::vector<std::string>& axes,
                       const std::vector<DatasetReport>& datasets) {
   char stamp[32];
   const std::time_t now = std::time(nullptr);
@@ -663,16 +718,22 @@ std::string page_json(const ReportOptions& options, const Inputs& in, const std:
                     {"status", runfolder::status_name(r.status)},
                     {"error", r.error},
                     {"dir", r.dir}});
-  const Json page = {{"title", options.title}, {"generated", stamp},        {"inputs", options.inputs},
-                     {"axes", axes},           {"layout_cells", options.layout_cells}, {"datasets", sets},
+  const Json page = {{"title", options.title},
+                     {"generated", stamp},
+                     {"inputs", options.inputs},
+                     {"axes", axes},
+                     {"layout_cells", options.layout_cells},
+                     {"datasets", sets},
                      {"runs", runs}};
   // "</" inside a <script> element would end it early; "<\/" means the same in JSON.
   std::string text = runfolder::dump_json(page, -1);
-  for (size_t at = 0; (at = text.find("</", at)) != std::string::npos; at += 3) text.replace(at, 2, "<\\/");
+  for (size_t at = 0; (at = text.find("</", at)) != std::string::npos; at += 3)
+    text.replace(at, 2, "<\\/");
   return text;
 }
 
-const char* kVendorScripts[] = {"vega.min.js", "vega-lite.min.js", "vega-embed.min.js", "umap-js.min.js"};
+const char* kVendorScripts[] = {"vega.min.js", "vega-lite.min.js", "vega-embed.min.js",
+                                "umap-js.min.js"};
 
 // report.js, report.css and vendor/: the given folder, the installed copy next to the program,
 // or the source tree this program was built from.
@@ -686,12 +747,15 @@ fs::path find_assets(const std::string& given) {
     candidates = {exe_dir / ".." / SCSSL_REPORT_ASSET_INSTALL_DIR, SCSSL_REPORT_ASSET_SOURCE_DIR};
   }
   for (const auto& dir : candidates) {
-    bool complete = fs::is_regular_file(dir / "report.js") && fs::is_regular_file(dir / "report.css");
-    for (const char* f : kVendorScripts) complete = complete && fs::is_regular_file(dir / "vendor" / f);
+    bool complete =
+        fs::is_regular_file(dir / "report.js") && fs::is_regular_file(dir / "report.css");
+    for (const char* f : kVendorScripts)
+      complete = complete && fs::is_regular_file(dir / "vendor" / f);
     if (complete) return dir.lexically_normal();
   }
   std::string tried;
-  for (const auto& dir : candidates) tried += (tried.empty() ? "" : ", ") + dir.lexically_normal().string();
+  for (const auto& dir : candidates)
+    tried += (tried.empty() ? "" : ", ") + dir.lexically_normal().string();
   throw IoError("the report's scripts (report.js and vendor/*.min.js) are not in " + tried +
                 " (give the folder with --assets)");
 }
@@ -702,7 +766,8 @@ std::string inline_script(const fs::path& file) {
   const size_t map = text.rfind("//# sourceMappingURL=");
   if (map != std::string::npos) text.erase(map);
   std::string lower = text;
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   if (lower.find("</script") != std::string::npos)
     throw IoError(file.string() + " cannot be inlined into a page: it contains '</script'");
   return "<script>\n" + text + "\n</script>\n";
@@ -728,18 +793,20 @@ window.addEventListener('unhandledrejection', function (event) {
 </script>
 )";
 
-std::string page_html(const ReportOptions& options, const fs::path& assets, const std::string& data) {
-  std::string html = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>" +
-                     html_escape(options.title) + "</title>\n<style>\n" + runfolder::read_text_file((assets / "report.css").string()) +
-                     "</style>\n</head>\n<body>\n" + kErrorTrap;
+std::string page_html(const ReportOptions& options, const fs::path& assets,
+                      const std::string& data) {
+  std::string html =
+      "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>" +
+      html_escape(options.title) + "</title>\n<style>\n" +
+      runfolder::read_text_file((assets / "report.css").string()) + "</style>\n</head>\n<body>\n" +
+      kErrorTrap;
   for (const char* f : kVendorScripts) html += inline_script(assets / "vendor" / f);
   html += "<main id=\"report\"><h1>" + html_escape(options.title) + "</h1></main>\n" +
           "<script type=\"application/json\" id=\"report-data\">" + data + "</script>\n" +
           inline_script(assets / "report.js") + "</body>\n</html>\n";
   return html;
 }
-
 
 }  // namespace
 
@@ -768,12 +835,15 @@ void nearest_neighbors(const std::vector<float>& x, int64_t n, int64_t d, int64_
   }
 }
 
-// ---- entry points --------------------------------------------------------------------------------
+// ---- entry points
+// --------------------------------------------------------------------------------
 
 std::vector<std::string> write_report(const ReportOptions& options) {
-  if (options.inputs.empty()) throw InvalidArgument("report needs at least one run or sweep folder");
+  if (options.inputs.empty())
+    throw InvalidArgument("report needs at least one run or sweep folder");
   if (options.output.empty()) throw InvalidArgument("report needs an output folder (--output)");
-  if (options.layout_cells < 0) throw InvalidArgument("--layout-cells must be 0 (no plots) or more");
+  if (options.layout_cells < 0)
+    throw InvalidArgument("--layout-cells must be 0 (no plots) or more");
   const fs::path assets = find_assets(options.assets);
   Inputs in;
   for (const auto& input : options.inputs) collect(input, in, true);
@@ -786,11 +856,14 @@ std::vector<std::string> write_report(const ReportOptions& options) {
         for (const auto& l : in.label_names) s += (s.empty() ? "" : ", ") + l;
         return s;
       }() + ")");
-  const size_t ok = std::count_if(in.runs.begin(), in.runs.end(), [](const RunEntry& r) { return r.status == RunStatus::ok; });
-  spdlog::info("report: {} run(s), {} finished, {} failed or pending", in.runs.size(), ok, in.runs.size() - ok);
+  const size_t ok = std::count_if(in.runs.begin(), in.runs.end(),
+                                  [](const RunEntry& r) { return r.status == RunStatus::ok; });
+  spdlog::info("report: {} run(s), {} finished, {} failed or pending", in.runs.size(), ok,
+               in.runs.size() - ok);
   for (const auto& r : in.runs)
     if (r.status != RunStatus::ok)
-      spdlog::warn("{} {}: {}", runfolder::status_name(r.status), r.dir, r.error.empty() ? "(no error recorded)" : r.error);
+      spdlog::warn("{} {}: {}", runfolder::status_name(r.status), r.dir,
+                   r.error.empty() ? "(no error recorded)" : r.error);
 
   const std::vector<DatasetReport> datasets = summarize_datasets(in, axes, options);
   std::error_code ec;

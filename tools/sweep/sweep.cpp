@@ -33,7 +33,8 @@ using runfolder::write_file_atomic;
 namespace {
 
 std::string where(const std::string& file, const toml::node* node) {
-  if (node && node->source().begin.line > 0) return file + ":" + std::to_string(node->source().begin.line);
+  if (node && node->source().begin.line > 0)
+    return file + ":" + std::to_string(node->source().begin.line);
   return file;
 }
 
@@ -53,8 +54,8 @@ std::string label_of(const toml::node& node) {
   return literal(node);
 }
 
-std::vector<std::string> string_list(const std::string& file, const toml::table& t, const std::string& key,
-                                     const std::string& section) {
+std::vector<std::string> string_list(const std::string& file, const toml::table& t,
+                                     const std::string& key, const std::string& section) {
   std::vector<std::string> out;
   const toml::node* node = t.get(key);
   if (!node) return out;
@@ -71,7 +72,8 @@ void only(const std::string& file, const toml::table& t, const std::string& sect
           const std::vector<std::string>& known) {
   for (const auto& [k, node] : t)
     if (std::find(known.begin(), known.end(), std::string(k.str())) == known.end())
-      fail(file, &node, section.empty() ? std::string(k.str()) : section + "." + std::string(k.str()),
+      fail(file, &node,
+           section.empty() ? std::string(k.str()) : section + "." + std::string(k.str()),
            "is not a sweep setting");
 }
 
@@ -102,7 +104,9 @@ void read_status(PlannedRun& run) {
   }
 }
 
-bool finished(const PlannedRun& run) { return run.status == RunStatus::ok || run.status == RunStatus::failed; }
+bool finished(const PlannedRun& run) {
+  return run.status == RunStatus::ok || run.status == RunStatus::failed;
+}
 
 std::string shell_quote(const std::string& s) {
   std::string out = "'";
@@ -121,7 +125,8 @@ std::vector<std::string> run_command(const SweepOptions& options, const PlannedR
   return args;
 }
 
-void write_sweep_files(const SweepSpec& spec, const fs::path& dir, const std::vector<PlannedRun>& runs) {
+void write_sweep_files(const SweepSpec& spec, const fs::path& dir,
+                       const std::vector<PlannedRun>& runs) {
   runfolder::SweepRecord record;
   record.name = spec.name;
   record.sweep_file = spec.path;
@@ -287,10 +292,12 @@ void run_slurm(std::vector<PlannedRun*>& todo, const SweepSpec& spec, const Swee
     return;
   }
   if (!on_path("sbatch"))
-    throw InvalidArgument("the slurm executor needs 'sbatch', which is not on PATH (no Slurm here?); "
-                          "run on this machine with --executor local (or executor = \"local\")");
+    throw InvalidArgument(
+        "the slurm executor needs 'sbatch', which is not on PATH (no Slurm here?); "
+        "run on this machine with --executor local (or executor = \"local\")");
   int code = 0;
-  std::string out = command_output("sbatch --parsable " + shell_quote(script.string()) + " 2>&1", &code);
+  std::string out =
+      command_output("sbatch --parsable " + shell_quote(script.string()) + " 2>&1", &code);
   if (code != 0) throw IoError("sbatch refused the job array: " + out);
   const std::string job_id = out.substr(0, out.find_first_of(";\n"));
   spdlog::info("submitted Slurm job array {} ({} runs)", job_id, todo.size());
@@ -310,7 +317,8 @@ void run_slurm(std::vector<PlannedRun*>& todo, const SweepSpec& spec, const Swee
     }
     if (code == 0 && out.find_first_not_of(" \n") == std::string::npos) break;
   }
-  const std::string states = command_output("sacct -n -P -j " + job_id + " -o JobID,State 2>/dev/null", &code);
+  const std::string states =
+      command_output("sacct -n -P -j " + job_id + " -o JobID,State 2>/dev/null", &code);
   for (size_t i = 0; i < todo.size(); ++i) {
     PlannedRun* run = todo[i];
     read_status(*run);
@@ -319,9 +327,10 @@ void run_slurm(std::vector<PlannedRun*>& todo, const SweepSpec& spec, const Swee
     std::string state = "unknown";
     std::istringstream lines(states);
     for (std::string line; std::getline(lines, line);)
-      if (line.rfind(job_id + "_" + std::to_string(i) + "|", 0) == 0) state = line.substr(line.find('|') + 1);
-    run->error = "Slurm task " + job_id + "_" + std::to_string(i) + " left no results (state " + state +
-                 "); see " + (dir / "logs").string();
+      if (line.rfind(job_id + "_" + std::to_string(i) + "|", 0) == 0)
+        state = line.substr(line.find('|') + 1);
+    run->error = "Slurm task " + job_id + "_" + std::to_string(i) + " left no results (state " +
+                 state + "); see " + (dir / "logs").string();
   }
   on_update();
 }
@@ -332,34 +341,43 @@ SweepSpec load_sweep(const std::string& path) {
   SweepSpec spec;
   spec.path = fs::absolute(path).lexically_normal().string();
   std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) throw InvalidArgument("sweep file '" + path + "' does not exist");
+  if (!fs::is_regular_file(path, ec))
+    throw InvalidArgument("sweep file '" + path + "' does not exist");
   toml::table root;
   try {
     root = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
-    throw InvalidArgument(path + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description()));
+    throw InvalidArgument(path + ":" + std::to_string(e.source().begin.line) + ": " +
+                          std::string(e.description()));
   }
   const fs::path here = fs::path(spec.path).parent_path();
-  auto file_of = [&](const std::string& f) { return fs::absolute(here / f).lexically_normal().string(); };
+  auto file_of = [&](const std::string& f) {
+    return fs::absolute(here / f).lexically_normal().string();
+  };
   only(path, root, "", {"sweep", "axis", "slurm"});
 
   const toml::table* sweep = root.get("sweep") ? root.get("sweep")->as_table() : nullptr;
   if (!sweep) fail(path, root.get("sweep"), "[sweep]", "section is missing");
-  only(path, *sweep, "sweep", {"name", "base", "layers", "seeds", "output_dir", "executor", "workers", "set"});
-  spec.name = sweep->get("name") && sweep->get("name")->is_string() ? sweep->get("name")->as_string()->get() : "";
+  only(path, *sweep, "sweep",
+       {"name", "base", "layers", "seeds", "output_dir", "executor", "workers", "set"});
+  spec.name = sweep->get("name") && sweep->get("name")->is_string()
+                  ? sweep->get("name")->as_string()->get()
+                  : "";
   if (spec.name.empty() || spec.name.find('/') != std::string::npos || spec.name[0] == '.')
     fail(path, sweep->get("name"), "sweep.name", "must be a plain folder name");
   if (const toml::node* b = sweep->get("base")) {
     if (!b->is_string()) fail(path, b, "sweep.base", "must be a run config file name");
     spec.base = file_of(b->as_string()->get());
-    if (!fs::is_regular_file(spec.base, ec)) fail(path, b, "sweep.base", "names a file that does not exist: " + spec.base);
+    if (!fs::is_regular_file(spec.base, ec))
+      fail(path, b, "sweep.base", "names a file that does not exist: " + spec.base);
   }
   if (const toml::node* s = sweep->get("seeds")) {
     const toml::array* arr = s->as_array();
     if (!arr || arr->empty()) fail(path, s, "sweep.seeds", "must be a non-empty list of seeds");
     spec.seeds.clear();
     for (const auto& v : *arr) {
-      if (!v.is_integer() || v.as_integer()->get() < 0) fail(path, &v, "sweep.seeds", "must hold non-negative integers");
+      if (!v.is_integer() || v.as_integer()->get() < 0)
+        fail(path, &v, "sweep.seeds", "must hold non-negative integers");
       spec.seeds.push_back(v.as_integer()->get());
     }
   }
@@ -373,45 +391,57 @@ SweepSpec load_sweep(const std::string& path) {
       fail(path, e, "sweep.executor", "must be \"local\" or \"slurm\"");
   }
   if (const toml::node* w = sweep->get("workers")) {
-    if (!w->is_integer() || w->as_integer()->get() < 0) fail(path, w, "sweep.workers", "must be 0 (one per core) or more");
+    if (!w->is_integer() || w->as_integer()->get() < 0)
+      fail(path, w, "sweep.workers", "must be 0 (one per core) or more");
     spec.workers = w->as_integer()->get();
   }
   spec.set = string_list(path, *sweep, "set", "sweep");
   for (const auto& f : string_list(path, *sweep, "layers", "sweep")) {
     spec.layers.push_back(file_of(f));
     if (!fs::is_regular_file(spec.layers.back(), ec))
-      fail(path, sweep->get("layers"), "sweep.layers", "names a file that does not exist: " + spec.layers.back());
+      fail(path, sweep->get("layers"), "sweep.layers",
+           "names a file that does not exist: " + spec.layers.back());
   }
 
   if (const toml::node* axes = root.get("axis")) {
     const toml::array* arr = axes->as_array();
-    if (!arr || !arr->is_array_of_tables()) fail(path, axes, "axis", "must be a list of [[axis]] sections");
+    if (!arr || !arr->is_array_of_tables())
+      fail(path, axes, "axis", "must be a list of [[axis]] sections");
     for (const auto& node : *arr) {
       const toml::table& t = *node.as_table();
       SweepAxis axis;
-      const toml::node* defining = t.get("key") ? t.get("key") : t.get("configs") ? t.get("configs") : &node;
+      const toml::node* defining = t.get("key")       ? t.get("key")
+                                   : t.get("configs") ? t.get("configs")
+                                                      : &node;
       axis.where = where(path, defining);
       only(path, t, "axis", {"name", "configs", "key", "values", "labels"});
-      axis.name = t.get("name") && t.get("name")->is_string() ? t.get("name")->as_string()->get() : "";
+      axis.name =
+          t.get("name") && t.get("name")->is_string() ? t.get("name")->as_string()->get() : "";
       if (axis.name.empty()) fail(path, &node, "axis.name", "is missing");
       if (axis.name == "seed" || axis.name == "id" || axis.name == "status" || axis.name == "error")
-        fail(path, t.get("name"), "axis.name", "'" + axis.name + "' is reserved for a results column");
+        fail(path, t.get("name"), "axis.name",
+             "'" + axis.name + "' is reserved for a results column");
       for (const auto& a : spec.axes)
-        if (a.name == axis.name) fail(path, t.get("name"), "axis.name", "'" + axis.name + "' is used twice");
-      const bool by_config = t.contains("configs"), by_key = t.contains("key") || t.contains("values");
+        if (a.name == axis.name)
+          fail(path, t.get("name"), "axis.name", "'" + axis.name + "' is used twice");
+      const bool by_config = t.contains("configs"),
+                 by_key = t.contains("key") || t.contains("values");
       if (by_config == by_key)
-        fail(path, &node, "axis '" + axis.name + "'", "needs either configs = [...] or key = \"...\" with values = [...]");
+        fail(path, &node, "axis '" + axis.name + "'",
+             "needs either configs = [...] or key = \"...\" with values = [...]");
       if (by_config) {
         for (const auto& f : string_list(path, t, "configs", "axis")) {
           axis.configs.push_back(file_of(f));
           if (!fs::is_regular_file(axis.configs.back(), ec))
-            fail(path, t.get("configs"), "axis '" + axis.name + "'", "names a file that does not exist: " + axis.configs.back());
+            fail(path, t.get("configs"), "axis '" + axis.name + "'",
+                 "names a file that does not exist: " + axis.configs.back());
           axis.labels.push_back(fs::path(f).stem().string());
         }
       } else {
         const toml::node* key = t.get("key");
         if (!key || !key->is_string() || key->as_string()->get().find('.') == std::string::npos)
-          fail(path, key ? key : &node, "axis '" + axis.name + "'", "needs key = \"section.setting\"");
+          fail(path, key ? key : &node, "axis '" + axis.name + "'",
+               "needs key = \"section.setting\"");
         axis.key = key->as_string()->get();
         const toml::array* values = t.get("values") ? t.get("values")->as_array() : nullptr;
         if (!values) fail(path, &node, "axis '" + axis.name + "'", "needs values = [...]");
@@ -444,7 +474,8 @@ SweepSpec load_sweep(const std::string& path) {
     auto number = [&](const char* key, int64_t& out, int64_t min) {
       if (const toml::node* v = t.get(key)) {
         if (!v->is_integer() || v->as_integer()->get() < min)
-          fail(path, v, std::string("slurm.") + key, "must be an integer >= " + std::to_string(min));
+          fail(path, v, std::string("slurm.") + key,
+               "must be an integer >= " + std::to_string(min));
         out = v->as_integer()->get();
       }
     };
@@ -458,12 +489,15 @@ SweepSpec load_sweep(const std::string& path) {
   return spec;
 }
 
-SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry, const SweepOptions& options) {
+SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry,
+                       const SweepOptions& options) {
   const std::string executor = options.executor.empty() ? spec.executor : options.executor;
   if (executor != "local" && executor != "slurm")
     throw InvalidArgument("unknown executor '" + executor + "' (expected local or slurm)");
-  const fs::path dir = fs::absolute(fs::path(options.output_dir.empty() ? spec.output_dir : options.output_dir) / spec.name)
-                           .lexically_normal();
+  const fs::path dir =
+      fs::absolute(fs::path(options.output_dir.empty() ? spec.output_dir : options.output_dir) /
+                   spec.name)
+          .lexically_normal();
   const fs::path plan = dir / "configs", runs_dir = dir / "runs", logs = dir / "logs";
   // The layers of one grid point, as a config file that includes them (a temporary file: nothing
   // is written into the sweep folder before every run has been validated).
@@ -488,7 +522,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry, co
       else
         overrides.push_back(axis.key + "=" + axis.values[choice[a]]);
       labels.emplace_back(axis.name, axis.labels[choice[a]]);
-      point += (point.empty() ? "" : ", ") + axis.name + " = " + axis.labels[choice[a]] + " (" + axis.where + ")";
+      point += (point.empty() ? "" : ", ") + axis.name + " = " + axis.labels[choice[a]] + " (" +
+               axis.where + ")";
     }
     includes.insert(includes.end(), spec.layers.begin(), spec.layers.end());
     for (size_t i = 0; i < includes.size(); ++i) {
@@ -520,12 +555,14 @@ SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry, co
       PlannedRun run;
       run.id = short_hash(cfg.resolved_toml());
       run.seed = seed;
-      run.labels = {{"dataset", cfg.dataset.params.has("path")
-                                    ? fs::path(cfg.dataset.params.get_string("path")).stem().string()
-                                    : cfg.dataset.plugin->name()},
-                    {"method", cfg.method.plugin->name()}};
+      run.labels = {
+          {"dataset", cfg.dataset.params.has("path")
+                          ? fs::path(cfg.dataset.params.get_string("path")).stem().string()
+                          : cfg.dataset.plugin->name()},
+          {"method", cfg.method.plugin->name()}};
       for (const auto& l : labels) {
-        auto it = std::find_if(run.labels.begin(), run.labels.end(), [&](const auto& p) { return p.first == l.first; });
+        auto it = std::find_if(run.labels.begin(), run.labels.end(),
+                               [&](const auto& p) { return p.first == l.first; });
         if (it != run.labels.end())
           it->second = l.second;
         else
@@ -549,7 +586,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry, co
     // Next grid point (the last axis varies fastest).
     more = false;
     for (size_t a = spec.axes.size(); a-- > 0;) {
-      if (++choice[a] < (spec.axes[a].key.empty() ? spec.axes[a].configs.size() : spec.axes[a].values.size())) {
+      if (++choice[a] <
+          (spec.axes[a].key.empty() ? spec.axes[a].configs.size() : spec.axes[a].values.size())) {
         more = true;
         break;
       }
@@ -578,8 +616,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry, co
     r.error.clear();
     todo.push_back(&r);
   }
-  spdlog::info("sweep {}: {} runs, {} complete already, {} to run ({} executor); folder {}", spec.name,
-               runs.size(), out.skipped, todo.size(), executor, dir.string());
+  spdlog::info("sweep {}: {} runs, {} complete already, {} to run ({} executor); folder {}",
+               spec.name, runs.size(), out.skipped, todo.size(), executor, dir.string());
   auto update = [&] { write_sweep_files(spec, dir, runs); };
   update();
   if (!todo.empty()) {
@@ -587,7 +625,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry, co
       spdlog::info("dry run: {} runs planned, none started", todo.size());
     } else if (executor == "local") {
       const int64_t workers = options.workers >= 0 ? options.workers : spec.workers;
-      run_local(todo, workers > 0 ? workers : std::max<int64_t>(1, std::thread::hardware_concurrency()),
+      run_local(todo,
+                workers > 0 ? workers : std::max<int64_t>(1, std::thread::hardware_concurrency()),
                 options, logs, update);
     } else {
       run_slurm(todo, spec, options, dir, update);

@@ -1,7 +1,7 @@
-// scssl-sweep (also `scssl-host sweep`): a grid of runs (axes x seeds) with stable run ids, each run
-// one `scssl-host run` process on this machine or a task of a Slurm job array, resumable, collected
-// into sweep.json and results.csv. See docs/sweeps.md for the sweep file and docs/run-folder.md
-// for the folders it reads and writes.
+// scssl-sweep (also `scssl-host sweep`): a grid of runs (axes x seeds) with stable run ids, each
+// run one `scssl-host run` process on this machine or a task of a Slurm job array, resumable,
+// collected into sweep.json and results.csv. See docs/sweeps.md for the sweep file and
+// docs/run-folder.md for the folders it reads and writes.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +30,7 @@ struct SlurmOptions {
   int64_t cpus_per_task = 1;
   std::string mem;
   std::string time;
-  int64_t max_parallel = 0;  // %N throttle of the job array; 0: none
+  int64_t max_parallel = 0;        // %N throttle of the job array; 0: none
   std::vector<std::string> extra;  // further #SBATCH options, verbatim
 };
 
@@ -42,8 +42,8 @@ struct SweepSpec {
   std::vector<int64_t> seeds{0};
   std::string output_dir = "sweeps";
   std::string executor = "local";  // "local" | "slurm"
-  int64_t workers = 0;              // local: processes at once; 0: the number of cores
-  std::vector<std::string> set;     // overrides for every run
+  int64_t workers = 0;             // local: processes at once; 0: the number of cores
+  std::vector<std::string> set;    // overrides for every run
   std::vector<SweepAxis> axes;
   SlurmOptions slurm;
 };
@@ -78,6 +78,7 @@ struct SweepOutcome {
 
 // Expands the grid, validating every run's config before anything runs, then runs what is not
 // complete yet and writes sweep.json and results.csv into <output_dir>/<name>/.
-SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry, const SweepOptions& options);
+SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry,
+                       const SweepOptions& options);
 
 }  // namespace scssl::sweep

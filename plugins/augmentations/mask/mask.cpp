@@ -10,14 +10,15 @@ namespace {
 class Mask final : public scssl::IAugmentation {
  public:
   static std::vector<scssl::ParamSpec> parameters() {
-    return {scssl::ParamSpec("fraction", SCSSL_PARAM_FLOAT, "0.2",
-                             "share of genes picked per cell; int(fraction * genes) genes are picked")
-                .at_least(0)
-                .at_most(1),
-            scssl::ParamSpec("mode", SCSSL_PARAM_STRING, "zero",
-                             "\"zero\": set the picked genes to 0 (CLEAR); \"keep\": keep only the "
-                             "picked genes and set all others to 0 (scSSL-Bench code)")
-                .one_of({"zero", "keep"})};
+    return {
+        scssl::ParamSpec("fraction", SCSSL_PARAM_FLOAT, "0.2",
+                         "share of genes picked per cell; int(fraction * genes) genes are picked")
+            .at_least(0)
+            .at_most(1),
+        scssl::ParamSpec("mode", SCSSL_PARAM_STRING, "zero",
+                         "\"zero\": set the picked genes to 0 (CLEAR); \"keep\": keep only the "
+                         "picked genes and set all others to 0 (scSSL-Bench code)")
+            .one_of({"zero", "keep"})};
   }
 
   Mask(const scssl::ParamSet& params, scssl::HostContext& host)

@@ -19,21 +19,22 @@ class Mnn final : public scssl::IAugmentation {
  public:
   static std::vector<scssl::ParamSpec> parameters() {
     using scssl::ParamSpec;
-    return {ParamSpec("knn", SCSSL_PARAM_INT, "3", "same-batch neighbours per cell (itself excluded)")
-                .at_least(1),
-            ParamSpec("k_anchor", SCSSL_PARAM_INT, "5",
-                      "neighbours searched in the other batch for mutual nearest neighbours")
-                .at_least(1),
-            ParamSpec("alpha", SCSSL_PARAM_FLOAT, "0.5", "interpolation weight of the cell")
-                .at_least(0)
-                .at_most(1),
-            ParamSpec("lambda_mode", SCSSL_PARAM_STRING, "fixed",
-                      "\"fixed\": weight = alpha (scSSL-Bench); \"uniform\": weight ~ U(alpha, 1) "
-                      "per cell (CLAIRE)")
-                .one_of({"fixed", "uniform"}),
-            ParamSpec("n_pcs", SCSSL_PARAM_INT, "50",
-                      "principal components the neighbours are found in")
-                .at_least(1)};
+    return {
+        ParamSpec("knn", SCSSL_PARAM_INT, "3", "same-batch neighbours per cell (itself excluded)")
+            .at_least(1),
+        ParamSpec("k_anchor", SCSSL_PARAM_INT, "5",
+                  "neighbours searched in the other batch for mutual nearest neighbours")
+            .at_least(1),
+        ParamSpec("alpha", SCSSL_PARAM_FLOAT, "0.5", "interpolation weight of the cell")
+            .at_least(0)
+            .at_most(1),
+        ParamSpec("lambda_mode", SCSSL_PARAM_STRING, "fixed",
+                  "\"fixed\": weight = alpha (scSSL-Bench); \"uniform\": weight ~ U(alpha, 1) "
+                  "per cell (CLAIRE)")
+            .one_of({"fixed", "uniform"}),
+        ParamSpec("n_pcs", SCSSL_PARAM_INT, "50",
+                  "principal components the neighbours are found in")
+            .at_least(1)};
   }
 
   Mnn(const scssl::ParamSet& params, scssl::HostContext& host)

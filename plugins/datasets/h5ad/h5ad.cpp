@@ -248,11 +248,14 @@ Csr read_matrix(const Group& root, const std::string& key, int64_t rows, int64_t
     format = g.attr_string("h5sparse_format") + "_matrix";
   const std::string shape_attr = g.has_attr("shape") ? "shape" : "h5sparse_shape";
   if (format != "csr_matrix" && format != "csc_matrix")
-    g.fail("has encoding '" + format + "'; a matrix must be csr_matrix, csc_matrix or a dense array");
+    g.fail("has encoding '" + format +
+           "'; a matrix must be csr_matrix, csc_matrix or a dense array");
   if (!g.has_attr(shape_attr)) g.fail("has no 'shape' attribute");
   std::vector<int64_t> s = g.attr_ints(shape_attr);
   if (s.size() != 2 || s[0] != rows || s[1] != cols)
-    g.fail("has shape " + (s.size() == 2 ? shape_text(s[0], s[1]) : std::string("of rank ") + std::to_string(s.size())) +
+    g.fail("has shape " +
+           (s.size() == 2 ? shape_text(s[0], s[1])
+                          : std::string("of rank ") + std::to_string(s.size())) +
            " but the data set has " + std::to_string(rows) + " cells and " + std::to_string(cols) +
            " features");
   return format == "csr_matrix" ? read_csr(g, rows, cols) : read_csc(g, rows, cols);
@@ -329,8 +332,11 @@ class H5adDataset final : public scssl::IDataset {
  public:
   static std::vector<scssl::ParamSpec> parameters() {
     return {
-        scssl::ParamSpec("path", SCSSL_PARAM_STRING, "", "the .h5ad file to read").required().nonempty(),
-        {"batch_key", SCSSL_PARAM_STRING, "batch", "obs column holding the batches (\"\" for none)"},
+        scssl::ParamSpec("path", SCSSL_PARAM_STRING, "", "the .h5ad file to read")
+            .required()
+            .nonempty(),
+        {"batch_key", SCSSL_PARAM_STRING, "batch",
+         "obs column holding the batches (\"\" for none)"},
         {"label_key", SCSSL_PARAM_STRING, "cell_type",
          "obs column holding the cell types (\"\" for none)"},
         {"modality_key", SCSSL_PARAM_STRING, "modality",
@@ -357,8 +363,10 @@ class H5adDataset final : public scssl::IDataset {
     std::string matrix_key = "X", var_key = "var";
     if (layer.empty()) {
       if (!root.has("X"))
-        throw BadData(path + ": has no X (it was written without a data matrix); choose a matrix "
-                             "with the 'layer' parameter (layers: " + list_names(layer_names(root)) + ")");
+        throw BadData(path +
+                      ": has no X (it was written without a data matrix); choose a matrix "
+                      "with the 'layer' parameter (layers: " +
+                      list_names(layer_names(root)) + ")");
     } else if (layer == "raw") {
       if (root.has_group("raw") && root.has("raw/X")) {
         matrix_key = "raw/X";
@@ -372,7 +380,8 @@ class H5adDataset final : public scssl::IDataset {
     } else {
       matrix_key = "layers/" + layer;
       if (!root.has(matrix_key))
-        throw BadData(path + ": has no layer '" + layer + "' (layers: " + list_names(layer_names(root)) + ")");
+        throw BadData(path + ": has no layer '" + layer +
+                      "' (layers: " + list_names(layer_names(root)) + ")");
     }
 
     Frame obs(root, "obs");
@@ -384,8 +393,8 @@ class H5adDataset final : public scssl::IDataset {
     // obs columns first: a bad batch or label key fails before the (larger) matrix is read.
     for (const auto* key : {&batch_key, &label_key})
       if (!key->empty() && !obs.has_column(*key))
-        throw BadData(path + ": obs has no column '" + *key + "' (columns: " +
-                      list_names(obs.columns()) + ")");
+        throw BadData(path + ": obs has no column '" + *key +
+                      "' (columns: " + list_names(obs.columns()) + ")");
     for (const auto& name : obs.columns()) {
       FrameColumn raw;
       try {

@@ -2,12 +2,12 @@
 // and optionally a protein (ADT) modality, generated straight into CSR.
 //
 // Model, per modality:
-//   base mean of feature g:     m_g = exp(N(0, s))                      (s = 2 for genes, 1 for proteins)
-//   cell type t:                x exp(N(0, de_effect)) on a random de_fraction of the features
-//   batch b:                    x exp(N(0, batch_effect)) on every feature
-//   p_tbg = m_g * type_tg * batch_bg, normalised to sum 1 over g
-//   cell c (type t, batch b):   mu_cg = L_c * p_tbg, L_c = mean_library_size * exp(N(0, 0.3))
-//   count_cg ~ NB(mean mu_cg, inverse dispersion theta), i.e. Poisson(Gamma(theta, mu_cg/theta))
+//   base mean of feature g:     m_g = exp(N(0, s))                      (s = 2 for genes, 1 for
+//   proteins) cell type t:                x exp(N(0, de_effect)) on a random de_fraction of the
+//   features batch b:                    x exp(N(0, batch_effect)) on every feature p_tbg = m_g *
+//   type_tg * batch_bg, normalised to sum 1 over g cell c (type t, batch b):   mu_cg = L_c * p_tbg,
+//   L_c = mean_library_size * exp(N(0, 0.3)) count_cg ~ NB(mean mu_cg, inverse dispersion theta),
+//   i.e. Poisson(Gamma(theta, mu_cg/theta))
 // Every random draw comes from streams seeded from `seed` (std::mt19937_64 for the model and the
 // cells, xoshiro256** for the counts), through the small distribution functions below (not
 // std::*_distribution, whose output differs between standard libraries), so one seed gives the
@@ -142,7 +142,7 @@ int64_t poisson(Rng& rng, double lambda) {
 
 // ---- the model ---------------------------------------------------------------------------------
 
-constexpr double kLibraryLogSd = 0.3;  // spread of library sizes around the mean (log scale)
+constexpr double kLibraryLogSd = 0.3;        // spread of library sizes around the mean (log scale)
 constexpr double kLibraryStep = 1.0 / 32.0;  // grid of library sizes in log space
 constexpr int kLibraryBins = 40;             // grid covers +-40 steps = +-1.25 = about 4 sd
 
@@ -150,7 +150,7 @@ struct ModalitySpec {
   std::string name;
   std::string feature_prefix;
   int64_t n_features = 0;
-  double mean_sd = 2.0;        // spread of base means across features (log scale)
+  double mean_sd = 2.0;  // spread of base means across features (log scale)
   double de_fraction = 0.1;
   double de_effect = 1.0;
   double library_size = 5000;
@@ -165,13 +165,17 @@ class CountModel {
  public:
   CountModel(const ModalitySpec& spec, int32_t n_types, int32_t n_batches, double batch_effect,
              double theta, std::mt19937_64& rng)
-      : n_features_(spec.n_features), n_types_(n_types), n_batches_(n_batches), theta_(theta),
+      : n_features_(spec.n_features),
+        n_types_(n_types),
+        n_batches_(n_batches),
+        theta_(theta),
         library_size_(spec.library_size) {
     const int64_t g = n_features_;
     std::vector<double> base(g);
     for (auto& b : base) b = std::exp(spec.mean_sd * normal(rng));
     type_factor_.assign(static_cast<size_t>(n_types) * g, 1.0);
-    const int64_t n_de = static_cast<int64_t>(std::llround(spec.de_fraction * static_cast<double>(g)));
+    const int64_t n_de =
+        static_cast<int64_t>(std::llround(spec.de_fraction * static_cast<double>(g)));
     std::vector<int64_t> order(g);
     for (int32_t t = 0; t < n_types; ++t) {
       // A random subset of n_de features (partial Fisher-Yates) gets a fold change.
@@ -212,7 +216,8 @@ class CountModel {
     const int64_t g = n_features_;
     const int64_t n_blocks = (n + kBlockCells - 1) / kBlockCells;
     const int64_t n_threads = std::max<int64_t>(
-        1, std::min<int64_t>({n_blocks, 16, static_cast<int64_t>(std::thread::hardware_concurrency())}));
+        1, std::min<int64_t>(
+               {n_blocks, 16, static_cast<int64_t>(std::thread::hardware_concurrency())}));
     // Reserve the expected number of non-zeros (+ slack) so the arrays rarely grow.
     double expected = 0;
     for (int64_t c = 0; c < n; ++c) {
@@ -338,8 +343,8 @@ class CountModel {
   // The table of one cell's (type, batch, library), built on first use.
   const Table& table(const Cells& cells, const std::vector<int32_t>& lib_bin, int64_t c) {
     const int32_t t = cells.type[c], b = cells.batch[c], l = lib_bin[c];
-    const int64_t key = (static_cast<int64_t>(t) * n_batches_ + b) * (2 * kLibraryBins + 1) +
-                        (l + kLibraryBins);
+    const int64_t key =
+        (static_cast<int64_t>(t) * n_batches_ + b) * (2 * kLibraryBins + 1) + (l + kLibraryBins);
     auto it = cache_.find(key);
     if (it != cache_.end()) return *it->second;
     auto tab = std::make_unique<Table>();
@@ -386,9 +391,9 @@ scssl::Column categorical(const std::string& name, const std::vector<int32_t>& c
   scssl::Column c;
   c.name = name;
   c.categorical = true;
-  c.codes = torch::from_blob(const_cast<int32_t*>(codes.data()), {(int64_t)codes.size()},
-                             torch::kInt32)
-                .clone();
+  c.codes =
+      torch::from_blob(const_cast<int32_t*>(codes.data()), {(int64_t)codes.size()}, torch::kInt32)
+          .clone();
   for (int32_t i = 0; i < n; ++i) c.categories.push_back(prefix + std::to_string(i));
   return c;
 }
@@ -408,7 +413,9 @@ class SyntheticDataset final : public scssl::IDataset {
     // finite and the sampler's loops short.
     constexpr double kMaxIndex = std::numeric_limits<int32_t>::max();
     return {
-        ParamSpec("n_cells", SCSSL_PARAM_INT, "2000", "number of cells").at_least(1).at_most(kMaxIndex),
+        ParamSpec("n_cells", SCSSL_PARAM_INT, "2000", "number of cells")
+            .at_least(1)
+            .at_most(kMaxIndex),
         ParamSpec("n_genes", SCSSL_PARAM_INT, "2000", "number of genes (RNA features)")
             .at_least(1)
             .at_most(kMaxIndex),
@@ -422,8 +429,9 @@ class SyntheticDataset final : public scssl::IDataset {
                   "number of surface proteins; > 0 adds an ADT modality (CITE-seq-like)")
             .at_least(0)
             .at_most(kMaxIndex),
-        ParamSpec("batch_effect", SCSSL_PARAM_FLOAT, "0.5",
-                  "log-scale standard deviation of the per-batch, per-feature multiplicative factors")
+        ParamSpec(
+            "batch_effect", SCSSL_PARAM_FLOAT, "0.5",
+            "log-scale standard deviation of the per-batch, per-feature multiplicative factors")
             .at_least(0)
             .at_most(10),
         ParamSpec("theta", SCSSL_PARAM_FLOAT, "2.0",
@@ -476,8 +484,10 @@ class SyntheticDataset final : public scssl::IDataset {
 
     scssl::CellData data;
     data.cell_names = numbered("cell_", n_cells);
-    data.columns.push_back(categorical("batch", cells.batch, "batch_", static_cast<int32_t>(n_batches)));
-    data.columns.push_back(categorical("cell_type", cells.type, "type_", static_cast<int32_t>(n_types)));
+    data.columns.push_back(
+        categorical("batch", cells.batch, "batch_", static_cast<int32_t>(n_batches)));
+    data.columns.push_back(
+        categorical("cell_type", cells.type, "type_", static_cast<int32_t>(n_types)));
     data.batch_key = "batch";
     data.label_key = "cell_type";
 
@@ -490,7 +500,12 @@ class SyntheticDataset final : public scssl::IDataset {
     if (n_proteins > 0) {
       // Proteins: fewer, denser features with stronger type markers, as in CITE-seq panels.
       std::mt19937_64 adt_model_rng = stream(seed, 4);
-      ModalitySpec adt{"ADT", "protein_", n_proteins, 1.0, std::max(de_fraction, 0.3), de_effect,
+      ModalitySpec adt{"ADT",
+                       "protein_",
+                       n_proteins,
+                       1.0,
+                       std::max(de_fraction, 0.3),
+                       de_effect,
                        std::max(200.0, 30.0 * static_cast<double>(n_proteins))};
       CountModel adt_model(adt, static_cast<int32_t>(n_types), static_cast<int32_t>(n_batches),
                            batch_effect, theta, adt_model_rng);

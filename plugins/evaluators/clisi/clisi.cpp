@@ -16,9 +16,11 @@ class Clisi final : public scssl::IEvaluator {
   }
   static uint64_t requirements() { return SCSSL_NEEDS_LABELS; }
   static std::vector<scssl::MetricSpec> metrics() {
-    return {{"clisi", SCSSL_GROUP_BIO, 1, "cell-type LISI, scaled so that 1 means pure neighbourhoods"}};
+    return {{"clisi", SCSSL_GROUP_BIO, 1,
+             "cell-type LISI, scaled so that 1 means pure neighbourhoods"}};
   }
-  Clisi(const scssl::ParamSet& p, scssl::HostContext& host) : IEvaluator(host), k_(p.get_int("k")) {}
+  Clisi(const scssl::ParamSet& p, scssl::HostContext& host)
+      : IEvaluator(host), k_(p.get_int("k")) {}
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column* labels = &ctx.data.require_labels("clisi");
     auto [indices, distances] = host_.neighbors(k_);
@@ -35,4 +37,5 @@ class Clisi final : public scssl::IEvaluator {
 
 }  // namespace
 
-SCSSL_PLUGIN(Clisi, "clisi", "1.0.0", "cLISI: cell-type purity of each cell's 90 nearest neighbours (scIB)")
+SCSSL_PLUGIN(Clisi, "clisi", "1.0.0",
+             "cLISI: cell-type purity of each cell's 90 nearest neighbours (scIB)")

@@ -62,7 +62,8 @@ int64_t largest_scc(const std::vector<int64_t>& nodes, const int64_t* nb, int64_
 class GraphConnectivity final : public scssl::IEvaluator {
  public:
   static std::vector<scssl::ParamSpec> parameters() {
-    return {scssl::ParamSpec("k", SCSSL_PARAM_INT, "15", "neighbours per cell, the cell itself included")
+    return {scssl::ParamSpec("k", SCSSL_PARAM_INT, "15",
+                             "neighbours per cell, the cell itself included")
                 .at_least(1)};
   }
   static uint64_t requirements() { return SCSSL_NEEDS_LABELS; }
@@ -84,7 +85,8 @@ class GraphConnectivity final : public scssl::IEvaluator {
     int64_t count = 0;
     for (const auto& cells : members) {
       if (cells.empty()) continue;
-      sum += static_cast<double>(largest_scc(cells, indices.data_ptr<int64_t>(), k, n)) / cells.size();
+      sum +=
+          static_cast<double>(largest_scc(cells, indices.data_ptr<int64_t>(), k, n)) / cells.size();
       ++count;
     }
     sink.report("graph_connectivity", count ? sum / count : std::nan(""));

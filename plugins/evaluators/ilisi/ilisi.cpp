@@ -17,9 +17,11 @@ class Ilisi final : public scssl::IEvaluator {
   }
   static uint64_t requirements() { return SCSSL_NEEDS_BATCH; }
   static std::vector<scssl::MetricSpec> metrics() {
-    return {{"ilisi", SCSSL_GROUP_BATCH, 1, "batch LISI, scaled so that 1 means fully mixed neighbourhoods"}};
+    return {{"ilisi", SCSSL_GROUP_BATCH, 1,
+             "batch LISI, scaled so that 1 means fully mixed neighbourhoods"}};
   }
-  Ilisi(const scssl::ParamSet& p, scssl::HostContext& host) : IEvaluator(host), k_(p.get_int("k")) {}
+  Ilisi(const scssl::ParamSet& p, scssl::HostContext& host)
+      : IEvaluator(host), k_(p.get_int("k")) {}
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column* batches = &ctx.data.require_batches("ilisi");
     auto [indices, distances] = host_.neighbors(k_);
@@ -27,7 +29,7 @@ class Ilisi final : public scssl::IEvaluator {
         scssl::lisi_per_cell(indices, distances, batches->codes, batches->categories.size()));
     const double n_batches = static_cast<double>(scssl::count_present(batches->codes));
     sink.report("ilisi", n_batches > 1 ? (median - 1) / (n_batches - 1)
-                                      : std::numeric_limits<double>::quiet_NaN());
+                                       : std::numeric_limits<double>::quiet_NaN());
   }
 
  private:
@@ -36,4 +38,5 @@ class Ilisi final : public scssl::IEvaluator {
 
 }  // namespace
 
-SCSSL_PLUGIN(Ilisi, "ilisi", "1.0.0", "iLISI: batch mixing in each cell's 90 nearest neighbours (scIB)")
+SCSSL_PLUGIN(Ilisi, "ilisi", "1.0.0",
+             "iLISI: batch mixing in each cell's 90 nearest neighbours (scIB)")

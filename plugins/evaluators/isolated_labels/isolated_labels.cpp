@@ -82,5 +82,6 @@ class IsolatedLabels final : public scssl::IEvaluator {
 
 }  // namespace
 
-SCSSL_PLUGIN(IsolatedLabels, "isolated_labels", "1.0.0",
-             "scIB isolated labels (ASW variant): silhouette of the labels found in the fewest batches")
+SCSSL_PLUGIN(
+    IsolatedLabels, "isolated_labels", "1.0.0",
+    "scIB isolated labels (ASW variant): silhouette of the labels found in the fewest batches")

@@ -105,7 +105,8 @@ class SparseProduct {
   void perform_op(const double* x, double* y) const {
     for (int64_t i = 0; i < t_.size(); ++i) {
       double sum = 0;
-      for (int64_t e = t_.indptr[i]; e < t_.indptr[i + 1]; ++e) sum += t_.weights[e] * x[t_.indices[e]];
+      for (int64_t e = t_.indptr[i]; e < t_.indptr[i + 1]; ++e)
+        sum += t_.weights[e] * x[t_.indices[e]];
       y[i] = sum;
     }
   }
@@ -128,7 +129,8 @@ Eigenpairs connected_top_eigenpairs(const Graph& t, int64_t count) {
     torch::Tensor dense = torch::zeros({m, m}, torch::kFloat64);
     double* d = dense.data_ptr<double>();
     for (int64_t i = 0; i < m; ++i)
-      for (int64_t e = t.indptr[i]; e < t.indptr[i + 1]; ++e) d[i * m + t.indices[e]] = t.weights[e];
+      for (int64_t e = t.indptr[i]; e < t.indptr[i + 1]; ++e)
+        d[i * m + t.indices[e]] = t.weights[e];
     torch::Tensor values, vectors;
     try {
       std::tie(values, vectors) = torch::linalg_eigh(dense);
@@ -148,7 +150,8 @@ Eigenpairs connected_top_eigenpairs(const Graph& t, int64_t count) {
   }
   SparseProduct product(t);
   Spectra::SymEigsSolver<SparseProduct> solver(product, count, subspace);
-  const Eigen::VectorXd start = Eigen::VectorXd::Constant(m, 1.0 / std::sqrt(static_cast<double>(m)));
+  const Eigen::VectorXd start =
+      Eigen::VectorXd::Constant(m, 1.0 / std::sqrt(static_cast<double>(m)));
   solver.init(start.data());
   solver.compute(Spectra::SortRule::LargestMagn, 1000, 1e-10);
   if (solver.info() != Spectra::CompInfo::Successful)
@@ -179,13 +182,14 @@ Eigenpairs top_eigenpairs(const Graph& t, int64_t count) {
   std::vector<Candidate> candidates;
   for (int64_t b = 0; b < n_components; ++b) {
     const int64_t size = static_cast<int64_t>(members[b].size());
-    blocks.push_back(connected_top_eigenpairs(induced_subgraph(t, members[b]), std::min(count, size)));
+    blocks.push_back(
+        connected_top_eigenpairs(induced_subgraph(t, members[b]), std::min(count, size)));
     for (size_t c = 0; c < blocks[b].values.size(); ++c)
       candidates.push_back({blocks[b].values[c], b, static_cast<int64_t>(c)});
   }
-  std::stable_sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
-    return std::abs(a.value) > std::abs(b.value);
-  });
+  std::stable_sort(
+      candidates.begin(), candidates.end(),
+      [](const Candidate& a, const Candidate& b) { return std::abs(a.value) > std::abs(b.value); });
   Eigenpairs out{{}, torch::zeros({t.size(), count}, torch::kFloat64)};
   for (int64_t c = 0; c < count; ++c) {
     const Candidate& pick = candidates[c];
@@ -275,20 +279,22 @@ class Kbet final : public scssl::IEvaluator {
  public:
   static std::vector<scssl::ParamSpec> parameters() {
     using scssl::ParamSpec;
-    return {ParamSpec("k", SCSSL_PARAM_INT, "50",
-                      "neighbours per cell of the connectivity graph, self included")
-                .at_least(2),
-            ParamSpec("alpha", SCSSL_PARAM_FLOAT, "0.05", "significance level of the chi-square test")
-                .above(0)
-                .below(1),
-            ParamSpec("diffusion_components", SCSSL_PARAM_INT, "100",
-                      "diffusion-map dimensions per label")
-                .at_least(1)};
+    return {
+        ParamSpec("k", SCSSL_PARAM_INT, "50",
+                  "neighbours per cell of the connectivity graph, self included")
+            .at_least(2),
+        ParamSpec("alpha", SCSSL_PARAM_FLOAT, "0.05", "significance level of the chi-square test")
+            .above(0)
+            .below(1),
+        ParamSpec("diffusion_components", SCSSL_PARAM_INT, "100",
+                  "diffusion-map dimensions per label")
+            .at_least(1)};
   }
   static uint64_t requirements() { return SCSSL_NEEDS_LABELS | SCSSL_NEEDS_BATCH; }
   static std::vector<scssl::MetricSpec> metrics() {
-    return {{"kbet", SCSSL_GROUP_BATCH, 1,
-             "mean over cell types of the kBET acceptance rate in a diffusion map of the 50-NN graph"}};
+    return {
+        {"kbet", SCSSL_GROUP_BATCH, 1,
+         "mean over cell types of the kBET acceptance rate in a diffusion map of the 50-NN graph"}};
   }
 
   Kbet(const scssl::ParamSet& p, scssl::HostContext& host)
@@ -337,8 +343,8 @@ class Kbet final : public scssl::IEvaluator {
       const int64_t n_cells = static_cast<int64_t>(cells.size());
       std::vector<int64_t> batch_size(batches.categories.size(), 0);
       for (int64_t i : cells) ++batch_size[batch[i]];
-      const int64_t present = std::count_if(batch_size.begin(), batch_size.end(),
-                                            [](int64_t s) { return s > 0; });
+      const int64_t present =
+          std::count_if(batch_size.begin(), batch_size.end(), [](int64_t s) { return s > 0; });
       std::ostringstream& note = task.note;
       note << "kbet: label '" << labels.categories[l] << "' (" << n_cells << " cells, " << present
            << " batches";
@@ -360,7 +366,8 @@ class Kbet final : public scssl::IEvaluator {
       std::iota(kept.begin(), kept.end(), 0);
       task.scored = true;
       if (n_components > 1) {
-        // Only components of at least 3 k0 cells are tested, and only if they hold 75 % of the cells.
+        // Only components of at least 3 k0 cells are tested, and only if they hold 75 % of the
+        // cells.
         std::vector<int64_t> component_size(n_components, 0);
         for (int64_t c : component) ++component_size[c];
         kept.clear();
@@ -392,7 +399,8 @@ class Kbet final : public scssl::IEvaluator {
         LabelTask& task = *to_test[t];
         try {
           const torch::Tensor embedding = diffusion_embedding(task.sub, task.components);
-          const torch::Tensor neighbours = scssl::knn_self(embedding, task.k0 + 1).indices.contiguous();
+          const torch::Tensor neighbours =
+              scssl::knn_self(embedding, task.k0 + 1).indices.contiguous();
           task.score = acceptance_rate(neighbours, task.k0 + 1, task.batch_of, alpha_);
         } catch (const DiffusionFailed& e) {
           task.note << ", " << e.what();
@@ -403,7 +411,8 @@ class Kbet final : public scssl::IEvaluator {
         task.note << "): " << std::setprecision(10) << task.score;
       }
     };
-    const size_t workers = std::min<size_t>(to_test.size(), std::max(1u, std::thread::hardware_concurrency()));
+    const size_t workers =
+        std::min<size_t>(to_test.size(), std::max(1u, std::thread::hardware_concurrency()));
     std::vector<std::thread> pool;
     for (size_t w = 0; w < workers; ++w)
       pool.emplace_back([&] {

@@ -19,10 +19,13 @@ struct Scores {
 class KnnAnnotation final : public scssl::IEvaluator {
  public:
   static std::vector<scssl::ParamSpec> parameters() {
-    return {scssl::ParamSpec("k", SCSSL_PARAM_INT, "11", "neighbours in the vote (scSSL-Bench uses 11)")
-                .at_least(1)};
+    return {
+        scssl::ParamSpec("k", SCSSL_PARAM_INT, "11", "neighbours in the vote (scSSL-Bench uses 11)")
+            .at_least(1)};
   }
-  static uint64_t requirements() { return SCSSL_NEEDS_LABELS | SCSSL_NEEDS_BATCH | SCSSL_NEEDS_QUERY_BATCHES; }
+  static uint64_t requirements() {
+    return SCSSL_NEEDS_LABELS | SCSSL_NEEDS_BATCH | SCSSL_NEEDS_QUERY_BATCHES;
+  }
   static std::vector<scssl::MetricSpec> metrics() {
     return {{"macro_f1", SCSSL_GROUP_ANNOTATION, 1,
              "macro-F1 on the query, cell types seen on one side only excluded"},
@@ -60,9 +63,8 @@ class KnnAnnotation final : public scssl::IEvaluator {
     // Rank of every category name in sorted order: sklearn's class order, used for vote ties.
     std::vector<int32_t> by_name(labels->categories.size());
     for (size_t c = 0; c < by_name.size(); ++c) by_name[c] = static_cast<int32_t>(c);
-    std::sort(by_name.begin(), by_name.end(), [&](int32_t a, int32_t b) {
-      return labels->categories[a] < labels->categories[b];
-    });
+    std::sort(by_name.begin(), by_name.end(),
+              [&](int32_t a, int32_t b) { return labels->categories[a] < labels->categories[b]; });
     rank_.assign(by_name.size(), 0);
     for (size_t r = 0; r < by_name.size(); ++r) rank_[by_name[r]] = static_cast<int32_t>(r);
 
@@ -71,7 +73,9 @@ class KnnAnnotation final : public scssl::IEvaluator {
     std::set<int32_t> ref_types, query_types;
     for (int64_t i : reference) ref_types.insert(label[i]);
     for (int64_t i : query) query_types.insert(label[i]);
-    auto shared = [&](int64_t i) { return ref_types.count(label[i]) && query_types.count(label[i]); };
+    auto shared = [&](int64_t i) {
+      return ref_types.count(label[i]) && query_types.count(label[i]);
+    };
     std::vector<int64_t> ref_ex, query_ex;
     std::copy_if(reference.begin(), reference.end(), std::back_inserter(ref_ex), shared);
     std::copy_if(query.begin(), query.end(), std::back_inserter(query_ex), shared);
@@ -108,7 +112,8 @@ class KnnAnnotation final : public scssl::IEvaluator {
       int32_t best = -1;
       for (size_t c = 0; c < n_classes; ++c) {
         if (votes[c] == 0) continue;
-        if (best < 0 || votes[c] > votes[best] || (votes[c] == votes[best] && rank_[c] < rank_[best]))
+        if (best < 0 || votes[c] > votes[best] ||
+            (votes[c] == votes[best] && rank_[c] < rank_[best]))
           best = static_cast<int32_t>(c);
       }
       const int32_t truth = label[query[q]];

@@ -51,7 +51,9 @@ class RealVector {
 
 class IntVector {
  public:
-  explicit IntVector(igraph_integer_t size) { check(igraph_vector_int_init(&v_, size), "allocate"); }
+  explicit IntVector(igraph_integer_t size) {
+    check(igraph_vector_int_init(&v_, size), "allocate");
+  }
   ~IntVector() { igraph_vector_int_destroy(&v_); }
   IntVector(const IntVector&) = delete;
   IntVector& operator=(const IntVector&) = delete;
@@ -186,15 +188,16 @@ class LeidenNmiAri final : public scssl::IEvaluator {
  public:
   static std::vector<scssl::ParamSpec> parameters() {
     using scssl::ParamSpec;
-    return {ParamSpec("k", SCSSL_PARAM_INT, "15", "neighbours per cell, the cell itself included")
-                .at_least(2),
-            ParamSpec("resolutions", SCSSL_PARAM_FLOAT_LIST, "0.2,0.4,0.6,0.8,1.0,1.2,1.4,1.6,1.8,2.0",
-                      "Leiden resolutions to try; the one with the largest NMI is reported")
-                .above(0)
-                .nonempty(),
-            ParamSpec("seed", SCSSL_PARAM_INT, "42",
-                      "seed of igraph's random numbers, reset per resolution")
-                .at_least(0)};
+    return {
+        ParamSpec("k", SCSSL_PARAM_INT, "15", "neighbours per cell, the cell itself included")
+            .at_least(2),
+        ParamSpec("resolutions", SCSSL_PARAM_FLOAT_LIST, "0.2,0.4,0.6,0.8,1.0,1.2,1.4,1.6,1.8,2.0",
+                  "Leiden resolutions to try; the one with the largest NMI is reported")
+            .above(0)
+            .nonempty(),
+        ParamSpec("seed", SCSSL_PARAM_INT, "42",
+                  "seed of igraph's random numbers, reset per resolution")
+            .at_least(0)};
   }
   static uint64_t requirements() { return SCSSL_NEEDS_LABELS; }
   static std::vector<scssl::MetricSpec> metrics() {
@@ -217,8 +220,7 @@ class LeidenNmiAri final : public scssl::IEvaluator {
     std::vector<int64_t> scored, truth;
     for (int64_t i = 0; i < n; ++i)
       if (code[i] >= 0) scored.push_back(i), truth.push_back(code[i]);
-    if (scored.empty())
-      throw scssl::BadData(std::string(kName) + ": no cell has a cell type");
+    if (scored.empty()) throw scssl::BadData(std::string(kName) + ": no cell has a cell type");
 
     IgraphErrorsAsCodes errors_as_codes;
     WeightedGraph graph(host_.connectivities(k_));
@@ -256,5 +258,6 @@ class LeidenNmiAri final : public scssl::IEvaluator {
 
 }  // namespace
 
-SCSSL_PLUGIN(LeidenNmiAri, "leiden_nmi_ari", "1.0.0",
-             "Leiden NMI and ARI: cell types recovered by Leiden clustering of the 15-NN graph (scIB)")
+SCSSL_PLUGIN(
+    LeidenNmiAri, "leiden_nmi_ari", "1.0.0",
+    "Leiden NMI and ARI: cell types recovered by Leiden clustering of the 15-NN graph (scIB)")

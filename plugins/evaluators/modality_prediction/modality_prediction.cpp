@@ -14,13 +14,16 @@ namespace {
 class ModalityPrediction final : public scssl::IEvaluator {
  public:
   static std::vector<scssl::ParamSpec> parameters() {
-    return {scssl::ParamSpec("k", SCSSL_PARAM_INT, "5", "reference neighbours averaged per query cell")
-                .at_least(1),
-            scssl::ParamSpec("modality", SCSSL_PARAM_STRING, "ADT", "the modality to predict").nonempty()};
+    return {
+        scssl::ParamSpec("k", SCSSL_PARAM_INT, "5", "reference neighbours averaged per query cell")
+            .at_least(1),
+        scssl::ParamSpec("modality", SCSSL_PARAM_STRING, "ADT", "the modality to predict")
+            .nonempty()};
   }
   static uint64_t requirements() { return SCSSL_NEEDS_BATCH | SCSSL_NEEDS_QUERY_BATCHES; }
   static std::vector<scssl::MetricSpec> metrics() {
-    return {{"pearson_mean", SCSSL_GROUP_MODALITY, 1, "mean over query cells of the per-cell Pearson r"},
+    return {{"pearson_mean", SCSSL_GROUP_MODALITY, 1,
+             "mean over query cells of the per-cell Pearson r"},
             {"pearson_min", SCSSL_GROUP_MODALITY, 1, "lowest per-cell Pearson r"},
             {"pearson_max", SCSSL_GROUP_MODALITY, 1, "highest per-cell Pearson r"}};
   }
@@ -50,13 +53,14 @@ class ModalityPrediction final : public scssl::IEvaluator {
       throw scssl::BadData("modality_prediction: the query batches must leave cells on both sides");
     const torch::Tensor ref_ids = torch::tensor(reference, torch::kInt64);
     const torch::Tensor query_ids = torch::tensor(query, torch::kInt64);
-    scssl::Neighbors nn = scssl::knn_exact(ctx.embedding.index_select(0, ref_ids),
-                                           ctx.embedding.index_select(0, query_ids), k_,
-                                           scssl::Distance::Cosine);
+    scssl::Neighbors nn =
+        scssl::knn_exact(ctx.embedding.index_select(0, ref_ids),
+                         ctx.embedding.index_select(0, query_ids), k_, scssl::Distance::Cosine);
     // Mean of the neighbours' protein vectors, in float64.
     const torch::Tensor ref_protein = stored.rows_dense(ref_ids).to(torch::kFloat64);
-    const torch::Tensor predicted =
-        ref_protein.index_select(0, nn.indices.flatten()).view({query_ids.size(0), nn.indices.size(1), -1}).mean(1);
+    const torch::Tensor predicted = ref_protein.index_select(0, nn.indices.flatten())
+                                        .view({query_ids.size(0), nn.indices.size(1), -1})
+                                        .mean(1);
     const torch::Tensor truth = stored.rows_dense(query_ids).to(torch::kFloat64);
     // Per-cell Pearson r across proteins; a constant vector gives NaN, which plain mean/min/max
     // pass on, as the reference reports them.

@@ -13,9 +13,10 @@
 
 namespace {
 
-// Share of the variance of y (float [n, p]) lying between the groups of `batch` (int64 [n], 0..B-1).
-// A matrix without any variance has nothing explained by batch: 0.
-double variance_share_of_batch(const torch::Tensor& y_in, const torch::Tensor& batch, int64_t n_batches) {
+// Share of the variance of y (float [n, p]) lying between the groups of `batch` (int64 [n],
+// 0..B-1). A matrix without any variance has nothing explained by batch: 0.
+double variance_share_of_batch(const torch::Tensor& y_in, const torch::Tensor& batch,
+                               int64_t n_batches) {
   torch::Tensor y = y_in.to(torch::kFloat64);
   y = y - y.mean(0, /*keepdim=*/true);
   const double total = (y * y).sum().item<double>();
@@ -24,8 +25,7 @@ double variance_share_of_batch(const torch::Tensor& y_in, const torch::Tensor& b
   group_sums.index_add_(0, batch, y);
   torch::Tensor counts = torch::bincount(batch, {}, n_batches).to(torch::kFloat64);
   // n_b * mean_b^2 = sum_b^2 / n_b; empty batches contribute nothing.
-  torch::Tensor between =
-      (group_sums * group_sums).sum(1) / counts.clamp_min(1.0);
+  torch::Tensor between = (group_sums * group_sums).sum(1) / counts.clamp_min(1.0);
   return between.sum().item<double>() / total;
 }
 
@@ -70,12 +70,14 @@ class PcrComparison final : public scssl::IEvaluator {
       sink.report("pcr_comparison", nan);
       return;
     }
-    const double pre = variance_share_of_batch(ctx.unintegrated.index_select(0, keep), b, n_batches);
+    const double pre =
+        variance_share_of_batch(ctx.unintegrated.index_select(0, keep), b, n_batches);
     const double post = variance_share_of_batch(ctx.embedding.index_select(0, keep), b, n_batches);
     host_.debug("pcr_comparison: pcr_pre " + std::to_string(pre) + ", pcr_post " +
                 std::to_string(post));
     if (pre == 0) {
-      host_.warn("pcr_comparison: batch explains no variance of the unintegrated data; reporting NaN");
+      host_.warn(
+          "pcr_comparison: batch explains no variance of the unintegrated data; reporting NaN");
       sink.report("pcr_comparison", nan);
       return;
     }

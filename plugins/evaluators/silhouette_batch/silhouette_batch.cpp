@@ -68,5 +68,6 @@ class SilhouetteBatch final : public scssl::IEvaluator {
 
 }  // namespace
 
-SCSSL_PLUGIN(SilhouetteBatch, "silhouette_batch", "1.0.0",
-             "scIB silhouette batch: per cell type, how little the batches separate (1 - |silhouette|)")
+SCSSL_PLUGIN(
+    SilhouetteBatch, "silhouette_batch", "1.0.0",
+    "scIB silhouette batch: per cell type, how little the batches separate (1 - |silhouette|)")

@@ -9,8 +9,9 @@ class BarlowTwins final : public scssl::SslMethod {
  public:
   static std::vector<scssl::ParamSpec> parameters() {
     auto p = scssl::ssl_parameters();
-    p.push_back(scssl::ParamSpec("factor", SCSSL_PARAM_INT, "4", "projection size = factor * hidden_dim")
-                    .at_least(1));
+    p.push_back(
+        scssl::ParamSpec("factor", SCSSL_PARAM_INT, "4", "projection size = factor * hidden_dim")
+            .at_least(1));
     p.push_back(scssl::ParamSpec("lambda_offdiag", SCSSL_PARAM_FLOAT, "0.005",
                                  "weight of the off-diagonal terms")
                     .at_least(0));
@@ -37,4 +38,5 @@ class BarlowTwins final : public scssl::SslMethod {
 
 }  // namespace
 
-SCSSL_PLUGIN(BarlowTwins, "barlowtwins", "1.0.0", "Barlow Twins: redundancy reduction of the cross-correlation")
+SCSSL_PLUGIN(BarlowTwins, "barlowtwins", "1.0.0",
+             "Barlow Twins: redundancy reduction of the cross-correlation")

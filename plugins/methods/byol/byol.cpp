@@ -40,7 +40,8 @@ class Byol final : public scssl::SslMethod {
   void build() override { target_ = model().register_module("target", make_frozen_copy()); }
   torch::Tensor loss(const scssl::TrainBatch& b) override {
     if (ema_)
-      scssl::nn::momentum_update(*target_, *online(), scssl::nn::cosine_momentum(momentum_, b.epoch, b.epochs));
+      scssl::nn::momentum_update(*target_, *online(),
+                                 scssl::nn::cosine_momentum(momentum_, b.epoch, b.epochs));
     scssl::ViewOutput o0 = online()->forward(b.view0, b.domains);
     scssl::ViewOutput o1 = online()->forward(b.view1, b.domains);
     torch::Tensor t0, t1;
@@ -49,7 +50,8 @@ class Byol final : public scssl::SslMethod {
       t0 = target_->forward(b.view0, b.domains).z;
       t1 = target_->forward(b.view1, b.domains).z;
     }
-    return 0.5 * (scssl::losses::negative_cosine(o0.p, t1) + scssl::losses::negative_cosine(o1.p, t0));
+    return 0.5 *
+           (scssl::losses::negative_cosine(o0.p, t1) + scssl::losses::negative_cosine(o1.p, t0));
   }
 
  private:

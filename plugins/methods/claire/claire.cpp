@@ -42,7 +42,8 @@ class Claire final : public scssl::IMethod {
   static std::vector<scssl::ParamSpec> parameters() {
     using scssl::ParamSpec;
     return {
-        ParamSpec("latent_dim", SCSSL_PARAM_INT, "128", "embedding size (CLAIRE's lat_dim)").at_least(1),
+        ParamSpec("latent_dim", SCSSL_PARAM_INT, "128", "embedding size (CLAIRE's lat_dim)")
+            .at_least(1),
         ParamSpec("encoder_dropout", SCSSL_PARAM_FLOAT, "0.3",
                   "dropout after the encoder's first two layers")
             .at_least(0)
@@ -51,17 +52,21 @@ class Claire final : public scssl::IMethod {
             .above(0),
         ParamSpec("bank_size", SCSSL_PARAM_INT, "2048", "negative keys kept in the queue (moco_k)")
             .at_least(1),
-        ParamSpec("momentum", SCSSL_PARAM_FLOAT, "0.999", "key encoder EMA per step, constant (moco_m)")
+        ParamSpec("momentum", SCSSL_PARAM_FLOAT, "0.999",
+                  "key encoder EMA per step, constant (moco_m)")
             .at_least(0)
             .at_most(1),
-        ParamSpec("knn", SCSSL_PARAM_INT, "10", "same-batch neighbours per cell for the interpolation")
+        ParamSpec("knn", SCSSL_PARAM_INT, "10",
+                  "same-batch neighbours per cell for the interpolation")
             .at_least(1),
         ParamSpec("k_anchor", SCSSL_PARAM_INT, "5",
                   "neighbours searched in the other batch for mutual nearest neighbours")
             .at_least(1),
-        ParamSpec("n_pcs", SCSSL_PARAM_INT, "50", "principal components the neighbours are found in")
+        ParamSpec("n_pcs", SCSSL_PARAM_INT, "50",
+                  "principal components the neighbours are found in")
             .at_least(1),
-        ParamSpec("alpha", SCSSL_PARAM_FLOAT, "0.5", "interpolation weight of the cell (lower bound)")
+        ParamSpec("alpha", SCSSL_PARAM_FLOAT, "0.5",
+                  "interpolation weight of the cell (lower bound)")
             .at_least(0)
             .at_most(1),
         ParamSpec("lambda_mode", SCSSL_PARAM_STRING, "uniform",
@@ -104,14 +109,17 @@ class Claire final : public scssl::IMethod {
     within_ = scssl::batch_knn(pcs, batches, knn_, /*own_batch_only=*/true);
     pairs_ = claire::unique_pairs(scssl::mutual_nearest_neighbors(pcs, batches, k_anchor_));
     if (pairs_.size(0) == 0)
-      throw scssl::BadData("claire found no mutual nearest neighbours between the " +
-                           std::to_string(batches.n_nonempty()) +
-                           " training batches; it needs at least two batches that share cell types");
-    const int64_t anchors =
-        torch::zeros({x_->rows}, torch::kBool).index_fill_(0, pairs_.flatten(), true).sum().item<int64_t>();
+      throw scssl::BadData(
+          "claire found no mutual nearest neighbours between the " +
+          std::to_string(batches.n_nonempty()) +
+          " training batches; it needs at least two batches that share cell types");
+    const int64_t anchors = torch::zeros({x_->rows}, torch::kBool)
+                                .index_fill_(0, pairs_.flatten(), true)
+                                .sum()
+                                .item<int64_t>();
     host_.info("claire: " + std::to_string(pairs_.size(0)) + " MNN pairs across " +
-               std::to_string(batches.n_nonempty()) + " batches; " + std::to_string(anchors) + " of " +
-               std::to_string(x_->rows) + " training cells have a partner");
+               std::to_string(batches.n_nonempty()) + " batches; " + std::to_string(anchors) +
+               " of " + std::to_string(x_->rows) + " training cells have a partner");
     seed_ = options.seed;
     scssl::Trainer trainer(host_, options, {0});
     device_ = trainer.device();
@@ -133,7 +141,8 @@ class Claire final : public scssl::IMethod {
   }
 
   void save(const std::string& directory) const override {
-    if (!query_) throw scssl::InvalidArgument("claire: nothing to save, the method has not been trained");
+    if (!query_)
+      throw scssl::InvalidArgument("claire: nothing to save, the method has not been trained");
     std::filesystem::create_directories(directory);
     torch::serialize::OutputArchive archive, weights;
     query_->save(weights);
@@ -144,7 +153,8 @@ class Claire final : public scssl::IMethod {
 
   void load(const std::string& directory) override {
     const std::string file = directory + "/model.pt";
-    if (!std::filesystem::exists(file)) throw scssl::IoError("claire: no saved model at '" + file + "'");
+    if (!std::filesystem::exists(file))
+      throw scssl::IoError("claire: no saved model at '" + file + "'");
     torch::serialize::InputArchive archive, weights;
     archive.load_from(file);
     torch::Tensor genes;
@@ -174,7 +184,8 @@ class Claire final : public scssl::IMethod {
     constexpr int64_t kBlock = 256;
     for (int64_t begin = 0; begin < x.rows; begin += kBlock)
       blocks.push_back(
-          l2_normalized(query_->forward(x.slice_dense(begin, std::min(x.rows, begin + kBlock)).to(device_)))
+          l2_normalized(
+              query_->forward(x.slice_dense(begin, std::min(x.rows, begin + kBlock)).to(device_)))
               .cpu());
     query_->train(was_training);
     return torch::cat(blocks, 0);
@@ -191,19 +202,21 @@ class Claire final : public scssl::IMethod {
   void refine(int64_t epoch) {
     const torch::Tensor emb = encode(*x_);
     const torch::Tensor similarity =
-        (emb.index_select(0, pairs_.select(1, 0)) * emb.index_select(0, pairs_.select(1, 1))).sum(1);
+        (emb.index_select(0, pairs_.select(1, 0)) * emb.index_select(0, pairs_.select(1, 1)))
+            .sum(1);
     const torch::Tensor keep = claire::gmm_majority_mask(similarity, refine_threshold_);
     kept_.copy_(keep.to(kept_.device()));
     refined_.fill_(1);
     rebuild_partners();
     host_.info("claire: refinement at epoch " + std::to_string(epoch + 1) + " kept " +
-               std::to_string(keep.sum().item<int64_t>()) + " of " + std::to_string(pairs_.size(0)) +
-               " MNN pairs; " + std::to_string(has_partner_.sum().item<int64_t>()) +
-               " cells keep a partner");
+               std::to_string(keep.sum().item<int64_t>()) + " of " +
+               std::to_string(pairs_.size(0)) + " MNN pairs; " +
+               std::to_string(has_partner_.sum().item<int64_t>()) + " cells keep a partner");
   }
 
   torch::Tensor step_loss(const scssl::TrainBatch& b) {
-    if (refine_epoch_ > 0 && b.epoch >= refine_epoch_ && refined_.item<int64_t>() == 0) refine(b.epoch);
+    if (refine_epoch_ > 0 && b.epoch >= refine_epoch_ && refined_.item<int64_t>() == 0)
+      refine(b.epoch);
     if (!partners_current_) rebuild_partners();  // first step, also after resuming a checkpoint
     if (b.epoch != recorded_epoch_) {
       host_.record("mnn_pairs", b.epoch, static_cast<double>(partners_.n_edges() / 2));
@@ -215,11 +228,13 @@ class Claire final : public scssl::IMethod {
         b.cell_ids.index_select(0, has_partner_.index_select(0, b.cell_ids).nonzero().flatten());
     last_keys_ = torch::Tensor();
     if (anchors.numel() == 0) return torch::zeros({}, torch::requires_grad());
-    auto rng = at::make_generator<at::CPUGeneratorImpl>(scssl::mix_seed(seed_, b.step, kViewStream));
+    auto rng =
+        at::make_generator<at::CPUGeneratorImpl>(scssl::mix_seed(seed_, b.step, kViewStream));
     const claire::PairViews v =
         claire::make_pair_views(*x_, anchors, within_, partners_, alpha_, uniform_, rng);
     const torch::Tensor v0 = v.view0.to(device_), v1 = v.view1.to(device_);
-    const torch::Tensor q0 = l2_normalized(query_->forward(v0)), q1 = l2_normalized(query_->forward(v1));
+    const torch::Tensor q0 = l2_normalized(query_->forward(v0)),
+                        q1 = l2_normalized(query_->forward(v1));
     torch::Tensor k0, k1;
     {
       torch::NoGradGuard no_grad;

@@ -12,8 +12,9 @@ class Clear final : public scssl::SslMethod {
   static std::vector<scssl::ParamSpec> parameters() {
     auto p = scssl::ssl_parameters();
     using scssl::ParamSpec;
-    p.push_back(ParamSpec("temperature", SCSSL_PARAM_FLOAT, "0.2", "InfoNCE temperature (CLEAR: 0.2)")
-                    .above(0));
+    p.push_back(
+        ParamSpec("temperature", SCSSL_PARAM_FLOAT, "0.2", "InfoNCE temperature (CLEAR: 0.2)")
+            .above(0));
     p.push_back(ParamSpec("queue_size", SCSSL_PARAM_INT, "1024",
                           "negative keys kept in the queue (CLEAR: 1024, best a multiple of the "
                           "batch size)")
@@ -37,18 +38,20 @@ class Clear final : public scssl::SslMethod {
   }
   void build() override {
     key_encoder_ = model().register_module("key", make_frozen_copy());
-    queue_ = model().register_module("queue", scssl::losses::MemoryBank(queue_size_, fused_projector_out()));
+    queue_ = model().register_module("queue",
+                                     scssl::losses::MemoryBank(queue_size_, fused_projector_out()));
   }
   torch::Tensor loss(const scssl::TrainBatch& b) override {
     // The key encoder moves first, then encodes the other view; its keys get no gradient.
     scssl::nn::momentum_update(*key_encoder_, *online(), momentum_);
     {
       torch::NoGradGuard no_grad;
-      keys_ = torch::nn::functional::normalize(key_encoder_->forward(b.view1, b.domains).z,
-                                               torch::nn::functional::NormalizeFuncOptions().dim(1));
+      keys_ =
+          torch::nn::functional::normalize(key_encoder_->forward(b.view1, b.domains).z,
+                                           torch::nn::functional::NormalizeFuncOptions().dim(1));
     }
-    return scssl::losses::info_nce(online()->forward(b.view0, b.domains).z, keys_, queue_->vectors(),
-                                   temperature_);
+    return scssl::losses::info_nce(online()->forward(b.view0, b.domains).z, keys_,
+                                   queue_->vectors(), temperature_);
   }
   // The queue changes only after the step: this batch's logits used the keys queued before it.
   void after_step(const scssl::TrainBatch&) override { queue_->enqueue(keys_); }

@@ -26,7 +26,8 @@ class Concerto final : public scssl::IMethod {
         ParamSpec("token_dim", SCSSL_PARAM_INT, "128",
                   "size of the tokens, of both networks and the embedding")
             .at_least(1),
-        ParamSpec("bins", SCSSL_PARAM_INT, "10", "value bins of the \"reference\" teacher (its vocabulary)")
+        ParamSpec("bins", SCSSL_PARAM_INT, "10",
+                  "value bins of the \"reference\" teacher (its vocabulary)")
             .at_least(2),
         ParamSpec("dropout", SCSSL_PARAM_FLOAT, "0.2",
                   "dropout before both projection heads (the augmentation)")
@@ -88,7 +89,8 @@ class Concerto final : public scssl::IMethod {
   }
 
   void save(const std::string& directory) const override {
-    if (!net_) throw scssl::InvalidArgument("concerto: nothing to save, the method has not been trained");
+    if (!net_)
+      throw scssl::InvalidArgument("concerto: nothing to save, the method has not been trained");
     std::filesystem::create_directories(directory);
     torch::serialize::OutputArchive archive, weights;
     net_->save(weights);
@@ -99,12 +101,14 @@ class Concerto final : public scssl::IMethod {
 
   void load(const std::string& directory) override {
     const std::string file = directory + "/model.pt";
-    if (!std::filesystem::exists(file)) throw scssl::IoError("concerto: no saved model at '" + file + "'");
+    if (!std::filesystem::exists(file))
+      throw scssl::IoError("concerto: no saved model at '" + file + "'");
     torch::serialize::InputArchive archive, weights;
     archive.load_from(file);
     torch::Tensor features;
     archive.read("features", features);
-    build(std::vector<int64_t>(features.data_ptr<int64_t>(), features.data_ptr<int64_t>() + features.numel()));
+    build(std::vector<int64_t>(features.data_ptr<int64_t>(),
+                               features.data_ptr<int64_t>() + features.numel()));
     archive.read("weights", weights);
     net_->load(weights);
     net_->eval();
@@ -114,14 +118,17 @@ class Concerto final : public scssl::IMethod {
   std::vector<int> used_modalities(const scssl::CellData& data) const {
     if (!multimodal_) return {0};
     if (data.modalities.size() < 2)
-      throw scssl::BadData("concerto: multimodal = true needs two modalities (e.g. RNA and ADT), but the data set has " +
-                           std::to_string(data.modalities.size()));
+      throw scssl::BadData(
+          "concerto: multimodal = true needs two modalities (e.g. RNA and ADT), but the data set "
+          "has " +
+          std::to_string(data.modalities.size()));
     return {0, 1};
   }
 
   void build(const std::vector<int64_t>& features) {
     features_ = features;
-    net_ = concerto::ConcertoNet(features, token_dim_, bins_, original_teacher_, dropout_, integrate_);
+    net_ =
+        concerto::ConcertoNet(features, token_dim_, bins_, original_teacher_, dropout_, integrate_);
     net_->to(device_);
   }
 

@@ -38,9 +38,9 @@ class AttentionPoolingImpl : public torch::nn::Module {
                         const torch::Tensor& coeff, const torch::Tensor& mask) {
     const int64_t b = ids.size(0), t = ids.size(1), d = table.size(1);
     const torch::Tensor projected = torch::matmul(table, projection->weight.t());  // [V, d]
-    const torch::Tensor u = torch::tanh(
-        projected.index_select(0, ids.flatten()).view({b, t, d}) * coeff.unsqueeze(2) +
-        projection->bias);
+    const torch::Tensor u =
+        torch::tanh(projected.index_select(0, ids.flatten()).view({b, t, d}) * coeff.unsqueeze(2) +
+                    projection->bias);
     torch::Tensor score = torch::matmul(u, context).squeeze(2);  // [b, t]
     if (mask.defined()) score = score.masked_fill(~mask, -std::numeric_limits<float>::infinity());
     const torch::Tensor weight = torch::softmax(score, 1);
@@ -57,11 +57,14 @@ TORCH_MODULE(AttentionPooling);
 class TeacherImpl : public torch::nn::Module {
  public:
   TeacherImpl(int64_t features, int64_t dim, int64_t bins, bool original)
-      : original_(original), bins_(bins), attention_(register_module("attention", AttentionPooling(dim))),
+      : original_(original),
+        bins_(bins),
+        attention_(register_module("attention", AttentionPooling(dim))),
         output_norm_(register_module("output_norm", torch::nn::BatchNorm1d(dim))) {
     if (original_) {
       // Keras' Embedding initialiser, as the original's TensorFlow code.
-      table_ = register_parameter("gene_embedding", torch::empty({features, dim}).uniform_(-0.05, 0.05));
+      table_ =
+          register_parameter("gene_embedding", torch::empty({features, dim}).uniform_(-0.05, 0.05));
       value_norm_ = register_module("value_norm", torch::nn::BatchNorm1d(1));
     } else {
       table_ = register_parameter("bin_embedding", torch::randn({bins, dim}));  // torch's default
@@ -76,7 +79,8 @@ class TeacherImpl : public torch::nn::Module {
       ids = torch::arange(g, x.options().dtype(torch::kInt64)).expand({b, g});
       mask = x > 0;
       mask = mask | ~mask.any(1, /*keepdim=*/true);  // a cell without expression keeps all tokens
-      const torch::Tensor values = value_norm_->forward(x.masked_select(mask).unsqueeze(1)).squeeze(1);
+      const torch::Tensor values =
+          value_norm_->forward(x.masked_select(mask).unsqueeze(1)).squeeze(1);
       coeff = torch::zeros_like(x).masked_scatter(mask, values);
     } else {
       // Truncation towards zero of the rectified value, clamped to the vocabulary (the reference
@@ -107,15 +111,18 @@ class ConcertoNetImpl : public torch::nn::Module {
       const std::string k = std::to_string(m);
       students_.push_back(register_module(
           "student" + k, torch::nn::Sequential(torch::nn::BatchNorm1d(features[m]),
-                                               torch::nn::Linear(features[m], dim), torch::nn::ReLU(),
-                                               torch::nn::BatchNorm1d(dim))));
+                                               torch::nn::Linear(features[m], dim),
+                                               torch::nn::ReLU(), torch::nn::BatchNorm1d(dim))));
       teachers_.push_back(
           register_module("teacher" + k, Teacher(features[m], dim, bins, original_teacher)));
     }
-    const int64_t fused = integrate_ == "concat" ? dim * static_cast<int64_t>(features.size()) : dim;
+    const int64_t fused =
+        integrate_ == "concat" ? dim * static_cast<int64_t>(features.size()) : dim;
     // The reference's SimCLRProjectionHead(num_layers = 1): Linear without bias, then BN.
-    student_head_ = register_module("student_head", scssl::nn::make_head({{fused, dim, true, false}}));
-    teacher_head_ = register_module("teacher_head", scssl::nn::make_head({{fused, dim, true, false}}));
+    student_head_ =
+        register_module("student_head", scssl::nn::make_head({{fused, dim, true, false}}));
+    teacher_head_ =
+        register_module("teacher_head", scssl::nn::make_head({{fused, dim, true, false}}));
   }
 
   torch::Tensor student(const std::vector<torch::Tensor>& x) {

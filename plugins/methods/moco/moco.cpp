@@ -11,8 +11,9 @@ class Moco final : public scssl::SslMethod {
     auto p = scssl::ssl_parameters();
     using scssl::ParamSpec;
     p.push_back(ParamSpec("temperature", SCSSL_PARAM_FLOAT, "0.5", "InfoNCE temperature").above(0));
-    p.push_back(ParamSpec("bank_size", SCSSL_PARAM_INT, "2048", "negative keys kept in the memory bank")
-                    .at_least(1));
+    p.push_back(
+        ParamSpec("bank_size", SCSSL_PARAM_INT, "2048", "negative keys kept in the memory bank")
+            .at_least(1));
     p.push_back(ParamSpec("momentum", SCSSL_PARAM_FLOAT, "0.996",
                           "key network EMA at epoch 0, rising to 1 by a cosine schedule")
                     .at_least(0)
@@ -40,11 +41,13 @@ class Moco final : public scssl::SslMethod {
   }
   void build() override {
     key_ = model().register_module("key", make_frozen_copy());
-    bank_ = model().register_module("bank", scssl::losses::MemoryBank(bank_size_, fused_projector_out()));
+    bank_ = model().register_module("bank",
+                                    scssl::losses::MemoryBank(bank_size_, fused_projector_out()));
   }
   torch::Tensor loss(const scssl::TrainBatch& b) override {
     // The key network follows the query network before every step, parameters only.
-    scssl::nn::momentum_update(*key_, *online(), scssl::nn::cosine_momentum(momentum_, b.epoch, b.epochs));
+    scssl::nn::momentum_update(*key_, *online(),
+                               scssl::nn::cosine_momentum(momentum_, b.epoch, b.epochs));
     torch::Tensor q = online()->forward(b.view0, b.domains).z;
     torch::Tensor k;
     {
@@ -52,7 +55,8 @@ class Moco final : public scssl::SslMethod {
       k = key_->forward(b.view1, b.domains).z;
     }
     torch::Tensor l = scssl::losses::info_nce(q, k, bank_->vectors(), temperature_);
-    last_keys_ = torch::nn::functional::normalize(k, torch::nn::functional::NormalizeFuncOptions().dim(1));
+    last_keys_ =
+        torch::nn::functional::normalize(k, torch::nn::functional::NormalizeFuncOptions().dim(1));
     return l;
   }
   void after_step(const scssl::TrainBatch&) override { bank_->enqueue(last_keys_); }
@@ -69,4 +73,5 @@ class Moco final : public scssl::SslMethod {
 
 }  // namespace
 
-SCSSL_PLUGIN(Moco, "moco", "1.0.0", "MoCo: momentum key encoder and a memory bank of negatives (InfoNCE)")
+SCSSL_PLUGIN(Moco, "moco", "1.0.0",
+             "MoCo: momentum key encoder and a memory bank of negatives (InfoNCE)")

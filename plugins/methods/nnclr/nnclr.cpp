@@ -29,10 +29,12 @@ class Nnclr final : public scssl::SslMethod {
         {{h, h, true, true}, {h, h, true, true}, {h, projector_out(h), true, false}});
   }
   torch::nn::Sequential make_predictor(int64_t out) override {
-    return scssl::nn::make_head({{out, hidden_dim(), true, true}, {hidden_dim(), out, false, false}});
+    return scssl::nn::make_head(
+        {{out, hidden_dim(), true, true}, {hidden_dim(), out, false, false}});
   }
   void build() override {
-    bank_ = model().register_module("bank", scssl::losses::MemoryBank(bank_size_, fused_projector_out()));
+    bank_ = model().register_module("bank",
+                                    scssl::losses::MemoryBank(bank_size_, fused_projector_out()));
   }
   torch::Tensor loss(const scssl::TrainBatch& b) override {
     scssl::ViewOutput o0 = online()->forward(b.view0, b.domains);
@@ -55,4 +57,5 @@ class Nnclr final : public scssl::SslMethod {
 
 }  // namespace
 
-SCSSL_PLUGIN(Nnclr, "nnclr", "1.0.0", "NNCLR: nearest-neighbour positives from a support set (NT-Xent)")
+SCSSL_PLUGIN(Nnclr, "nnclr", "1.0.0",
+             "NNCLR: nearest-neighbour positives from a support set (NT-Xent)")

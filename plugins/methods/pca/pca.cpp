@@ -37,8 +37,9 @@ class Pca final : public scssl::IMethod {
 
   void save(const std::string& directory) const override {
     std::filesystem::create_directories(directory);
-    torch::save(std::vector<torch::Tensor>{model_.mean, model_.components, model_.explained_variance},
-                directory + "/pca.pt");
+    torch::save(
+        std::vector<torch::Tensor>{model_.mean, model_.components, model_.explained_variance},
+        directory + "/pca.pt");
   }
 
   void load(const std::string& directory) override {

@@ -38,10 +38,11 @@ class Scclip final : public scssl::SslMethod {
       // The original embeds the projected, normalised vectors of each modality.
       if (p.back().name() == std::string("keep_projector")) p.back().with_default("true");
     }
-    p.push_back(scssl::ParamSpec("embedding", SCSSL_PARAM_STRING, "concat",
-                                 "concat | mean of the RNA and ADT outputs, or rna (the RNA encoder "
-                                 "only)")
-                    .one_of({"concat", "mean", "rna"}));
+    p.push_back(
+        scssl::ParamSpec("embedding", SCSSL_PARAM_STRING, "concat",
+                         "concat | mean of the RNA and ADT outputs, or rna (the RNA encoder "
+                         "only)")
+            .one_of({"concat", "mean", "rna"}));
     p.push_back(scssl::ParamSpec("projection_dim", SCSSL_PARAM_INT, "128",
                                  "size of each modality's projection")
                     .at_least(1));
@@ -64,7 +65,8 @@ class Scclip final : public scssl::SslMethod {
     return torch::nn::Sequential(
         torch::nn::Linear(torch::nn::LinearOptions(h, projection_dim_).bias(false)),
         torch::nn::Functional([](const torch::Tensor& x) {
-          return torch::nn::functional::normalize(x, torch::nn::functional::NormalizeFuncOptions().dim(1));
+          return torch::nn::functional::normalize(
+              x, torch::nn::functional::NormalizeFuncOptions().dim(1));
         }));
   }
   void build() override {

@@ -12,12 +12,15 @@ class SimClr final : public scssl::SslMethod {
     p.push_back(scssl::ParamSpec("temperature", SCSSL_PARAM_FLOAT, "0.5",
                                  "NT-Xent temperature (ablation 0.1 to 10)")
                     .above(0));
-    p.push_back(scssl::ParamSpec("factor", SCSSL_PARAM_INT, "1", "projection size = hidden_dim / factor")
-                    .at_least(1));
+    p.push_back(
+        scssl::ParamSpec("factor", SCSSL_PARAM_INT, "1", "projection size = hidden_dim / factor")
+            .at_least(1));
     return p;
   }
   SimClr(const scssl::ParamSet& p, scssl::HostContext& host)
-      : SslMethod(p, host), temperature_(p.get_float("temperature")), factor_(p.get_int("factor")) {}
+      : SslMethod(p, host),
+        temperature_(p.get_float("temperature")),
+        factor_(p.get_int("factor")) {}
 
  protected:
   int64_t projector_out(int64_t h) const override { return std::max<int64_t>(1, h / factor_); }

@@ -32,7 +32,8 @@ class SimSiam final : public scssl::SslMethod {
   torch::Tensor loss(const scssl::TrainBatch& b) override {
     scssl::ViewOutput o0 = online()->forward(b.view0, b.domains);
     scssl::ViewOutput o1 = online()->forward(b.view1, b.domains);
-    return 0.5 * (scssl::losses::negative_cosine(o1.p, o0.z) + scssl::losses::negative_cosine(o0.p, o1.z));
+    return 0.5 * (scssl::losses::negative_cosine(o1.p, o0.z) +
+                  scssl::losses::negative_cosine(o0.p, o1.z));
   }
 
  private:

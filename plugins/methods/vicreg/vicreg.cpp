@@ -16,7 +16,8 @@ class Vicreg final : public scssl::SslMethod {
     p.push_back(ParamSpec("lambda", SCSSL_PARAM_FLOAT, "5", "weight of the invariance (MSE) term")
                     .at_least(0));
     p.push_back(ParamSpec("mu", SCSSL_PARAM_FLOAT, "5", "weight of the variance term").at_least(0));
-    p.push_back(ParamSpec("nu", SCSSL_PARAM_FLOAT, "1", "weight of the covariance term").at_least(0));
+    p.push_back(
+        ParamSpec("nu", SCSSL_PARAM_FLOAT, "1", "weight of the covariance term").at_least(0));
     return p;
   }
   Vicreg(const scssl::ParamSet& p, scssl::HostContext& host)

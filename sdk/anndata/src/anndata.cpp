@@ -25,18 +25,24 @@ using h5::NumType;
 
 namespace {
 
-// ---- publishing without replacing ----------------------------------------------------------------
+// ---- publishing without replacing
+// ----------------------------------------------------------------
 
 // The error `e` again, of the same kind, with `from` (a temporary's name) shown as `to`.
 [[noreturn]] void rethrow_renamed(const Error& e, const std::string& from, const std::string& to) {
   std::string message = e.what();
-  for (size_t at = message.find(from); at != std::string::npos; at = message.find(from, at + to.size()))
+  for (size_t at = message.find(from); at != std::string::npos;
+       at = message.find(from, at + to.size()))
     message.replace(at, from.size(), to);
   switch (e.status()) {
-    case SCSSL_ERR_BAD_DATA: throw BadData(message);
-    case SCSSL_ERR_IO: throw IoError(message);
-    case SCSSL_ERR_INVALID_ARGUMENT: throw InvalidArgument(message);
-    default: throw Error(e.status(), message);
+    case SCSSL_ERR_BAD_DATA:
+      throw BadData(message);
+    case SCSSL_ERR_IO:
+      throw IoError(message);
+    case SCSSL_ERR_INVALID_ARGUMENT:
+      throw InvalidArgument(message);
+    default:
+      throw Error(e.status(), message);
   }
 }
 
@@ -63,15 +69,16 @@ void publish(const std::string& tmp, const std::string& target) {
 
 // Runs `write` on a fresh temporary next to `target`, then publishes it; the temporary never
 // outlives a failure, and errors name the target rather than the temporary.
-void write_new_file(const std::string& target, const std::function<void(const std::string&)>& write) {
+void write_new_file(const std::string& target,
+                    const std::function<void(const std::string&)>& write) {
   std::error_code ec;
   if (fs::exists(fs::symlink_status(target, ec))) refuse_existing(target);
   static std::atomic<unsigned> counter{0};
   const fs::path p(target);
-  const std::string tmp = (p.parent_path() / ("." + p.filename().string() + ".tmp-" +
-                                              std::to_string(::getpid()) + "-" +
-                                              std::to_string(counter++)))
-                              .string();
+  const std::string tmp =
+      (p.parent_path() / ("." + p.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-" +
+                          std::to_string(counter++)))
+          .string();
   try {
     try {
       write(tmp);
@@ -119,7 +126,8 @@ Matrix read_finite_matrix(const Dataset& d, const std::string& where) {
 
 }  // namespace
 
-// ---- Summary ------------------------------------------------------------------------------------------
+// ---- Summary
+// ------------------------------------------------------------------------------------------
 
 std::string Summary::matrix_key(const std::string& layer) {
   if (layer.empty()) return "X";
@@ -133,7 +141,8 @@ bool Summary::has_matrix(const std::string& layer) const {
   return std::find(layers.begin(), layers.end(), layer) != layers.end();
 }
 
-// ---- reads --------------------------------------------------------------------------------------------
+// ---- reads
+// --------------------------------------------------------------------------------------------
 
 Summary inspect(const std::string& h5ad_path) {
   File f = File::open(h5ad_path);
@@ -148,13 +157,16 @@ Summary inspect(const std::string& h5ad_path) {
     s.var_columns = var.columns();
   }
   switch (root.kind("obsm")) {
-    case Kind::Group: s.obsm_keys = root.group("obsm").children(); break;
+    case Kind::Group:
+      s.obsm_keys = root.group("obsm").children();
+      break;
     case Kind::Dataset: {  // anndata < 0.7: a compound dataset, one field per key
       const Dataset obsm = root.dataset("obsm");
       if (obsm.type().cls == h5::TypeClass::Compound) s.obsm_keys = obsm.field_names();
       break;
     }
-    default: break;
+    default:
+      break;
   }
   if (root.has_group("layers")) s.layers = root.group("layers").children();
   s.has_x = root.has("X");
@@ -177,18 +189,23 @@ Matrix read_obsm(const std::string& h5ad_path, const std::string& key) {
   const Group& root = f.root();
   const std::string where = h5ad_path + ": obsm['" + key + "']";
   switch (root.kind("obsm")) {
-    case Kind::Group: break;
-    case Kind::Missing: throw BadData(where + " does not exist (the file has no obsm)");
+    case Kind::Group:
+      break;
+    case Kind::Missing:
+      throw BadData(where + " does not exist (the file has no obsm)");
     default:
-      throw BadData(where + " cannot be read: obsm is stored in the pre-0.7 layout (a compound "
+      throw BadData(where +
+                    " cannot be read: obsm is stored in the pre-0.7 layout (a compound "
                     "dataset); rewrite the file with a current anndata");
   }
   const Group obsm = root.group("obsm");
   switch (obsm.kind(key)) {
-    case Kind::Dataset: break;
+    case Kind::Dataset:
+      break;
     case Kind::Missing:
       throw BadData(where + " does not exist (obsm keys: " + list_names(obsm.children()) + ")");
-    default: throw BadData(where + " is not a numeric array (a data frame or group)");
+    default:
+      throw BadData(where + " is not a numeric array (a data frame or group)");
   }
   return read_finite_matrix(obsm.dataset(key), where);
 }
@@ -213,7 +230,8 @@ Matrix read_embedding_h5(const std::string& path, std::vector<std::string>* cell
   return m;
 }
 
-// ---- writes -------------------------------------------------------------------------------------------
+// ---- writes
+// -------------------------------------------------------------------------------------------
 
 void write_embedding_h5(const std::string& path, const float* data, int64_t rows, int64_t cols,
                         const std::vector<std::string>& cell_names) {

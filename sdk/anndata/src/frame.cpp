@@ -54,7 +54,8 @@ Column categorical_from_strings(std::string name, const std::vector<std::string>
   }
   std::vector<int32_t> order(uniques.size());
   std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return uniques[a] < uniques[b]; });
+  std::sort(order.begin(), order.end(),
+            [&](int32_t a, int32_t b) { return uniques[a] < uniques[b]; });
   std::vector<int32_t> rank(uniques.size());
   for (size_t r = 0; r < order.size(); ++r) rank[order[r]] = static_cast<int32_t>(r);
   c.codes.resize(strings.size());
@@ -77,9 +78,10 @@ Column categorical_from_numbers(const Column& numeric) {
   c.codes.resize(numeric.values.size());
   for (size_t i = 0; i < numeric.values.size(); ++i) {
     const double v = numeric.values[i];
-    c.codes[i] = std::isnan(v) ? -1
-                               : static_cast<int32_t>(std::lower_bound(distinct.begin(), distinct.end(), v) -
-                                                      distinct.begin());
+    c.codes[i] = std::isnan(v)
+                     ? -1
+                     : static_cast<int32_t>(std::lower_bound(distinct.begin(), distinct.end(), v) -
+                                            distinct.begin());
   }
   return c;
 }
@@ -105,14 +107,15 @@ std::vector<std::string> category_names(const Dataset& d) {
 std::vector<int32_t> read_codes(const Dataset& d, size_t n_categories, int64_t n_rows) {
   const int64_t n = d.length_1d();
   if (n != n_rows)
-    d.fail("has " + std::to_string(n) + " entries but there are " + std::to_string(n_rows) + " rows");
+    d.fail("has " + std::to_string(n) + " entries but there are " + std::to_string(n_rows) +
+           " rows");
   if (d.type().cls != TypeClass::Integer)
     d.fail("holds " + d.type().describe() + " data; categorical codes must be integers");
   std::vector<int32_t> codes = d.read_vector<int32_t>();
   for (size_t i = 0; i < codes.size(); ++i)
     if (codes[i] < -1 || codes[i] >= static_cast<int64_t>(n_categories))
-      d.fail("has code " + std::to_string(codes[i]) + " at row " + std::to_string(i) + " but only " +
-             std::to_string(n_categories) + " categories");
+      d.fail("has code " + std::to_string(codes[i]) + " at row " + std::to_string(i) +
+             " but only " + std::to_string(n_categories) + " categories");
   return codes;
 }
 
@@ -136,22 +139,29 @@ std::vector<std::string> names_of_index(const Dataset& d) {
   d.length_1d();
   const TypeClass cls = d.type().cls;
   if (cls == TypeClass::String) return d.read_strings();
-  if (cls == TypeClass::Integer || cls == TypeClass::Float) return format_all(d.read_vector<double>());
+  if (cls == TypeClass::Integer || cls == TypeClass::Float)
+    return format_all(d.read_vector<double>());
   d.fail("holds " + d.type().describe() + " data, which cannot be an index of names");
 }
 
 }  // namespace
 
-// ---- Frame -----------------------------------------------------------------------------------------
+// ---- Frame
+// -----------------------------------------------------------------------------------------
 
 Frame::Frame(const Group& root, const std::string& key) : root_(root), key_(key) {
   const std::string& file = root.file();
   switch (root.kind(key)) {
-    case Kind::Group: open_group(root.group(key)); break;
-    case Kind::Dataset: open_compound(root.dataset(key)); break;
+    case Kind::Group:
+      open_group(root.group(key));
+      break;
+    case Kind::Dataset:
+      open_compound(root.dataset(key));
+      break;
     case Kind::Missing:
       throw BadData(file + ": there is no '" + key + "' (is this an AnnData .h5ad file?)");
-    default: throw BadData(file + ": '" + key + "' is neither a group nor a dataset");
+    default:
+      throw BadData(file + ": '" + key + "' is neither a group nor a dataset");
   }
 }
 
@@ -168,8 +178,8 @@ std::vector<std::string> Frame::index() const {
 
 Column Frame::column(const std::string& name) const {
   if (!has_column(name))
-    throw BadData(root_.file() + ": " + key_ + " has no column '" + name + "' (columns: " +
-                  list_names(columns_) + ")");
+    throw BadData(root_.file() + ": " + key_ + " has no column '" + name +
+                  "' (columns: " + list_names(columns_) + ")");
   Column c = is_group_ ? group_column(name) : compound_column(name);
   const size_t n = c.categorical ? c.codes.size() : c.values.size();
   if (static_cast<int64_t>(n) != n_rows_)
@@ -195,7 +205,8 @@ void Frame::open_group(Group g) {
   if (group_.has_attr("column-order")) {
     columns_ = group_.attr_strings("column-order");
     for (const auto& c : columns_)
-      if (!group_.has(c)) group_.fail("lists column '" + c + "' in column-order but has no such member");
+      if (!group_.has(c))
+        group_.fail("lists column '" + c + "' in column-order but has no such member");
   } else {
     for (auto& c : group_.children())
       if (c != index_name_ && c != "__categories") columns_.push_back(std::move(c));
@@ -210,7 +221,8 @@ void Frame::open_compound(Dataset d) {
     compound_.fail("is a dataset but not a table (compound dataset) of columns");
   std::vector<std::string> fields = compound_.field_names();
   if (fields.empty()) compound_.fail("has no fields");
-  index_name_ = std::find(fields.begin(), fields.end(), "index") != fields.end() ? "index" : fields[0];
+  index_name_ =
+      std::find(fields.begin(), fields.end(), "index") != fields.end() ? "index" : fields[0];
   for (auto& f : fields)
     if (f != index_name_) columns_.push_back(std::move(f));
 }
@@ -244,10 +256,11 @@ Column Frame::group_column(const std::string& name) const {
       return categorical_from_strings(name, values.read_strings(), &mask);
     }
     throw UnsupportedColumn(root_.file() + ": column '" + g.key() + "' has encoding '" + enc +
-                      "', which this reader does not support");
+                            "', which this reader does not support");
   }
   if (kind != Kind::Dataset)
-    throw UnsupportedColumn(root_.file() + ": column '" + key_ + "/" + name + "' is neither a group nor a dataset");
+    throw UnsupportedColumn(root_.file() + ": column '" + key_ + "/" + name +
+                            "' is neither a group nor a dataset");
   Dataset d = group_.dataset(name);
   if (d.has_attr("categories") && d.attr_type("categories").cls == TypeClass::Reference) {
     // anndata 0.7: integer codes whose attribute points at the categories in __categories.
@@ -259,14 +272,17 @@ Column Frame::group_column(const std::string& name) const {
   if (d.rank() != 1)
     throw UnsupportedColumn(root_.file() + ": column '" + d.key() + "' is not 1-dimensional");
   switch (d.type().cls) {
-    case TypeClass::String: return categorical_from_strings(name, d.read_strings());
+    case TypeClass::String:
+      return categorical_from_strings(name, d.read_strings());
     case TypeClass::Integer:
     case TypeClass::Float:
     case TypeClass::Bool:
-    case TypeClass::Enum: c.values = d.read_vector<double>(); return c;
+    case TypeClass::Enum:
+      c.values = d.read_vector<double>();
+      return c;
     default:
-      throw UnsupportedColumn(root_.file() + ": column '" + d.key() + "' holds " + d.type().describe() +
-                        " data, which this reader does not support");
+      throw UnsupportedColumn(root_.file() + ": column '" + d.key() + "' holds " +
+                              d.type().describe() + " data, which this reader does not support");
   }
 }
 
@@ -280,8 +296,8 @@ Column Frame::compound_column(const std::string& name) const {
     c.categorical = true;
     c.categories = category_names(root_.dataset(categories_key));
     if (cls != TypeClass::Integer)
-      compound_.fail("(field '" + name + "') has categories in " + categories_key +
-                     " but holds " + compound_.field_type(name).describe() + " codes");
+      compound_.fail("(field '" + name + "') has categories in " + categories_key + " but holds " +
+                     compound_.field_type(name).describe() + " codes");
     c.codes = compound_.read_field_vector<int32_t>(name);
     for (size_t i = 0; i < c.codes.size(); ++i)
       if (c.codes[i] < -1 || c.codes[i] >= static_cast<int64_t>(c.categories.size()))
@@ -291,15 +307,18 @@ Column Frame::compound_column(const std::string& name) const {
     return c;
   }
   switch (cls) {
-    case TypeClass::String: return categorical_from_strings(name, compound_.read_field_strings(name));
+    case TypeClass::String:
+      return categorical_from_strings(name, compound_.read_field_strings(name));
     case TypeClass::Integer:
     case TypeClass::Float:
     case TypeClass::Bool:
-    case TypeClass::Enum: c.values = compound_.read_field_vector<double>(name); return c;
+    case TypeClass::Enum:
+      c.values = compound_.read_field_vector<double>(name);
+      return c;
     default:
       throw UnsupportedColumn(root_.file() + ": field '" + name + "' of '" + key_ + "' holds " +
-                        compound_.field_type(name).describe() +
-                        " data, which this reader does not support");
+                              compound_.field_type(name).describe() +
+                              " data, which this reader does not support");
   }
 }
 

@@ -175,8 +175,8 @@ herr_t guarded_read(H5FD_t* file, H5FD_mem_t, hid_t, haddr_t addr, size_t size, 
       std::vector<unsigned char> whole(static_cast<size_t>(declared));
       size_t got = 0;
       while (got < whole.size()) {
-        const ssize_t n = ::pread(f->fd, whole.data() + got, whole.size() - got,
-                                  static_cast<off_t>(addr + got));
+        const ssize_t n =
+            ::pread(f->fd, whole.data() + got, whole.size() - got, static_cast<off_t>(addr + got));
         if (n <= 0) {
           if (n < 0 && errno == EINTR) continue;
           break;

@@ -78,16 +78,26 @@ std::vector<std::string> split_path(const std::string& path) {
 
 hid_t native_type(NumType t) {
   switch (t) {
-    case NumType::Int8: return H5T_NATIVE_INT8;
-    case NumType::UInt8: return H5T_NATIVE_UINT8;
-    case NumType::Int16: return H5T_NATIVE_INT16;
-    case NumType::UInt16: return H5T_NATIVE_UINT16;
-    case NumType::Int32: return H5T_NATIVE_INT32;
-    case NumType::UInt32: return H5T_NATIVE_UINT32;
-    case NumType::Int64: return H5T_NATIVE_INT64;
-    case NumType::UInt64: return H5T_NATIVE_UINT64;
-    case NumType::Float32: return H5T_NATIVE_FLOAT;
-    case NumType::Float64: return H5T_NATIVE_DOUBLE;
+    case NumType::Int8:
+      return H5T_NATIVE_INT8;
+    case NumType::UInt8:
+      return H5T_NATIVE_UINT8;
+    case NumType::Int16:
+      return H5T_NATIVE_INT16;
+    case NumType::UInt16:
+      return H5T_NATIVE_UINT16;
+    case NumType::Int32:
+      return H5T_NATIVE_INT32;
+    case NumType::UInt32:
+      return H5T_NATIVE_UINT32;
+    case NumType::Int64:
+      return H5T_NATIVE_INT64;
+    case NumType::UInt64:
+      return H5T_NATIVE_UINT64;
+    case NumType::Float32:
+      return H5T_NATIVE_FLOAT;
+    case NumType::Float64:
+      return H5T_NATIVE_DOUBLE;
   }
   return -1;
 }
@@ -95,16 +105,26 @@ hid_t native_type(NumType t) {
 // Little-endian file types, as numpy/h5py write on every common machine.
 hid_t file_type(NumType t) {
   switch (t) {
-    case NumType::Int8: return H5T_STD_I8LE;
-    case NumType::UInt8: return H5T_STD_U8LE;
-    case NumType::Int16: return H5T_STD_I16LE;
-    case NumType::UInt16: return H5T_STD_U16LE;
-    case NumType::Int32: return H5T_STD_I32LE;
-    case NumType::UInt32: return H5T_STD_U32LE;
-    case NumType::Int64: return H5T_STD_I64LE;
-    case NumType::UInt64: return H5T_STD_U64LE;
-    case NumType::Float32: return H5T_IEEE_F32LE;
-    case NumType::Float64: return H5T_IEEE_F64LE;
+    case NumType::Int8:
+      return H5T_STD_I8LE;
+    case NumType::UInt8:
+      return H5T_STD_U8LE;
+    case NumType::Int16:
+      return H5T_STD_I16LE;
+    case NumType::UInt16:
+      return H5T_STD_U16LE;
+    case NumType::Int32:
+      return H5T_STD_I32LE;
+    case NumType::UInt32:
+      return H5T_STD_U32LE;
+    case NumType::Int64:
+      return H5T_STD_I64LE;
+    case NumType::UInt64:
+      return H5T_STD_U64LE;
+    case NumType::Float32:
+      return H5T_IEEE_F32LE;
+    case NumType::Float64:
+      return H5T_IEEE_F64LE;
   }
   return -1;
 }
@@ -112,28 +132,42 @@ hid_t file_type(NumType t) {
 size_t num_size(NumType t) {
   switch (t) {
     case NumType::Int8:
-    case NumType::UInt8: return 1;
+    case NumType::UInt8:
+      return 1;
     case NumType::Int16:
-    case NumType::UInt16: return 2;
+    case NumType::UInt16:
+      return 2;
     case NumType::Int32:
     case NumType::UInt32:
-    case NumType::Float32: return 4;
-    default: return 8;
+    case NumType::Float32:
+      return 4;
+    default:
+      return 8;
   }
 }
 
 const char* num_name(NumType t) {
   switch (t) {
-    case NumType::Int8: return "int8";
-    case NumType::UInt8: return "uint8";
-    case NumType::Int16: return "int16";
-    case NumType::UInt16: return "uint16";
-    case NumType::Int32: return "int32";
-    case NumType::UInt32: return "uint32";
-    case NumType::Int64: return "int64";
-    case NumType::UInt64: return "uint64";
-    case NumType::Float32: return "float32";
-    case NumType::Float64: return "float64";
+    case NumType::Int8:
+      return "int8";
+    case NumType::UInt8:
+      return "uint8";
+    case NumType::Int16:
+      return "int16";
+    case NumType::UInt16:
+      return "uint16";
+    case NumType::Int32:
+      return "int32";
+    case NumType::UInt32:
+      return "uint32";
+    case NumType::Int64:
+      return "int64";
+    case NumType::UInt64:
+      return "uint64";
+    case NumType::Float32:
+      return "float32";
+    case NumType::Float64:
+      return "float64";
   }
   return "?";
 }
@@ -156,16 +190,26 @@ bool put_integer(NumType as, void* out, size_t i, int64_t v) {
     }
   };
   switch (as) {
-    case NumType::Int8: return fits(int8_t{});
-    case NumType::UInt8: return fits(uint8_t{});
-    case NumType::Int16: return fits(int16_t{});
-    case NumType::UInt16: return fits(uint16_t{});
-    case NumType::Int32: return fits(int32_t{});
-    case NumType::UInt32: return fits(uint32_t{});
-    case NumType::Int64: return fits(int64_t{});
-    case NumType::UInt64: return fits(uint64_t{});
-    case NumType::Float32: return fits(float{});
-    case NumType::Float64: return fits(double{});
+    case NumType::Int8:
+      return fits(int8_t{});
+    case NumType::UInt8:
+      return fits(uint8_t{});
+    case NumType::Int16:
+      return fits(int16_t{});
+    case NumType::UInt16:
+      return fits(uint16_t{});
+    case NumType::Int32:
+      return fits(int32_t{});
+    case NumType::UInt32:
+      return fits(uint32_t{});
+    case NumType::Int64:
+      return fits(int64_t{});
+    case NumType::UInt64:
+      return fits(uint64_t{});
+    case NumType::Float32:
+      return fits(float{});
+    case NumType::Float64:
+      return fits(double{});
   }
   return false;
 }
@@ -185,8 +229,8 @@ bool source_is_infinite(hid_t src, const void* value) {
   return false;
 }
 
-H5T_conv_ret_t on_conversion(H5T_conv_except_t except, hid_t src, hid_t dst, void* src_value,
-                             void*, void* user) {
+H5T_conv_ret_t on_conversion(H5T_conv_except_t except, hid_t src, hid_t dst, void* src_value, void*,
+                             void* user) {
   auto* state = static_cast<ConvState*>(user);
   switch (except) {
     case H5T_CONV_EXCEPT_RANGE_HI:
@@ -249,15 +293,25 @@ TypeInfo info_of(hid_t t) {
       info.cls = TypeClass::Integer;
       info.is_signed = H5Tget_sign(t) == H5T_SGN_2;
       break;
-    case H5T_FLOAT: info.cls = TypeClass::Float; break;
+    case H5T_FLOAT:
+      info.cls = TypeClass::Float;
+      break;
     case H5T_STRING:
       info.cls = TypeClass::String;
       info.variable_length = H5Tis_variable_str(t) > 0;
       break;
-    case H5T_ENUM: info.cls = is_bool_enum(t) ? TypeClass::Bool : TypeClass::Enum; break;
-    case H5T_COMPOUND: info.cls = TypeClass::Compound; break;
-    case H5T_REFERENCE: info.cls = TypeClass::Reference; break;
-    default: info.cls = TypeClass::Other; break;
+    case H5T_ENUM:
+      info.cls = is_bool_enum(t) ? TypeClass::Bool : TypeClass::Enum;
+      break;
+    case H5T_COMPOUND:
+      info.cls = TypeClass::Compound;
+      break;
+    case H5T_REFERENCE:
+      info.cls = TypeClass::Reference;
+      break;
+    default:
+      info.cls = TypeClass::Other;
+      break;
   }
   return info;
 }
@@ -294,8 +348,8 @@ bool sane_type(hid_t t, int depth = 0) {
   const size_t size = H5Tget_size(t);
   switch (H5Tget_class(t)) {
     case H5T_INTEGER:
-      return (size == 1 || size == 2 || size == 4 || size == 8) && H5Tget_precision(t) == 8 * size &&
-             H5Tget_offset(t) == 0;
+      return (size == 1 || size == 2 || size == 4 || size == 8) &&
+             H5Tget_precision(t) == 8 * size && H5Tget_offset(t) == 0;
     case H5T_FLOAT: {
       size_t spos, epos, esize, mpos, msize;
       if (!(size == 2 || size == 4 || size == 8) || H5Tget_precision(t) != 8 * size ||
@@ -304,7 +358,8 @@ bool sane_type(hid_t t, int depth = 0) {
       const size_t bits = 8 * size;
       return spos < bits && esize > 0 && msize > 0 && epos + esize <= bits && mpos + msize <= bits;
     }
-    case H5T_STRING: return H5Tis_variable_str(t) > 0 || (size > 0 && size <= (1u << 20));
+    case H5T_STRING:
+      return H5Tis_variable_str(t) > 0 || (size > 0 && size <= (1u << 20));
     case H5T_ENUM:
     case H5T_VLEN:
     case H5T_ARRAY: {
@@ -325,8 +380,10 @@ bool sane_type(hid_t t, int depth = 0) {
     }
     case H5T_REFERENCE:
     case H5T_OPAQUE:
-    case H5T_BITFIELD: return size > 0;
-    default: return false;
+    case H5T_BITFIELD:
+      return size > 0;
+    default:
+      return false;
   }
 }
 
@@ -347,12 +404,13 @@ std::string human_bytes(uint64_t b) {
   return buf;
 }
 
-// ---- LZF --------------------------------------------------------------------------------------------
-// h5py compresses with LZF (filter 32000) when asked, and anndata 0.7 did so; stock HDF5 has no
-// decoder for it. This is a decoder written from the LZF format: a control byte below 32 starts a
-// run of (control + 1) literal bytes; otherwise its top 3 bits are a length (7: add the next
-// byte), its low 5 bits and the next byte an offset back into the output, and (length + 2)
-// bytes are copied from there. Every read and write is bounds-checked: input is untrusted.
+// ---- LZF
+// -------------------------------------------------------------------------------------------- h5py
+// compresses with LZF (filter 32000) when asked, and anndata 0.7 did so; stock HDF5 has no decoder
+// for it. This is a decoder written from the LZF format: a control byte below 32 starts a run of
+// (control + 1) literal bytes; otherwise its top 3 bits are a length (7: add the next byte), its
+// low 5 bits and the next byte an offset back into the output, and (length + 2) bytes are copied
+// from there. Every read and write is bounds-checked: input is untrusted.
 
 constexpr H5Z_filter_t kLzfFilter = 32000;
 
@@ -419,14 +477,15 @@ size_t lzf_filter(unsigned flags, size_t cd_nelmts, const unsigned cd_values[], 
 // lives in each module linking scssl_anndata (host, plugins), and a plugin may be unloaded; the
 // module that opens a file points the table at its own, loaded copy.
 void register_filters() {
-  static const H5Z_class2_t lzf = {H5Z_CLASS_T_VERS, kLzfFilter, 0, 1, "lzf",
-                                   nullptr, nullptr, lzf_filter};
+  static const H5Z_class2_t lzf = {H5Z_CLASS_T_VERS, kLzfFilter, 0,         1, "lzf",
+                                   nullptr,          nullptr,    lzf_filter};
   H5Zregister(&lzf);
 }
 
 }  // namespace
 
-// ---- basics ----------------------------------------------------------------------------------------
+// ---- basics
+// ----------------------------------------------------------------------------------------
 
 void silence_hdf5_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
@@ -447,30 +506,42 @@ void Id::reset() {
 
 const char* type_class_name(TypeClass c) {
   switch (c) {
-    case TypeClass::Integer: return "integer";
-    case TypeClass::Float: return "float";
-    case TypeClass::String: return "string";
-    case TypeClass::Bool: return "bool";
-    case TypeClass::Enum: return "enum";
-    case TypeClass::Compound: return "compound";
-    case TypeClass::Reference: return "reference";
-    case TypeClass::Other: return "unsupported type";
+    case TypeClass::Integer:
+      return "integer";
+    case TypeClass::Float:
+      return "float";
+    case TypeClass::String:
+      return "string";
+    case TypeClass::Bool:
+      return "bool";
+    case TypeClass::Enum:
+      return "enum";
+    case TypeClass::Compound:
+      return "compound";
+    case TypeClass::Reference:
+      return "reference";
+    case TypeClass::Other:
+      return "unsupported type";
   }
   return "?";
 }
 
 std::string TypeInfo::describe() const {
   switch (cls) {
-    case TypeClass::Integer: return (is_signed ? "int" : "uint") + std::to_string(size * 8);
-    case TypeClass::Float: return "float" + std::to_string(size * 8);
+    case TypeClass::Integer:
+      return (is_signed ? "int" : "uint") + std::to_string(size * 8);
+    case TypeClass::Float:
+      return "float" + std::to_string(size * 8);
     case TypeClass::String:
       return variable_length ? "variable-length string"
                              : "fixed-length string (" + std::to_string(size) + " bytes)";
-    default: return type_class_name(cls);
+    default:
+      return type_class_name(cls);
   }
 }
 
-// ---- Object ----------------------------------------------------------------------------------------
+// ---- Object
+// ----------------------------------------------------------------------------------------
 
 Object::Object(std::string file, std::string key, Id id)
     : file_(std::move(file)), key_(std::move(key)), id_(std::make_shared<Id>(std::move(id))) {}
@@ -490,14 +561,16 @@ std::vector<std::string> Object::attr_names() const {
   // 1.12 gave object info a new struct and function; H5Oget_info2 takes the old struct there.
 #if H5_VERSION_GE(1, 12, 0)
   H5O_info2_t info;
-  if (H5Oget_info3(id(), &info, H5O_INFO_NUM_ATTRS) < 0) fail(with_detail("has unreadable attributes"));
+  if (H5Oget_info3(id(), &info, H5O_INFO_NUM_ATTRS) < 0)
+    fail(with_detail("has unreadable attributes"));
 #else
   H5O_info_t info;
-  if (H5Oget_info2(id(), &info, H5O_INFO_NUM_ATTRS) < 0) fail(with_detail("has unreadable attributes"));
+  if (H5Oget_info2(id(), &info, H5O_INFO_NUM_ATTRS) < 0)
+    fail(with_detail("has unreadable attributes"));
 #endif
   for (hsize_t i = 0; i < info.num_attrs; ++i) {
-    ssize_t len = H5Aget_name_by_idx(id(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0,
-                                     H5P_DEFAULT);
+    ssize_t len =
+        H5Aget_name_by_idx(id(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
     if (len < 0) fail(with_detail("has unreadable attributes"));
     std::string name(static_cast<size_t>(len) + 1, '\0');
     H5Aget_name_by_idx(id(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(),
@@ -526,7 +599,8 @@ OpenAttr open_attr(const Object& obj, const std::string& name) {
   hssize_t n = H5Sget_simple_extent_npoints(a.space.get());
   if (!a.type.valid() || n < 0) obj.fail(with_detail("has an unreadable attribute '" + name + "'"));
   a.count = static_cast<uint64_t>(n);
-  if (!sane_type(a.type.get())) obj.fail("has an attribute '" + name + "' with a malformed data type");
+  if (!sane_type(a.type.get()))
+    obj.fail("has an attribute '" + name + "' with a malformed data type");
   if (saturating_mul(a.count, std::max<size_t>(H5Tget_size(a.type.get()), 1)) > kMaxAttrBytes)
     obj.fail("has an attribute '" + name + "' of implausible size");
   return a;
@@ -641,7 +715,8 @@ void Object::set_attr(const std::string& name, const std::string& value) const {
   Id attr(H5Acreate2(id(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT));
   const char* p = value.c_str();
   if (!attr.valid() || H5Awrite(attr.get(), type.get(), &p) < 0)
-    throw IoError(with_detail(file_ + ": could not write attribute '" + name + "' of '" + key_ + "'"));
+    throw IoError(
+        with_detail(file_ + ": could not write attribute '" + name + "' of '" + key_ + "'"));
 }
 
 void Object::set_attr(const std::string& name, const std::vector<std::string>& values) const {
@@ -653,7 +728,8 @@ void Object::set_attr(const std::string& name, const std::vector<std::string>& v
   std::vector<const char*> ptrs;
   for (const auto& v : values) ptrs.push_back(v.c_str());
   if (!attr.valid() || (n && H5Awrite(attr.get(), type.get(), ptrs.data()) < 0))
-    throw IoError(with_detail(file_ + ": could not write attribute '" + name + "' of '" + key_ + "'"));
+    throw IoError(
+        with_detail(file_ + ": could not write attribute '" + name + "' of '" + key_ + "'"));
 }
 
 void Object::set_attr(const std::string& name, const std::vector<int64_t>& values) const {
@@ -662,7 +738,8 @@ void Object::set_attr(const std::string& name, const std::vector<int64_t>& value
   Id space(H5Screate_simple(1, &n, nullptr));
   Id attr(H5Acreate2(id(), name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT));
   if (!attr.valid() || (n && H5Awrite(attr.get(), H5T_NATIVE_INT64, values.data()) < 0))
-    throw IoError(with_detail(file_ + ": could not write attribute '" + name + "' of '" + key_ + "'"));
+    throw IoError(
+        with_detail(file_ + ": could not write attribute '" + name + "' of '" + key_ + "'"));
 }
 
 void Object::set_attr(const std::string& name, bool value) const {
@@ -675,10 +752,12 @@ void Object::set_attr(const std::string& name, bool value) const {
   Id attr(H5Acreate2(id(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT));
   int8_t v = value ? 1 : 0;
   if (!attr.valid() || H5Awrite(attr.get(), type.get(), &v) < 0)
-    throw IoError(with_detail(file_ + ": could not write attribute '" + name + "' of '" + key_ + "'"));
+    throw IoError(
+        with_detail(file_ + ": could not write attribute '" + name + "' of '" + key_ + "'"));
 }
 
-// ---- Dataset ---------------------------------------------------------------------------------------
+// ---- Dataset
+// ---------------------------------------------------------------------------------------
 
 Dataset::Dataset(std::string file, std::string key, Id id)
     : Object(std::move(file), std::move(key), std::move(id)) {
@@ -703,7 +782,8 @@ std::vector<int64_t> Dataset::shape() const {
 int64_t Dataset::size() const {
   uint64_t n = 1;
   for (int64_t d : shape()) n = saturating_mul(n, static_cast<uint64_t>(d));
-  if (n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) fail("declares an implausible shape");
+  if (n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+    fail("declares an implausible shape");
   return static_cast<int64_t>(n);
 }
 
@@ -750,7 +830,8 @@ void Dataset::check_plausible() const {
                                          sizeof name, name, nullptr);
     if (filter < 0) fail(with_detail("has unreadable filter settings"));
     if (H5Zfilter_avail(filter) <= 0)
-      fail("is compressed with filter " + std::to_string(filter) + (name[0] ? std::string(" (") + name + ")" : "") +
+      fail("is compressed with filter " + std::to_string(filter) +
+           (name[0] ? std::string(" (") + name + ")" : "") +
            ", which this HDF5 library cannot decode");
   }
   Id t(H5Dget_type(id()));
@@ -833,18 +914,24 @@ void Dataset::read_numeric(const std::string* field, NumType as, void* out, hid 
       const unsigned char* p = raw.data() + i * esize;
       int64_t v = 0;
       switch (esize) {
-        case 1: v = is_signed ? *reinterpret_cast<const int8_t*>(p) : *p; break;
+        case 1:
+          v = is_signed ? *reinterpret_cast<const int8_t*>(p) : *p;
+          break;
         case 2: {
-          int16_t s; std::memcpy(&s, p, 2);
+          int16_t s;
+          std::memcpy(&s, p, 2);
           v = is_signed ? s : static_cast<uint16_t>(s);
           break;
         }
         case 4: {
-          int32_t s; std::memcpy(&s, p, 4);
+          int32_t s;
+          std::memcpy(&s, p, 4);
           v = is_signed ? s : static_cast<uint32_t>(s);
           break;
         }
-        default: std::memcpy(&v, p, 8); break;
+        default:
+          std::memcpy(&v, p, 8);
+          break;
       }
       if (!put_integer(as, out, i, v))
         fail("holds a value that does not fit " + std::string(num_name(as)));
@@ -875,8 +962,7 @@ void Dataset::read_range(NumType as, void* out, int64_t offset, int64_t count) c
 void Dataset::read_rows(NumType as, void* out, int64_t row0, int64_t n_rows) const {
   std::vector<int64_t> s = shape();
   if (s.size() != 2) fail("should be 2-dimensional");
-  if (row0 < 0 || n_rows < 0 || row0 > s[0] || n_rows > s[0] - row0)
-    fail("read past its last row");
+  if (row0 < 0 || n_rows < 0 || row0 > s[0] || n_rows > s[0] - row0) fail("read past its last row");
   if (n_rows == 0 || s[1] == 0) return;
   Id fspace(H5Dget_space(id()));
   hsize_t start[2] = {static_cast<hsize_t>(row0), 0};
@@ -942,7 +1028,8 @@ bool Dataset::has_field(const std::string& field) const {
 
 TypeInfo Dataset::field_type(const std::string& field) const {
   Id t(H5Dget_type(id()));
-  int idx = H5Tget_class(t.get()) == H5T_COMPOUND ? H5Tget_member_index(t.get(), field.c_str()) : -1;
+  int idx =
+      H5Tget_class(t.get()) == H5T_COMPOUND ? H5Tget_member_index(t.get(), field.c_str()) : -1;
   if (idx < 0) fail("has no field '" + field + "'");
   Id m(H5Tget_member_type(t.get(), static_cast<unsigned>(idx)));
   return info_of(m.get());
@@ -956,7 +1043,8 @@ std::vector<std::string> Dataset::read_field_strings(const std::string& field) c
   return read_strings_impl(&field);
 }
 
-// ---- Group -----------------------------------------------------------------------------------------
+// ---- Group
+// -----------------------------------------------------------------------------------------
 
 Group::Group(std::string file, std::string key, Id id)
     : Object(std::move(file), std::move(key), std::move(id)) {}
@@ -976,8 +1064,7 @@ Id Group::open_path(const std::string& path, Kind* kind, std::string* full_key) 
     key = join_key(key, part);
     *full_key = key;
     htri_t exists = H5Lexists(at, part.c_str(), H5P_DEFAULT);
-    if (exists < 0)
-      throw BadData(with_detail(file_ + ": '" + key + "' could not be looked up"));
+    if (exists < 0) throw BadData(with_detail(file_ + ": '" + key + "' could not be looked up"));
     if (exists == 0) {
       *kind = Kind::Missing;
       return Id();
@@ -1080,7 +1167,8 @@ Dataset Group::write(const std::string& name, NumType type, const void* data,
     std::vector<hsize_t> chunk = dims;
     uint64_t row_bytes = num_size(type);
     for (size_t i = 1; i < chunk.size(); ++i) row_bytes = saturating_mul(row_bytes, chunk[i]);
-    chunk[0] = std::max<hsize_t>(1, std::min<hsize_t>(dims[0], (1u << 20) / std::max<uint64_t>(row_bytes, 1)));
+    chunk[0] = std::max<hsize_t>(
+        1, std::min<hsize_t>(dims[0], (1u << 20) / std::max<uint64_t>(row_bytes, 1)));
     for (auto& c : chunk) c = std::max<hsize_t>(c, 1);
     H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data());
     H5Pset_deflate(dcpl.get(), 4);
@@ -1095,7 +1183,8 @@ Dataset Group::write(const std::string& name, NumType type, const void* data,
   return Dataset(file_, key, std::move(ds));
 }
 
-Dataset Group::write_strings(const std::string& name, const std::vector<std::string>& values) const {
+Dataset Group::write_strings(const std::string& name,
+                             const std::vector<std::string>& values) const {
   const std::string key = join_key(key_, name);
   Id type = vlen_string_type(H5T_CSET_UTF8);
   hsize_t n = values.size();
@@ -1113,7 +1202,8 @@ Dataset Group::write_strings(const std::string& name, const std::vector<std::str
   return Dataset(file_, key, std::move(ds));
 }
 
-// ---- File ------------------------------------------------------------------------------------------
+// ---- File
+// ------------------------------------------------------------------------------------------
 
 namespace {
 
@@ -1139,14 +1229,15 @@ File File::open(const std::string& path, Mode mode) {
   if (::access(path.c_str(), mode == Mode::Read ? R_OK : (R_OK | W_OK)) != 0)
     throw IoError(path + ": cannot open the file for " +
                   (mode == Mode::Read ? "reading" : "writing") + " (" + std::strerror(errno) + ")");
-  // H5Fis_hdf5 is deprecated from 1.12 on, where H5Fis_accessible does the same.
+    // H5Fis_hdf5 is deprecated from 1.12 on, where H5Fis_accessible does the same.
 #if H5_VERSION_GE(1, 12, 0)
   const htri_t is_hdf5 = H5Fis_accessible(path.c_str(), H5P_DEFAULT);
 #else
   const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
 #endif
   if (is_hdf5 <= 0)
-    throw BadData(path + ": is not an HDF5 file (an .h5ad file is HDF5; this one has no HDF5 signature)");
+    throw BadData(path +
+                  ": is not an HDF5 file (an .h5ad file is HDF5; this one has no HDF5 signature)");
   Id fapl = file_access_plist();
   if (mode == Mode::Read) {
     const hid_t driver = detail::guarded_driver();
@@ -1156,10 +1247,12 @@ File File::open(const std::string& path, Mode mode) {
   detail::clear_driver_problem();
   Id fid(H5Fopen(path.c_str(), mode == Mode::Read ? H5F_ACC_RDONLY : H5F_ACC_RDWR, fapl.get()));
   if (!fid.valid())
-    throw BadData(with_detail(path + ": could not be opened as HDF5; the file is truncated or corrupt"));
+    throw BadData(
+        with_detail(path + ": could not be opened as HDF5; the file is truncated or corrupt"));
   Id root(H5Gopen2(fid.get(), "/", H5P_DEFAULT));
   if (!root.valid())
-    throw BadData(with_detail(path + ": has an unreadable root group; the file is truncated or corrupt"));
+    throw BadData(
+        with_detail(path + ": has an unreadable root group; the file is truncated or corrupt"));
   File f;
   f.path_ = path;
   f.file_ = std::make_shared<Id>(std::move(fid));

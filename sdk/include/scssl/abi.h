@@ -24,7 +24,8 @@
  *  - Functions return SCSSL_OK or an error status; on error they fill scssl_error.message with one
  *    sentence naming the thing that was wrong.
  *  - Arguments are borrowed: a plugin must not keep a pointer into them after the call returns,
- *    except that the cell data given to prepare()/fit() stays valid until the instance is destroyed.
+ *    except that the cell data given to prepare()/fit() stays valid until the instance is
+ * destroyed.
  *  - Results are owned by the receiver: a DLManagedTensor is released through its deleter and a
  *    scssl_cell_data through its release callback, each exactly once.
  *  - The host keeps a library loaded while any instance or result it produced is alive.
@@ -68,7 +69,8 @@ extern "C" {
 #define SCSSL_HAS_FIELD(s, type, field) \
   ((s)->struct_size >= offsetof(type, field) + sizeof(((const type*)0)->field))
 
-/* ---- status ------------------------------------------------------------------------------------ */
+/* ---- status ------------------------------------------------------------------------------------
+ */
 
 typedef enum scssl_status {
   SCSSL_OK = 0,
@@ -84,7 +86,8 @@ typedef struct scssl_error {
   char message[SCSSL_MESSAGE_CAPACITY]; /* NUL-terminated */
 } scssl_error;
 
-/* ---- parameters -------------------------------------------------------------------------------- */
+/* ---- parameters --------------------------------------------------------------------------------
+ */
 
 typedef enum scssl_param_type {
   SCSSL_PARAM_BOOL = 1,
@@ -131,8 +134,8 @@ typedef struct scssl_param_value {
   int64_t int_value;
   double float_value;
   const char* string_value;
-  const char* const* list_values; /* SCSSL_PARAM_STRING_LIST */
-  int64_t list_length;            /* items of list_values or float_list_values */
+  const char* const* list_values;  /* SCSSL_PARAM_STRING_LIST */
+  int64_t list_length;             /* items of list_values or float_list_values */
   const double* float_list_values; /* SCSSL_PARAM_FLOAT_LIST */
 } scssl_param_value;
 
@@ -142,12 +145,13 @@ typedef struct scssl_params {
   int64_t count;
 } scssl_params;
 
-/* ---- cell data --------------------------------------------------------------------------------- */
+/* ---- cell data ---------------------------------------------------------------------------------
+ */
 
 typedef enum scssl_matrix_format {
   SCSSL_MATRIX_NONE = 0,  /* absent (e.g. no raw counts) */
   SCSSL_MATRIX_DENSE = 1, /* dense: float32 [n_rows, n_cols], row-major */
-  SCSSL_MATRIX_CSR = 2    /* CSR: indptr int64 [n_rows+1], indices int32 [nnz], values float32 [nnz] */
+  SCSSL_MATRIX_CSR = 2 /* CSR: indptr int64 [n_rows+1], indices int32 [nnz], values float32 [nnz] */
 } scssl_matrix_format;
 
 /* Embedded by value in scssl_modality: frozen for ABI 2. */
@@ -166,7 +170,7 @@ typedef struct scssl_modality {
   const char* name; /* "RNA", "ADT", ... */
   int64_t n_features;
   const char* const* feature_names;
-  scssl_matrix X;      /* the representation methods train on (preprocessed once the host has run) */
+  scssl_matrix X; /* the representation methods train on (preprocessed once the host has run) */
   scssl_matrix counts; /* raw counts of the same features, or SCSSL_MATRIX_NONE */
 } scssl_modality;
 
@@ -202,7 +206,8 @@ typedef struct scssl_cell_data {
   void* private_data;
 } scssl_cell_data;
 
-/* ---- services the host offers to every instance ------------------------------------------------- */
+/* ---- services the host offers to every instance -------------------------------------------------
+ */
 
 typedef enum scssl_log_level {
   SCSSL_LOG_DEBUG = 0,
@@ -262,7 +267,8 @@ typedef struct scssl_host_api {
                                 scssl_error* error);
 } scssl_host_api;
 
-/* ---- the four kinds and their function tables --------------------------------------------------- */
+/* ---- the four kinds and their function tables ---------------------------------------------------
+ */
 
 typedef enum scssl_kind {
   SCSSL_KIND_DATASET = 1,
@@ -385,7 +391,8 @@ typedef struct scssl_evaluator_table {
                            const scssl_metric_sink* sink, scssl_error* error);
 } scssl_evaluator_table;
 
-/* ---- the plugin's self-description -------------------------------------------------------------- */
+/* ---- the plugin's self-description --------------------------------------------------------------
+ */
 
 /* What the plugin was compiled with. The host refuses a plugin whose LibTorch version or C++
  * standard library ABI differs from its own (torch types and C++ objects inside the plugin would
@@ -421,8 +428,9 @@ typedef const scssl_plugin_info* (*scssl_entry_point_fn)(void);
 #define SCSSL_STR_(x) #x
 #define SCSSL_STR(x) SCSSL_STR_(x)
 #if defined(__clang__)
-#define SCSSL_COMPILER \
-  "clang " SCSSL_STR(__clang_major__) "." SCSSL_STR(__clang_minor__) "." SCSSL_STR(__clang_patchlevel__)
+#define SCSSL_COMPILER                                                              \
+  "clang " SCSSL_STR(__clang_major__) "." SCSSL_STR(__clang_minor__) "." SCSSL_STR( \
+      __clang_patchlevel__)
 #elif defined(__GNUC__)
 #define SCSSL_COMPILER \
   "gcc " SCSSL_STR(__GNUC__) "." SCSSL_STR(__GNUC_MINOR__) "." SCSSL_STR(__GNUC_PATCHLEVEL__)

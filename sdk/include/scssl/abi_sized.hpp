@@ -41,9 +41,8 @@ T read_sized_at(const T* base, int64_t i, const char* what) {
                                 std::to_string(stride) + " bytes, which no scssl SDK writes");
   const T* element = reinterpret_cast<const T*>(reinterpret_cast<const char*>(base) + i * stride);
   if (element->struct_size != stride)
-    throw std::invalid_argument(std::string(what) + " mixes elements of " +
-                                std::to_string(stride) + " and " +
-                                std::to_string(element->struct_size) + " bytes");
+    throw std::invalid_argument(std::string(what) + " mixes elements of " + std::to_string(stride) +
+                                " and " + std::to_string(element->struct_size) + " bytes");
   return read_sized(element);
 }
 

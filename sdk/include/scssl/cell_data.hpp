@@ -91,7 +91,8 @@ struct CellData {
   void validate(const std::string& what) const;
 };
 
-// ---- crossing the C boundary ---------------------------------------------------------------------
+// ---- crossing the C boundary
+// ---------------------------------------------------------------------
 
 // A scssl_cell_data that points into a CellData kept alive by this object.
 class CellDataView {

@@ -29,7 +29,8 @@ torch::Tensor barlow_twins(const torch::Tensor& za, const torch::Tensor& zb,
 
 // CLIP loss between two modalities' outputs (rows paired): 0.5 (CE(s A B^T, I) + CE(s B A^T, I))
 // with s = exp(logit_scale), after L2 normalisation.
-torch::Tensor clip(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& logit_scale);
+torch::Tensor clip(const torch::Tensor& a, const torch::Tensor& b,
+                   const torch::Tensor& logit_scale);
 
 // A FIFO bank of the last `size` vectors (MoCo's queue, NNCLR's support set), initialised with
 // random unit rows. Registered as a buffer so checkpoints carry it.

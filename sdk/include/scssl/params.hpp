@@ -95,7 +95,8 @@ class ParamSpec {
   std::vector<const char*> choices_;
 };
 
-// The C++ form of one metric an evaluator reports (`static std::vector<scssl::MetricSpec> metrics()`).
+// The C++ form of one metric an evaluator reports (`static std::vector<scssl::MetricSpec>
+// metrics()`).
 struct MetricSpec {
   MetricSpec(const char* name, scssl_metric_group group, bool higher_is_better, const char* help)
       : name(name), group(group), higher_is_better(higher_is_better), help(help) {}
@@ -106,13 +107,15 @@ struct MetricSpec {
   scssl_metric_spec c_spec() const;
 };
 
-// Parses a value written as in scssl_param_spec::default_text. Throws InvalidArgument naming `what`.
+// Parses a value written as in scssl_param_spec::default_text. Throws InvalidArgument naming
+// `what`.
 ParamValue parse_param_text(scssl_param_type type, std::string_view text, const std::string& what);
-// The inverse, for `describe` and resolved configs: lists as "a,b", floats in shortest round-trip form.
+// The inverse, for `describe` and resolved configs: lists as "a,b", floats in shortest round-trip
+// form.
 std::string format_param(const ParamValue& value);
 
-// Converts a value to the schema's type where that loses nothing (an integer for a float parameter);
-// otherwise throws InvalidArgument naming the parameter and both types.
+// Converts a value to the schema's type where that loses nothing (an integer for a float
+// parameter); otherwise throws InvalidArgument naming the parameter and both types.
 ParamValue coerce_param(const std::string& name, scssl_param_type type, ParamValue value,
                         const std::string& owner);
 

@@ -168,7 +168,8 @@ class IEvaluator {
   HostContext& host_;
 };
 
-// ---- the machinery behind SCSSL_PLUGIN -------------------------------------------------------------
+// ---- the machinery behind SCSSL_PLUGIN
+// -------------------------------------------------------------
 namespace detail {
 
 // Runs f; turns any exception into a status and a message for the C side.
@@ -209,34 +210,30 @@ T& object_of(scssl_instance self) {
 
 template <class T>
 scssl_instance_table instance_table() {
-  return {
-      [](const scssl_params* p, const scssl_host_api* api, scssl_instance* out, scssl_error* e) {
-        return guarded(e, [&] { *out = new Instance<T>(p, api); });
-      },
-      [](scssl_instance self) { delete static_cast<Instance<T>*>(self); }};
+  return {[](const scssl_params* p, const scssl_host_api* api, scssl_instance* out,
+             scssl_error* e) { return guarded(e, [&] { *out = new Instance<T>(p, api); }); },
+          [](scssl_instance self) { delete static_cast<Instance<T>*>(self); }};
 }
 
 template <class T>
 const void* table_of() {
   if constexpr (T::kind == SCSSL_KIND_DATASET) {
-    static const scssl_dataset_table table{
-        sizeof(scssl_dataset_table),
-        [](const scssl_params* p, const scssl_host_api* api, scssl_cell_data** out,
-           scssl_error* e) {
-          return guarded(e, [&] {
-            HostContext host(api);
-            ParamSet params = ParamSet::from_c(p);
-            T dataset;
-            CellData data = dataset.load(params, host);
-            data.validate("data set");
-            *out = CellDataView::export_owned(std::move(data));
-          });
-        }};
+    static const scssl_dataset_table table{sizeof(scssl_dataset_table),
+                                           [](const scssl_params* p, const scssl_host_api* api,
+                                              scssl_cell_data** out, scssl_error* e) {
+                                             return guarded(e, [&] {
+                                               HostContext host(api);
+                                               ParamSet params = ParamSet::from_c(p);
+                                               T dataset;
+                                               CellData data = dataset.load(params, host);
+                                               data.validate("data set");
+                                               *out = CellDataView::export_owned(std::move(data));
+                                             });
+                                           }};
     return &table;
   } else if constexpr (T::kind == SCSSL_KIND_AUGMENTATION) {
     static const scssl_augmentation_table table{
-        sizeof(scssl_augmentation_table),
-        instance_table<T>(),
+        sizeof(scssl_augmentation_table), instance_table<T>(),
         [](scssl_instance self, const scssl_cell_data* d, int32_t modality, scssl_error* e) {
           return guarded(e, [&] {
             auto* inst = static_cast<Instance<T>*>(self);
@@ -295,7 +292,8 @@ const void* table_of() {
             const scssl_eval_context copy = read_sized(given);
             const scssl_eval_context* c = &copy;
             CellData data = import_borrowed(c->data);
-            EvalContext context{data, from_dl(c->embedding, nullptr, "embedding"),
+            EvalContext context{data,
+                                from_dl(c->embedding, nullptr, "embedding"),
                                 from_dl(c->unintegrated, nullptr, "unintegrated representation"),
                                 {}};
             for (int64_t i = 0; i < c->n_query_batches; ++i)
@@ -351,7 +349,7 @@ const scssl_plugin_info* plugin_info(const char* name, const char* version, cons
 }  // namespace scssl
 
 // Registers one plugin class; use it once per shared library, at namespace scope.
-#define SCSSL_PLUGIN(Class, name, version, summary)                                   \
-  extern "C" SCSSL_EXPORT const scssl_plugin_info* scssl_plugin_entry(void) {         \
-    return ::scssl::detail::plugin_info<Class>(name, version, summary);               \
+#define SCSSL_PLUGIN(Class, name, version, summary)                           \
+  extern "C" SCSSL_EXPORT const scssl_plugin_info* scssl_plugin_entry(void) { \
+    return ::scssl::detail::plugin_info<Class>(name, version, summary);       \
   }

@@ -10,12 +10,12 @@
 namespace scssl {
 
 struct PreprocessOptions {
-  bool normalize = true;        // normalize_total: every cell sums to target_sum
+  bool normalize = true;  // normalize_total: every cell sums to target_sum
   double target_sum = 1e4;
-  bool log1p = true;            // natural log(1 + x)
-  int64_t n_top_genes = 2000;   // highly variable genes kept; 0 or >= features keeps all
-  bool batch_aware = true;      // select HVGs per batch, as scanpy's batch_key does
-  bool scale = false;           // zero mean, unit variance per feature, clipped (makes X dense)
+  bool log1p = true;           // natural log(1 + x)
+  int64_t n_top_genes = 2000;  // highly variable genes kept; 0 or >= features keeps all
+  bool batch_aware = true;     // select HVGs per batch, as scanpy's batch_key does
+  bool scale = false;          // zero mean, unit variance per feature, clipped (makes X dense)
   double scale_max = 10.0;
 };
 

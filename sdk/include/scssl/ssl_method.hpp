@@ -19,9 +19,9 @@ std::vector<scssl::ParamSpec> ssl_parameters();
 
 // Outputs of one view through a network, fused across modalities.
 struct ViewOutput {
-  torch::Tensor h;                   // encoder outputs, fused
-  torch::Tensor z;                   // projector outputs, fused
-  torch::Tensor p;                   // predictor outputs, fused (undefined without a predictor)
+  torch::Tensor h;                    // encoder outputs, fused
+  torch::Tensor z;                    // projector outputs, fused
+  torch::Tensor p;                    // predictor outputs, fused (undefined without a predictor)
   std::vector<torch::Tensor> z_each;  // per modality, before fusion (CLIP)
   std::vector<torch::Tensor> p_each;
 };

@@ -17,8 +17,8 @@ namespace scssl {
 
 // One mini-batch: the same cells in two views, per modality, on the training device.
 struct TrainBatch {
-  torch::Tensor cell_ids;           // int64 [b], rows of the training data (CPU)
-  torch::Tensor domains;            // int64 [b] batch codes, or undefined without a batch column
+  torch::Tensor cell_ids;            // int64 [b], rows of the training data (CPU)
+  torch::Tensor domains;             // int64 [b] batch codes, or undefined without a batch column
   std::vector<torch::Tensor> view0;  // per used modality: float32 [b, features]
   std::vector<torch::Tensor> view1;
   int64_t epoch = 0;

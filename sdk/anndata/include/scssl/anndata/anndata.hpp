@@ -23,8 +23,8 @@ struct Matrix {
 
 // Per-cell categories of an obs column.
 struct Categories {
-  std::vector<int32_t> codes;       // one per cell; -1 = missing
-  std::vector<std::string> names;   // codes index into these
+  std::vector<int32_t> codes;      // one per cell; -1 = missing
+  std::vector<std::string> names;  // codes index into these
 };
 
 // What an .h5ad holds, read without touching its matrices.
@@ -46,7 +46,8 @@ struct Summary {
 // The name of the embedding dataset in embedding.h5 (next to `cell_names`).
 inline constexpr const char* kEmbeddingDataset = "embedding";
 
-// ---- reads ------------------------------------------------------------------------------------------
+// ---- reads
+// ------------------------------------------------------------------------------------------
 
 Summary inspect(const std::string& h5ad_path);
 
@@ -65,10 +66,11 @@ Matrix read_obsm(const std::string& h5ad_path, const std::string& key);
 // `cell_names`, which must have one entry per row.
 Matrix read_embedding_h5(const std::string& path, std::vector<std::string>* cell_names = nullptr);
 
-// ---- writes: never replace an existing file ----------------------------------------------------------
-// Both write a hidden temporary in the target's folder and publish it under the target name only
-// if no file of that name exists (IoError "... already exists" otherwise, the existing file
-// untouched); on any failure the temporary is removed and nothing appears under the target name.
+// ---- writes: never replace an existing file
+// ---------------------------------------------------------- Both write a hidden temporary in the
+// target's folder and publish it under the target name only if no file of that name exists (IoError
+// "... already exists" otherwise, the existing file untouched); on any failure the temporary is
+// removed and nothing appears under the target name.
 
 // A small HDF5 file holding `embedding` = float32 [rows, cols] and `cell_names` = strings [rows],
 // with anndata's encoding attributes.

@@ -22,14 +22,16 @@
 
 namespace scssl::h5 {
 
-// hid_t of HDF5 1.10+ (checked in hdf5.cpp); kept out of this header so users need not include hdf5.h.
+// hid_t of HDF5 1.10+ (checked in hdf5.cpp); kept out of this header so users need not include
+// hdf5.h.
 using hid = int64_t;
 
 // Turns off HDF5's automatic printing of error stacks to stderr (the library's default). Every
 // File open/create calls it; calling it again is harmless.
 void silence_hdf5_errors();
 
-// Owns one HDF5 identifier of any kind (file, group, dataset, attribute, type, space, property list).
+// Owns one HDF5 identifier of any kind (file, group, dataset, attribute, type, space, property
+// list).
 class Id {
  public:
   Id() = default;
@@ -53,15 +55,24 @@ enum class NumType { Int8, UInt8, Int16, UInt16, Int32, UInt32, Int64, UInt64, F
 
 template <class T>
 constexpr NumType num_type_of() {
-  if constexpr (std::is_same_v<T, int8_t>) return NumType::Int8;
-  else if constexpr (std::is_same_v<T, uint8_t>) return NumType::UInt8;
-  else if constexpr (std::is_same_v<T, int16_t>) return NumType::Int16;
-  else if constexpr (std::is_same_v<T, uint16_t>) return NumType::UInt16;
-  else if constexpr (std::is_same_v<T, int32_t>) return NumType::Int32;
-  else if constexpr (std::is_same_v<T, uint32_t>) return NumType::UInt32;
-  else if constexpr (std::is_same_v<T, int64_t>) return NumType::Int64;
-  else if constexpr (std::is_same_v<T, uint64_t>) return NumType::UInt64;
-  else if constexpr (std::is_same_v<T, float>) return NumType::Float32;
+  if constexpr (std::is_same_v<T, int8_t>)
+    return NumType::Int8;
+  else if constexpr (std::is_same_v<T, uint8_t>)
+    return NumType::UInt8;
+  else if constexpr (std::is_same_v<T, int16_t>)
+    return NumType::Int16;
+  else if constexpr (std::is_same_v<T, uint16_t>)
+    return NumType::UInt16;
+  else if constexpr (std::is_same_v<T, int32_t>)
+    return NumType::Int32;
+  else if constexpr (std::is_same_v<T, uint32_t>)
+    return NumType::UInt32;
+  else if constexpr (std::is_same_v<T, int64_t>)
+    return NumType::Int64;
+  else if constexpr (std::is_same_v<T, uint64_t>)
+    return NumType::UInt64;
+  else if constexpr (std::is_same_v<T, float>)
+    return NumType::Float32;
   else {
     static_assert(std::is_same_v<T, double>, "unsupported element type");
     return NumType::Float64;
@@ -72,9 +83,9 @@ constexpr NumType num_type_of() {
 enum class TypeClass {
   Integer,
   Float,
-  String,     // fixed or variable length, ASCII or UTF-8
-  Bool,       // h5py's bool: an enum {FALSE = 0, TRUE = 1}
-  Enum,       // any other enum (values read as their integers)
+  String,  // fixed or variable length, ASCII or UTF-8
+  Bool,    // h5py's bool: an enum {FALSE = 0, TRUE = 1}
+  Enum,    // any other enum (values read as their integers)
   Compound,
   Reference,  // object references (anndata 0.7 categorical columns)
   Other
@@ -83,8 +94,8 @@ const char* type_class_name(TypeClass c);
 
 struct TypeInfo {
   TypeClass cls = TypeClass::Other;
-  size_t size = 0;            // bytes per element in the file
-  bool is_signed = false;     // integers only
+  size_t size = 0;               // bytes per element in the file
+  bool is_signed = false;        // integers only
   bool variable_length = false;  // strings only
   // "int8", "uint32", "float64", "string", "bool", ... for messages.
   std::string describe() const;
@@ -157,9 +168,9 @@ class Dataset : public Object {
 
   // Numeric reads with conversion into `as`; a value that does not fit (overflow, a fraction
   // into an integer, NaN into an integer) is BadData. Integer, float, bool and enum data only.
-  void read(NumType as, void* out) const;                                  // everything
+  void read(NumType as, void* out) const;                                       // everything
   void read_range(NumType as, void* out, int64_t offset, int64_t count) const;  // 1-d slice
-  void read_rows(NumType as, void* out, int64_t row0, int64_t n_rows) const;  // 2-d row block
+  void read_rows(NumType as, void* out, int64_t row0, int64_t n_rows) const;    // 2-d row block
   template <class T>
   std::vector<T> read_vector() const {
     std::vector<T> v(static_cast<size_t>(length_1d()));
@@ -192,8 +203,8 @@ class Dataset : public Object {
  private:
   void read_selection(hid mem_type, void* out, hid mem_space, hid file_space,
                       const std::string& what) const;
-  void read_numeric(const std::string* field, NumType as, void* out, hid mem_space,
-                    hid file_space, int64_t count) const;
+  void read_numeric(const std::string* field, NumType as, void* out, hid mem_space, hid file_space,
+                    int64_t count) const;
   std::vector<std::string> read_strings_impl(const std::string* field) const;
 };
 

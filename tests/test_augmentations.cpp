@@ -603,3 +603,25 @@ TEST(GraphHelpers, RandomSubsetsAreDistinctAndInRange) {
   torch::Tensor all = random_subsets(10, 20, 20, rng);
   EXPECT_TRUE(torch::equal(std::get<0>(all.sort(1)), torch::arange(20).repeat({10, 1})));
 }
+
+// Every index is picked with probability count / n, whether the subsets are drawn directly
+// (count <= n / 2) or as the complement of the indices left out (count > n / 2); one seed gives
+// one result, whatever the thread count.
+TEST(GraphHelpers, RandomSubsetsPickEveryIndexEquallyOftenAndRepeatWithTheSeed) {
+  const int64_t rows = 20000, n = 10;
+  for (int64_t count : {3, 8}) {
+    auto rng = at::make_generator<at::CPUGeneratorImpl>(11);
+    torch::Tensor s = random_subsets(rows, n, count, rng);
+    torch::Tensor hits = torch::bincount(s.flatten(), {}, n).to(torch::kFloat64) / rows;
+    EXPECT_LT((hits - static_cast<double>(count) / n).abs().max().item<double>(), 0.02)
+        << "count " << count;
+    // Pairs too: index 0 and 1 together with probability count (count - 1) / (n (n - 1)).
+    torch::Tensor both = ((s == 0).any(1) & (s == 1).any(1)).to(torch::kFloat64).mean();
+    EXPECT_NEAR(both.item<double>(), count * (count - 1.0) / (n * (n - 1.0)), 0.02);
+    auto again = at::make_generator<at::CPUGeneratorImpl>(11);
+    const int saved = at::get_num_threads();
+    at::set_num_threads(saved == 1 ? 2 : 1);
+    EXPECT_TRUE(torch::equal(random_subsets(rows, n, count, again), s));
+    at::set_num_threads(saved);
+  }
+}

@@ -1,21 +1,42 @@
 // The exact kNN search and the exact silhouettes work on cache-sized tiles of distances (64 query
 // rows x 512 reference rows). These tests use sizes that cut across tile edges and compare with
 // direct O(n^2) computations, and check that the thread count does not change a single bit.
+// Every kernel path this CPU runs is checked tile by tile here; ctest also runs the whole binary
+// once per forced path (SCSSL_DISTANCE_KERNELS), so the searches and silhouettes are checked on
+// each path too.
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <string>
 #include <vector>
 
+#include "distance_tiles.hpp"
 #include "scssl/knn.hpp"
+#include "scssl/params.hpp"
 #include "scssl/silhouette.hpp"
 
 using namespace scssl;
 
 namespace {
+
+// Under a forced path this CPU cannot run (ctest forces each in turn), there is nothing to test.
+class ForcedPathRunnable : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    const char* forced = std::getenv("SCSSL_DISTANCE_KERNELS");
+    if (!forced) return;
+    const std::vector<std::string> paths = distance_kernel_paths();
+    if (std::find(paths.begin(), paths.end(), forced) == paths.end())
+      GTEST_SKIP() << "SCSSL_DISTANCE_KERNELS=" << forced << ": this CPU does not run that path";
+    ASSERT_EQ(distance_kernels(), forced);
+  }
+};
+const auto* const kForcedPathRunnable = ::testing::AddGlobalTestEnvironment(new ForcedPathRunnable);
 
 // Runs `f` with n threads, restoring the previous setting.
 template <class F>
@@ -142,4 +163,65 @@ TEST(ExactSilhouette, ThreadCountDoesNotChangeTheResult) {
   torch::Tensor one = with_threads(1, [&] { return silhouette_samples(x, codes); });
   torch::Tensor two = with_threads(2, [&] { return silhouette_samples(x, codes); });
   EXPECT_TRUE(torch::equal(one, two));
+}
+
+// One tile of every kernel path against the direct float64 computation, for sizes that are not
+// multiples of any micro-tile (37 query rows, 1000 reference rows, 13 dimensions).
+class EveryKernelPath : public ::testing::TestWithParam<std::string> {
+ protected:
+  template <class Real>
+  void check_tiles(double tolerance) {
+    const scssl::detail::KernelPath& path = scssl::detail::kernel_path_named(GetParam());
+    ASSERT_STREQ(path.name, GetParam().c_str());
+    torch::manual_seed(9);
+    const int64_t n = 1000, rows = 37, d = 13;
+    const torch::Tensor x = torch::randn({n, d}, torch::kFloat64).contiguous();
+    const torch::Tensor direct = torch::cdist(x.slice(0, 100, 100 + rows), x).pow(2);
+    const auto want = direct.accessor<double, 2>();
+    const scssl::detail::ReferencePanels<Real> panels(x.data_ptr<double>(), n, d, path);
+    scssl::detail::QueryBlock<Real> block;
+    block.load(x.data_ptr<double>(), d, 100, rows);
+    constexpr int64_t kPanel = scssl::detail::ReferencePanels<Real>::kPanelCols;
+    std::vector<Real> tile(scssl::detail::QueryBlock<Real>::kBlockRows * kPanel);
+    double worst = 0.0;
+    for (int64_t p = 0; p < panels.panels(); ++p) {
+      panels.squared_distances(block, p, tile.data());
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < panels.panel_size(p); ++j) {
+          const double got = tile[r * kPanel + j];
+          worst = std::max(worst, std::abs(got - want[r][panels.panel_begin(p) + j]));
+        }
+      // The cell's distance to itself (row 100 + r) is exact up to rounding, and never negative.
+      for (int64_t r = 0; r < rows; ++r) EXPECT_GE(tile[r * kPanel], Real(0));
+    }
+    EXPECT_LT(worst, tolerance) << GetParam();
+  }
+};
+
+TEST_P(EveryKernelPath, Float32TilesEqualDirectDistances) { check_tiles<float>(1e-4); }
+
+TEST_P(EveryKernelPath, Float64TilesEqualDirectDistances) { check_tiles<double>(1e-11); }
+
+INSTANTIATE_TEST_SUITE_P(Paths, EveryKernelPath, ::testing::ValuesIn(distance_kernel_paths()),
+                         [](const auto& info) { return info.param; });
+
+TEST(KernelPaths, TheBestRunnablePathIsTheDefaultAndBlasIsAlwaysThere) {
+  const std::vector<std::string> paths = distance_kernel_paths();
+  ASSERT_GE(paths.size(), 2u);
+  EXPECT_EQ(paths.back(), "blas");
+  if (!std::getenv("SCSSL_DISTANCE_KERNELS")) {
+    EXPECT_EQ(distance_kernels(), paths.front());
+  }
+  EXPECT_STREQ(scssl::detail::kernel_path_named("auto").name, paths.front().c_str());
+}
+
+TEST(KernelPaths, AnUnknownPathIsRefusedWithTheVariableAndTheChoices) {
+  try {
+    scssl::detail::kernel_path_named("avx1024");
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("SCSSL_DISTANCE_KERNELS=avx1024"), std::string::npos) << what;
+    EXPECT_NE(what.find("blas"), std::string::npos) << what;
+  }
 }

@@ -79,3 +79,39 @@ TEST(ScibGraphMetrics, SeparatedTypesMixedBatches) {
   data.columns[0].codes = torch::zeros({200}, torch::kInt32);
   EXPECT_TRUE(std::isnan(score(data, torch::tensor(x).view({200, 1}), {"ilisi"})["ilisi"]));
 }
+
+// The neighbour backend: forced by the config, by a size threshold, or, by default above
+// kAlwaysExactCells, by the predicted times of both backends timed on a sample.
+TEST(NeighbourBackend, ConfigAndSizeThresholdDecideWithoutMeasuring) {
+  if (!host::hnsw_available()) GTEST_SKIP() << "this build has no hnswlib";
+  torch::manual_seed(3);
+  const torch::Tensor x = torch::randn({300, 4});
+  host::NeighborCache forced(x, {"hnsw", 0});
+  forced.get(10);
+  EXPECT_EQ(forced.backend(), "hnsw");
+  EXPECT_EQ(forced.chosen_by(), "config");
+  host::NeighborCache small(x, {"auto", 299});
+  small.get(10);
+  EXPECT_EQ(small.backend(), "hnsw");
+  EXPECT_EQ(small.chosen_by(), "size");
+  host::NeighborCache fits(x, {"auto", 300});
+  fits.get(10);
+  EXPECT_EQ(fits.backend(), "exact");
+  EXPECT_EQ(fits.chosen_by(), "size");
+  EXPECT_TRUE(std::isnan(fits.prediction().exact_seconds));
+}
+
+TEST(NeighbourBackend, AutoPicksTheBackendPredictedToFinishFirst) {
+  if (!host::hnsw_available()) GTEST_SKIP() << "this build has no hnswlib";
+  torch::manual_seed(4);
+  const torch::Tensor x = torch::randn({host::kAlwaysExactCells + 1, 3});
+  host::NeighborCache cache(x);
+  cache.get(15);
+  EXPECT_EQ(cache.chosen_by(), "measured");
+  const host::BackendPrediction& p = cache.prediction();
+  ASSERT_TRUE(std::isfinite(p.exact_seconds) && std::isfinite(p.hnsw_seconds));
+  EXPECT_GT(p.exact_seconds, 0.0);
+  EXPECT_GT(p.hnsw_seconds, 0.0);
+  EXPECT_EQ(cache.backend(), p.exact_seconds <= p.hnsw_seconds ? "exact" : "hnsw");
+  EXPECT_EQ(cache.searched_k(), 90);
+}

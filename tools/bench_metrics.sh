@@ -4,6 +4,8 @@
 # `scssl-host evaluate`. Prints each evaluator's wall time, the total and the peak memory, and,
 # where ../shared/refmetrics exists, the Python reference's times on the same file.
 #   tools/bench_metrics.sh [SIZES...]   (default: 20000 100000); REFERENCE=0 skips the Python side.
+#   KERNELS="avx512 avx2 sse2 blas" runs the suite once per distance-kernel path
+#   (SCSSL_DISTANCE_KERNELS; default: the path this CPU picks).
 # Needs /usr/bin/python3 with numpy, scipy and anndata (Debian python3-anndata) to write the input.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,8 +38,10 @@ a.obsm["X_emb"] = emb
 a.obsm["X_pca"] = (emb[:, :50] + rng.normal(0, 0.5, (n, 50))).astype(np.float32)
 a.write_h5ad(path)
 PY
-  echo "== $n cells x 64 dimensions"
-  "$host" --quiet evaluate "$data" -e X_emb --unintegrated-key X_pca --output "$out" > "$out/stdout"
+  for kernels in ${KERNELS:-auto}; do
+  echo "== $n cells x 64 dimensions, distance kernels: $kernels"
+  SCSSL_DISTANCE_KERNELS=$kernels "$host" --quiet evaluate "$data" -e X_emb --unintegrated-key X_pca \
+    --output "$out" > "$out/stdout"
   dir=$(sed -n 's/^results: //p' "$out/stdout")
   python3 - "$dir" <<'PY'
 import json, sys
@@ -48,10 +52,14 @@ print(f"  {'scssl evaluator':<22} {'seconds':>8}")
 for s in run["stages"]:
     total += s["wall_seconds"]
     print(f"  {s['stage'].removeprefix('evaluate:'):<22} {s['wall_seconds']:>8.2f}")
-print(f"  {'total (metrics)':<22} {total:>8.2f}   neighbours: {run['neighbors']['backend']}, k = {run['neighbors']['k']}")
+nb = run["neighbors"]
+print(f"  {'total (metrics)':<22} {total:>8.2f}   neighbours: {nb['backend']} ({nb.get('chosen_by', '')}), k = {nb['k']}")
+if "predicted_seconds" in nb:
+    print(f"  predicted: exact {nb['predicted_seconds']['exact']:.1f} s, hnsw {nb['predicted_seconds']['hnsw']:.1f} s")
 peak = max(s["peak_rss_mb"] for s in run["stages"] + setup["stages"])
-print(f"  peak memory {peak:.0f} MB; reading the file {sum(s['wall_seconds'] for s in setup['stages']):.2f} s")
+print(f"  peak memory {peak:.0f} MB; reading the file {sum(s['wall_seconds'] for s in setup['stages']):.2f} s; kernels {run['versions']['distance_kernels']}")
 PY
+  done
   if [[ ${REFERENCE:-1} == 1 && -f $refmetrics ]]; then
     /usr/bin/python3 "$refmetrics" --h5ad "$data" --embedding-key X_emb --batch-key batch \
       --label-key cell_type --unintegrated-pca X_pca --out "$out/ref.json" > /dev/null

@@ -94,10 +94,21 @@ void from_json(const Json& j, EmbeddingRecord& e) {
   e.obsm_key = value_or<std::string>(j, "obsm_key", "");
 }
 
-void to_json(Json& j, const NeighborRecord& n) { j = Json{{"backend", n.backend}, {"k", n.k}}; }
+void to_json(Json& j, const NeighborRecord& n) {
+  j = Json{{"backend", n.backend}, {"k", n.k}, {"chosen_by", n.chosen_by}};
+  if (n.chosen_by == "measured")
+    j["predicted_seconds"] = Json{{"exact", number_or_null(n.predicted_exact_seconds)},
+                                  {"hnsw", number_or_null(n.predicted_hnsw_seconds)}};
+}
 void from_json(const Json& j, NeighborRecord& n) {
   n.backend = value_or<std::string>(j, "backend", "");
   n.k = value_or<int64_t>(j, "k", 0);
+  n.chosen_by = value_or<std::string>(j, "chosen_by", "");
+  if (j.contains("predicted_seconds")) {
+    const Json& p = j.at("predicted_seconds");
+    n.predicted_exact_seconds = number_or_nan(p, "exact", "neighbors.predicted_seconds");
+    n.predicted_hnsw_seconds = number_or_nan(p, "hnsw", "neighbors.predicted_seconds");
+  }
 }
 
 void to_json(Json& j, const StageTiming& s) {
@@ -115,13 +126,18 @@ void from_json(const Json& j, StageTiming& s) {
 }
 
 void to_json(Json& j, const Versions& v) {
-  j = Json{{"scssl", v.scssl}, {"abi", v.abi}, {"libtorch", v.libtorch}, {"blas", v.blas}};
+  j = Json{{"scssl", v.scssl},
+           {"abi", v.abi},
+           {"libtorch", v.libtorch},
+           {"blas", v.blas},
+           {"distance_kernels", v.distance_kernels}};
 }
 void from_json(const Json& j, Versions& v) {
   v.scssl = value_or<std::string>(j, "scssl", "");
   v.abi = value_or<int64_t>(j, "abi", 0);
   v.libtorch = value_or<std::string>(j, "libtorch", "");
   v.blas = value_or<std::string>(j, "blas", "");
+  v.distance_kernels = value_or<std::string>(j, "distance_kernels", "");
 }
 
 void to_json(Json& j, const SweepRun& r) {

@@ -50,6 +50,9 @@ struct EmbeddingRecord {
 struct NeighborRecord {
   std::string backend;  // "exact" or "hnsw"
   int64_t k = 0;
+  std::string chosen_by;  // "config", "size" or "measured" ("" in older run folders)
+  // With "measured": the predicted seconds of each backend (NaN otherwise).
+  double predicted_exact_seconds = std::nan(""), predicted_hnsw_seconds = std::nan("");
 };
 
 struct StageTiming {
@@ -61,6 +64,7 @@ struct Versions {
   std::string scssl;
   int64_t abi = 0;
   std::string libtorch, blas;
+  std::string distance_kernels;  // the SDK's distance-kernel path (docs/performance.md)
 };
 
 // run.json.

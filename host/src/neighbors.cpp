@@ -1,6 +1,7 @@
 #include "neighbors.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -77,16 +78,51 @@ Neighbors knn_self_hnsw(const torch::Tensor&, int64_t) {
 #endif
 
 NeighborCache::NeighborCache(torch::Tensor embedding, const NeighborOptions& options, int64_t min_k)
-    : embedding_(std::move(embedding)), min_k_(min_k) {
-  if (options.backend == "exact" || options.backend == "hnsw")
-    backend_ = options.backend;
-  else if (options.backend == "auto")
-    backend_ = embedding_.size(0) > options.exact_max_cells && hnsw_available() ? "hnsw" : "exact";
-  else
+    : embedding_(std::move(embedding)),
+      min_k_(min_k),
+      exact_max_cells_(options.exact_max_cells),
+      backend_(options.backend),
+      chosen_by_("config") {
+  if (backend_ != "exact" && backend_ != "hnsw" && backend_ != "auto")
     throw InvalidArgument("unknown neighbour backend '" + options.backend +
                           "' (expected auto, exact or hnsw)");
   if (backend_ == "hnsw" && !hnsw_available())
     throw InvalidArgument("neighbour backend 'hnsw' is not available: this build has no hnswlib");
+}
+
+void NeighborCache::choose_backend(int64_t k) {
+  const int64_t n = embedding_.size(0);
+  chosen_by_ = "size";
+  if (!hnsw_available() || (exact_max_cells_ > 0 && n <= exact_max_cells_) ||
+      (exact_max_cells_ == 0 && n <= kAlwaysExactCells)) {
+    backend_ = "exact";
+    return;
+  }
+  if (exact_max_cells_ > 0) {
+    backend_ = "hnsw";
+    return;
+  }
+  chosen_by_ = "measured";
+  auto sample = [&](int64_t cells) {
+    const int64_t step = n / cells;
+    return embedding_.slice(0, 0, step * cells, step).contiguous();
+  };
+  auto seconds = [](auto&& search) {
+    const auto start = std::chrono::steady_clock::now();
+    search();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  // The exact search of many cells is its distance tiles, n^2 of them: timed with k = 2, whose
+  // candidate lists are too short to matter, as they are at large n for any k; after a small
+  // search that starts the threads.
+  knn_self(sample(kTimingSampleCells / 4), 2);
+  const double exact = seconds([&] { knn_self(sample(kExactTimingCells), 2); });
+  const double hnsw = seconds([&] { knn_self_hnsw(sample(kTimingSampleCells), k); });
+  const double exact_scale = static_cast<double>(n) / kExactTimingCells;
+  prediction_.exact_seconds = exact * exact_scale * exact_scale;
+  prediction_.hnsw_seconds =
+      hnsw * std::pow(static_cast<double>(n) / kTimingSampleCells, kHnswGrowth);
+  backend_ = prediction_.exact_seconds <= prediction_.hnsw_seconds ? "exact" : "hnsw";
 }
 
 const Neighbors& NeighborCache::get(int64_t k) {
@@ -94,6 +130,7 @@ const Neighbors& NeighborCache::get(int64_t k) {
   k = std::min(k, n);
   if (searched_k() < k) {
     const int64_t wanted = std::min(n, std::max(k, min_k_));
+    if (backend_ == "auto") choose_backend(wanted);
     full_ = backend_ == "hnsw" ? knn_self_hnsw(embedding_, wanted) : knn_self(embedding_, wanted);
     prefixes_.clear();
     connectivities_.clear();

@@ -1,9 +1,12 @@
 // The host's neighbour service for evaluators (docs/metrics.md §1.2-1.3): one k-nearest-neighbour
 // search per embedding at the largest k asked for (at least 90, the scIB metrics' largest), served
-// as prefixes, and the fuzzy connectivities per k. Exact search up to a size threshold, an HNSW
-// index (hnswlib) above it; the backend used is recorded with the results.
+// as prefixes, and the fuzzy connectivities per k. Exact search or an HNSW index (hnswlib): under
+// "auto", whichever is predicted to finish first from both timed on a sample of the embedding (the
+// speed of the exact search depends on the CPU's distance-kernel path), or a fixed size threshold;
+// the backend used and why are recorded with the results.
 #pragma once
 
+#include <cmath>
 #include <map>
 #include <string>
 
@@ -12,8 +15,22 @@
 namespace scssl::host {
 
 struct NeighborOptions {
-  std::string backend = "auto";      // "auto" | "exact" | "hnsw"
-  int64_t exact_max_cells = 250000;  // "auto" searches exactly up to this many cells
+  std::string backend = "auto";  // "auto" | "exact" | "hnsw"
+  // "auto": 0 decides by the predicted times; a positive count searches exactly up to it.
+  int64_t exact_max_cells = 0;
+};
+
+// How "auto" decides without a fixed threshold: up to kAlwaysExactCells the exact search, else
+// both backends timed on evenly spaced cells of the embedding and scaled up: the exact search on
+// kExactTimingCells as n^2 (fewer cells would time mostly fixed costs), the HNSW index on
+// kTimingSampleCells as n^kHnswGrowth, slightly worse than n log n as the index outgrows the
+// caches (measured from 4096 to 100 000 cells, docs/performance.md).
+constexpr int64_t kAlwaysExactCells = 50000, kTimingSampleCells = 4096, kExactTimingCells = 16384;
+constexpr double kHnswGrowth = 4.0 / 3.0;
+
+// The predicted seconds of each backend for the whole embedding (NaN when not measured).
+struct BackendPrediction {
+  double exact_seconds = std::nan(""), hnsw_seconds = std::nan("");
 };
 
 // Whether this build has the approximate backend.
@@ -33,15 +50,20 @@ class NeighborCache {
   const SparseGraph& connectivities(int64_t k);
   // The k of the search done so far (0 if none), for the results.
   int64_t searched_k() const { return full_.indices.defined() ? full_.indices.size(1) : 0; }
-  // "exact" or "hnsw".
+  // "exact" or "hnsw" once a search ran (before: the forced backend, or "auto").
   const std::string& backend() const { return backend_; }
+  // "config" (evaluation.neighbors), "size" (exact_max_cells or a small embedding) or "measured".
+  const std::string& chosen_by() const { return chosen_by_; }
+  const BackendPrediction& prediction() const { return prediction_; }
   // What evaluators share with each other about this embedding (scssl_host_api.share_result).
   std::map<std::string, torch::Tensor> shared_results;
 
  private:
   torch::Tensor embedding_;
-  int64_t min_k_;
-  std::string backend_;
+  void choose_backend(int64_t k);
+  int64_t min_k_, exact_max_cells_;
+  std::string backend_, chosen_by_;
+  BackendPrediction prediction_;
   Neighbors full_;
   std::map<int64_t, Neighbors> prefixes_;
   std::map<int64_t, SparseGraph> connectivities_;

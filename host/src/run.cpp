@@ -23,6 +23,7 @@
 #include "runfolder/files.hpp"
 #include "runfolder/records.hpp"
 #include "scssl/anndata/anndata.hpp"
+#include "scssl/knn.hpp"
 #include "scssl/pca.hpp"
 
 namespace fs = std::filesystem;
@@ -210,7 +211,9 @@ std::vector<MetricRecord> score_embedding(std::vector<std::unique_ptr<Evaluator>
   const auto aggregates = evaluation::scib_aggregates(metrics);
   metrics.insert(metrics.end(), aggregates.begin(), aggregates.end());
   if (neighbors.searched_k() > 0)
-    searched = runfolder::NeighborRecord{neighbors.backend(), neighbors.searched_k()};
+    searched = runfolder::NeighborRecord{
+        neighbors.backend(), neighbors.searched_k(), neighbors.chosen_by(),
+        neighbors.prediction().exact_seconds, neighbors.prediction().hnsw_seconds};
   return metrics;
 }
 
@@ -246,7 +249,8 @@ struct RunRecord {
       r.stages.push_back({s.name, s.wall_seconds, s.peak_rss_mb, s.end_rss_mb});
     }
     r.host = hostname();
-    r.versions = {SCSSL_VERSION, SCSSL_ABI_VERSION, TORCH_VERSION, blas_kernel_note()};
+    r.versions = {SCSSL_VERSION, SCSSL_ABI_VERSION, TORCH_VERSION, blas_kernel_note(),
+                  distance_kernels()};
     std::set<const LoadedPlugin*> listed;
     for (const auto* p : plugins)
       if (p && listed.insert(p).second) r.plugins.push_back(plugin_record(*p));
@@ -317,6 +321,7 @@ void split_query(const CellData& data, const std::vector<std::string>& query_bat
 }
 
 RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
+  spdlog::debug("distance kernels: {}", distance_kernels());  // a wrong choice stops us here
   RunRecord record;
   record.name = cfg.name;
   record.plugins = {cfg.dataset.plugin, cfg.method.plugin};
@@ -433,6 +438,7 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
         "evaluate reads embeddings from the data set's .h5ad file, but dataset plugin '" +
         cfg.dataset.plugin->name() + "' has no 'path'");
   const std::string source = cfg.dataset.params.get_string("path");
+  spdlog::debug("distance kernels: {}", distance_kernels());  // a wrong choice stops us here
   EvaluationOutcome out;
   out.dir = create_run_directory(cfg.output_dir, cfg.name);
   const fs::path dir(out.dir);

@@ -2,10 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <type_traits>
 
-// The hot kernels are compiled three times on x86-64 and the loader picks the best for the CPU;
-// elsewhere once, for the target the build was configured for.
+// The small helper kernels (square roots, sums) are compiled three times on x86-64 and the loader
+// picks the best for the CPU; their results are the same on every clone (no fused operations, a
+// fixed order), so they are not part of the forced paths.
 #if defined(__x86_64__)
 #define SCSSL_KERNEL_CLONES [[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
 #else
@@ -16,38 +20,28 @@ namespace scssl::detail {
 
 namespace {
 
-// The micro-tile: kMicroRows query rows x two 64-byte vectors of reference rows (16 doubles or 32
-// floats), accumulated in registers (8 AVX-512 or 16 AVX2 registers). Block rows and panel
-// columns are multiples of these.
-constexpr int64_t kMicroRows = 4;
-template <class Real>
-constexpr int64_t kLanes = 64 / sizeof(Real);
-template <class Real>
-constexpr int64_t kMicroCols = 2 * kLanes<Real>;
-static_assert(QueryBlock<double>::kBlockRows % kMicroRows == 0);
-static_assert(ReferencePanels<float>::kPanelCols % kMicroCols<float> == 0);
-
-// The reference is stored panel by panel, and inside a panel as strips of kMicroCols rows laid out
-// dimension-major ([strip][dim][kMicroCols]), so the kernel streams one contiguous strip. Written
-// with 64-byte vector types (one AVX-512 register, two AVX2 or four SSE2 registers, depending on
-// the clone being compiled) so that every clone keeps its accumulators in registers.
-template <class Real>
+// The micro-tile: kRows query rows x two vectors of kVecBytes (the strip width), accumulated in
+// registers. Four rows on every path: 8 accumulators, the two strip vectors and the broadcast
+// query value fit the 16 registers of AVX2 and SSE2 (the earlier single shape of 4 rows x two
+// 64-byte vectors needed 16 AVX2 accumulators and spilled), and on AVX-512 eight rows were
+// slower than four (docs/performance.md, "Distance kernels").
+template <class Real, int kVecBytes, int kRows>
 [[gnu::always_inline]] inline void tile_body(const Real* query, const Real* query_sq,
                                              int64_t query_rows, const Real* strips,
                                              const Real* ref_sq, int64_t cols, int64_t d,
                                              Real* tile, int64_t tile_stride) {
-  typedef Real Vec __attribute__((vector_size(64)));
-  constexpr int64_t lanes = kLanes<Real>, micro_cols = kMicroCols<Real>;
-  for (int64_t r = 0; r < query_rows; r += kMicroRows) {
+  typedef Real Vec __attribute__((vector_size(kVecBytes)));
+  constexpr int64_t lanes = kVecBytes / sizeof(Real), micro_cols = 2 * lanes;
+  for (int64_t r = 0; r < query_rows; r += kRows) {
     const Real* q = query + r * d;
     for (int64_t c = 0; c < cols; c += micro_cols) {
       const Real* strip = strips + c * d;
-      Vec acc[kMicroRows][2] = {};
+      Vec acc[kRows][2] = {};
       for (int64_t k = 0; k < d; ++k) {
         Vec b0, b1;
         std::memcpy(&b0, strip + k * micro_cols, sizeof b0);
         std::memcpy(&b1, strip + k * micro_cols + lanes, sizeof b1);
-        for (int64_t i = 0; i < kMicroRows; ++i) {
+        for (int64_t i = 0; i < kRows; ++i) {
           const Real a = q[i * d + k];
           acc[i][0] += a * b0;
           acc[i][1] += a * b1;
@@ -57,7 +51,7 @@ template <class Real>
       std::memcpy(&r0, ref_sq + c, sizeof r0);
       std::memcpy(&r1, ref_sq + c + lanes, sizeof r1);
       const Vec zero = {};
-      for (int64_t i = 0; i < kMicroRows; ++i) {
+      for (int64_t i = 0; i < kRows; ++i) {
         Vec d0 = query_sq[r + i] + r0 - Real(2) * acc[i][0];
         Vec d1 = query_sq[r + i] + r1 - Real(2) * acc[i][1];
         d0 = d0 > zero ? d0 : zero;
@@ -70,18 +64,44 @@ template <class Real>
   }
 }
 
-SCSSL_KERNEL_CLONES
-void tile_kernel(const double* query, const double* query_sq, int64_t query_rows,
-                 const double* strips, const double* ref_sq, int64_t cols, int64_t d, double* tile,
-                 int64_t tile_stride) {
-  tile_body(query, query_sq, query_rows, strips, ref_sq, cols, d, tile, tile_stride);
-}
+// One function per path and precision, each compiled for its instruction set.
+#define SCSSL_TILE_FUNCTIONS(name, target, vec_bytes, rows)                                  \
+  target void name(const float* q, const float* q_sq, int64_t n_q, const float* s,           \
+                   const float* s_sq, int64_t cols, int64_t d, float* t, int64_t stride) {   \
+    tile_body<float, vec_bytes, rows>(q, q_sq, n_q, s, s_sq, cols, d, t, stride);            \
+  }                                                                                          \
+  target void name(const double* q, const double* q_sq, int64_t n_q, const double* s,        \
+                   const double* s_sq, int64_t cols, int64_t d, double* t, int64_t stride) { \
+    tile_body<double, vec_bytes, rows>(q, q_sq, n_q, s, s_sq, cols, d, t, stride);           \
+  }
 
-SCSSL_KERNEL_CLONES
-void tile_kernel(const float* query, const float* query_sq, int64_t query_rows, const float* strips,
-                 const float* ref_sq, int64_t cols, int64_t d, float* tile, int64_t tile_stride) {
-  tile_body(query, query_sq, query_rows, strips, ref_sq, cols, d, tile, tile_stride);
-}
+#if defined(__x86_64__)
+SCSSL_TILE_FUNCTIONS(avx512_tile, [[gnu::target("arch=x86-64-v4")]], 64, 4)
+SCSSL_TILE_FUNCTIONS(avx2_tile, [[gnu::target("arch=x86-64-v3")]], 32, 4)
+#endif
+SCSSL_TILE_FUNCTIONS(vector16_tile, , 16, 4)
+#undef SCSSL_TILE_FUNCTIONS
+
+template <class Real, int kVecBytes>
+constexpr int64_t strip_of = 2 * kVecBytes / static_cast<int64_t>(sizeof(Real));
+
+#define SCSSL_KERNEL_PATH(label, function, vec_bytes, rows)                                    \
+  KernelPath {                                                                                 \
+    label, rows, strip_of<float, vec_bytes>, strip_of<double, vec_bytes>, &function, &function \
+  }
+#if defined(__x86_64__)
+const KernelPath kAvx512 = SCSSL_KERNEL_PATH("avx512", avx512_tile, 64, 4);
+const KernelPath kAvx2 = SCSSL_KERNEL_PATH("avx2", avx2_tile, 32, 4);
+// On x86-64 the 16-byte path is the SSE2 baseline every CPU has.
+const KernelPath kVector16 = SCSSL_KERNEL_PATH("sse2", vector16_tile, 16, 4);
+#else
+const KernelPath kVector16 = SCSSL_KERNEL_PATH("vector16", vector16_tile, 16, 4);
+#endif
+#undef SCSSL_KERNEL_PATH
+const KernelPath kBlas{"blas", 1, 1, 1, &blas_tile, &blas_tile};
+// Blocks and panels hold whole micro-tiles of every path.
+static_assert(QueryBlock<float>::kBlockRows % 4 == 0);
+static_assert(ReferencePanels<float>::kPanelCols % strip_of<float, 64> == 0);
 
 SCSSL_KERNEL_CLONES
 void square_roots_kernel(double* values, int64_t count) {
@@ -114,7 +134,43 @@ int64_t round_up(int64_t value, int64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
 
+std::string path_names() {
+  std::string names;
+  for (const KernelPath* p : runnable_kernel_paths()) names += std::string(", ") + p->name;
+  return names.substr(2);
+}
+
 }  // namespace
+
+std::vector<const KernelPath*> runnable_kernel_paths() {
+  std::vector<const KernelPath*> paths;
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v4")) paths.push_back(&kAvx512);
+  if (__builtin_cpu_supports("x86-64-v3")) paths.push_back(&kAvx2);
+#endif
+  paths.push_back(&kVector16);
+  paths.push_back(&kBlas);
+  return paths;
+}
+
+const KernelPath& kernel_path_named(const std::string& name) {
+  const std::vector<const KernelPath*> paths = runnable_kernel_paths();
+  if (name.empty() || name == "auto") return *paths.front();
+  for (const KernelPath* p : paths)
+    if (name == p->name) return *p;
+  throw std::invalid_argument("SCSSL_DISTANCE_KERNELS=" + name +
+                              ": not a distance-kernel path this CPU runs (it runs: auto, " +
+                              path_names() + ")");
+}
+
+const KernelPath& kernel_path() {
+  static const KernelPath* const chosen = [] {
+    const char* forced = std::getenv("SCSSL_DISTANCE_KERNELS");
+    return &kernel_path_named(forced ? forced : "");
+  }();
+  return *chosen;
+}
 
 template <class Real>
 void QueryBlock<Real>::load(const double* x, int64_t d, int64_t first, int64_t count,
@@ -135,8 +191,10 @@ void QueryBlock<Real>::load(const double* x, int64_t d, int64_t first, int64_t c
 }
 
 template <class Real>
-ReferencePanels<Real>::ReferencePanels(const double* x, int64_t n, int64_t d) : n_(n), d_(d) {
-  constexpr int64_t micro_cols = kMicroCols<Real>;
+ReferencePanels<Real>::ReferencePanels(const double* x, int64_t n, int64_t d,
+                                       const KernelPath& path)
+    : path_(path), n_(n), d_(d) {
+  const int64_t micro_cols = path.strip<Real>();
   const int64_t padded = round_up(std::max<int64_t>(n, 1), kPanelCols);
   packed_.assign(padded * d, Real(0));
   sq_.assign(padded, Real(0));
@@ -161,9 +219,15 @@ template <class Real>
 void ReferencePanels<Real>::squared_distances(const QueryBlock<Real>& block, int64_t p,
                                               Real* tile) const {
   const int64_t begin = panel_begin(p);
-  tile_kernel(block.rows_.data(), block.sq_.data(), round_up(block.count_, kMicroRows),
-              packed_.data() + begin * d_, sq_.data() + begin,
-              round_up(panel_size(p), kMicroCols<Real>), d_, tile, kPanelCols);
+  auto kernel = [&] {
+    if constexpr (std::is_same_v<Real, float>)
+      return path_.float_tile;
+    else
+      return path_.double_tile;
+  }();
+  kernel(block.rows_.data(), block.sq_.data(), round_up(block.count_, path_.micro_rows),
+         packed_.data() + begin * d_, sq_.data() + begin,
+         round_up(panel_size(p), path_.strip<Real>()), d_, tile, kPanelCols);
 }
 
 template class QueryBlock<double>;

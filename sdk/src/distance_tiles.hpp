@@ -3,14 +3,52 @@
 // each tile as soon as it is made, and no n x n matrix ever exists. Internal to the SDK (not
 // installed). Tiles come in float64 (the silhouettes) or float32 (the kNN search's screening pass,
 // twice as fast); either way the arithmetic runs in a fixed order that does not depend on the
-// number of threads. The kernels are compiled for AVX-512, AVX2+FMA and baseline x86-64, and the
-// best one for the CPU is picked at load time.
+// number of threads.
+//
+// The tiles are made by one of several kernel paths (docs/performance.md, "Distance kernels"): a
+// register micro-tile shaped for AVX-512, for AVX2+FMA or for 16-byte vectors (SSE2 on x86-64,
+// NEON or the compiler's choice elsewhere), or the BLAS's matrix product. The best path the CPU
+// runs is used unless SCSSL_DISTANCE_KERNELS names another, so every path can be tested and
+// benchmarked on one machine.
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace scssl::detail {
+
+// One way of making tiles. Reference rows are packed in strips of `strip<Real>()` rows laid out
+// dimension-major ([strip][dim][row in strip]); a strip of one row is plain row-major.
+struct KernelPath {
+  const char* name;
+  int64_t micro_rows;  // query rows per micro-tile (divides kBlockRows)
+  int64_t float_strip, double_strip;
+  void (*float_tile)(const float* query, const float* query_sq, int64_t query_rows,
+                     const float* strips, const float* ref_sq, int64_t cols, int64_t d, float* tile,
+                     int64_t tile_stride);
+  void (*double_tile)(const double* query, const double* query_sq, int64_t query_rows,
+                      const double* strips, const double* ref_sq, int64_t cols, int64_t d,
+                      double* tile, int64_t tile_stride);
+  template <class Real>
+  int64_t strip() const {
+    return sizeof(Real) == sizeof(float) ? float_strip : double_strip;
+  }
+};
+
+// The paths this CPU runs, best first ("blas" last).
+std::vector<const KernelPath*> runnable_kernel_paths();
+// SCSSL_DISTANCE_KERNELS when set, else the best runnable path; resolved once per process.
+// Throws std::invalid_argument naming the variable when it names an unknown or unrunnable path.
+const KernelPath& kernel_path();
+// The path called `name` ("auto": the best); throws like kernel_path().
+const KernelPath& kernel_path_named(const std::string& name);
+
+// The BLAS path's tile (distance_tiles_blas.cpp): one matrix product through LibTorch's BLAS.
+void blas_tile(const float* query, const float* query_sq, int64_t query_rows, const float* rows,
+               const float* ref_sq, int64_t cols, int64_t d, float* tile, int64_t tile_stride);
+void blas_tile(const double* query, const double* query_sq, int64_t query_rows, const double* rows,
+               const double* ref_sq, int64_t cols, int64_t d, double* tile, int64_t tile_stride);
 
 template <class Real>
 class ReferencePanels;
@@ -33,14 +71,14 @@ class QueryBlock {
   std::vector<Real> rows_, sq_;
 };
 
-// All reference rows, packed once into panels of kPanelCols rows for the tile kernel.
+// All reference rows, packed once into panels of kPanelCols rows for the tile kernel of `path`.
 template <class Real>
 class ReferencePanels {
  public:
   static constexpr int64_t kPanelCols = 512;
 
   // x: row-major float64 [n, d].
-  ReferencePanels(const double* x, int64_t n, int64_t d);
+  ReferencePanels(const double* x, int64_t n, int64_t d, const KernelPath& path = kernel_path());
   int64_t panels() const { return (n_ + kPanelCols - 1) / kPanelCols; }
   int64_t panel_begin(int64_t p) const { return p * kPanelCols; }
   int64_t panel_size(int64_t p) const;
@@ -50,6 +88,7 @@ class ReferencePanels {
   void squared_distances(const QueryBlock<Real>& block, int64_t p, Real* tile) const;
 
  private:
+  const KernelPath& path_;
   int64_t n_, d_;
   std::vector<Real> packed_, sq_;
 };

@@ -1,12 +1,15 @@
 #include "scssl/graphs.hpp"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <mutex>
 #include <numeric>
 
 #include "scssl/knn.hpp"
 #include "scssl/pca.hpp"
+#include "scssl/random.hpp"
 
 namespace scssl {
 
@@ -160,26 +163,31 @@ NeighborGraph mutual_nearest_neighbors(const torch::Tensor& points, const BatchI
 }
 
 torch::Tensor random_subsets(int64_t rows, int64_t n, int64_t count, torch::Generator& rng) {
-  TORCH_CHECK(rows >= 0 && count >= 0 && count <= n,
-              "random_subsets: need 0 <= count <= n, got count ", count, " of ", n);
-  torch::Tensor u = torch::rand({rows, count}, rng, torch::kFloat64);
+  TORCH_CHECK(rows >= 0 && count >= 0 && count <= n && n < (int64_t{1} << 32),
+              "random_subsets: need 0 <= count <= n < 2^32, got count ", count, " of ", n);
   torch::Tensor out = torch::empty({rows, count}, torch::kInt64);
-  const double* pu = u.data_ptr<double>();
+  if (rows == 0 || count == 0) return out;
+  // One number from the caller's generator seeds a fast stream per row, so rows are independent
+  // and the result does not depend on the number of threads.
+  uint64_t seed;
+  {
+    std::lock_guard<std::mutex> hold(rng.mutex());
+    seed = at::check_generator<at::CPUGeneratorImpl>(rng)->random64();
+  }
+  // A partial Fisher-Yates shuffle: step i swaps a uniform pick of the n - i remaining indices
+  // into place i. More than half of the indices are picked by drawing the ones left out.
+  const bool by_complement = 2 * count > n;
+  const int64_t draws = by_complement ? n - count : count;
   int64_t* po = out.data_ptr<int64_t>();
-  // A partial Fisher-Yates shuffle per row: step i swaps a uniform pick of the n - i remaining
-  // indices into place i. Rows are independent, so the result does not depend on threads.
   at::parallel_for(0, rows, 8, [&](int64_t lo, int64_t hi) {
     std::vector<int64_t> pool(n);
     for (int64_t r = lo; r < hi; ++r) {
+      Xoshiro256 stream(splitmix64(seed + static_cast<uint64_t>(r)));
       std::iota(pool.begin(), pool.end(), int64_t{0});
-      const double* ur = pu + r * count;
-      int64_t* orow = po + r * count;
-      for (int64_t i = 0; i < count; ++i) {
-        const int64_t left = n - i;
-        const int64_t j = i + std::min(static_cast<int64_t>(ur[i] * left), left - 1);
-        std::swap(pool[i], pool[j]);
-        orow[i] = pool[i];
-      }
+      for (int64_t i = 0; i < draws; ++i)
+        std::swap(pool[i], pool[i + uniform_below(stream, n - i)]);
+      const int64_t first = by_complement ? draws : 0;
+      std::copy(pool.begin() + first, pool.begin() + first + count, po + r * count);
     }
   });
   return out;

@@ -9,8 +9,10 @@
 #include <emmintrin.h>
 #endif
 #include <limits>
+#include <stdexcept>
 
 #include "distance_tiles.hpp"
+#include "scssl/params.hpp"
 
 namespace scssl {
 
@@ -239,6 +241,21 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
 }
 
 }  // namespace
+
+std::vector<std::string> distance_kernel_paths() {
+  std::vector<std::string> names;
+  for (const detail::KernelPath* path : detail::runnable_kernel_paths())
+    names.push_back(path->name);
+  return names;
+}
+
+std::string distance_kernels() {
+  try {
+    return detail::kernel_path().name;
+  } catch (const std::invalid_argument& e) {
+    throw InvalidArgument(e.what());
+  }
+}
 
 Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, int64_t k,
                     Distance distance) {

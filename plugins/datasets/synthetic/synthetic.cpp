@@ -27,17 +27,18 @@
 #include <unordered_map>
 
 #include "scssl/plugin.hpp"
+#include "scssl/random.hpp"
 
 namespace {
 
 // ---- portable random numbers -------------------------------------------------------------------
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+// The count streams draw one number per (cell, feature), hundreds of millions per data set, and
+// std::mt19937_64's out-of-line refill cost a fifth of the time: they use scssl::Xoshiro256, a
+// small generator that inlines.
+using scssl::splitmix64;
+using scssl::uniform;
+using scssl::Xoshiro256;
 
 // An independent stream per purpose (and block), so e.g. adding proteins leaves the RNA counts
 // unchanged.
@@ -46,40 +47,6 @@ uint64_t stream_seed(uint64_t seed, uint64_t purpose, uint64_t block = 0) {
 }
 std::mt19937_64 stream(uint64_t seed, uint64_t purpose) {
   return std::mt19937_64(stream_seed(seed, purpose));
-}
-
-// The count streams draw one number per (cell, feature), hundreds of millions per data set, and
-// std::mt19937_64's out-of-line refill cost a fifth of the time: they use xoshiro256** (Blackman &
-// Vigna), a small generator that inlines, seeded through splitmix64 as its authors recommend.
-class Xoshiro256 {
- public:
-  using result_type = uint64_t;
-  explicit Xoshiro256(uint64_t seed) {
-    for (auto& word : s_) word = seed = splitmix64(seed);
-  }
-  static constexpr uint64_t min() { return 0; }
-  static constexpr uint64_t max() { return ~uint64_t{0}; }
-  uint64_t operator()() {
-    const uint64_t result = rotl(s_[1] * 5, 7) * 9;
-    const uint64_t t = s_[1] << 17;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = rotl(s_[3], 45);
-    return result;
-  }
-
- private:
-  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-  uint64_t s_[4];
-};
-
-// Uniform in [0, 1) with 53 random bits.
-template <class Rng>
-double uniform(Rng& rng) {
-  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
 }
 
 // Uniform integer in [0, n) (n > 0), without modulo bias worth caring about at these sizes.

@@ -64,9 +64,9 @@ NeighborGraph batch_knn(const torch::Tensor& points, const BatchIndex& batches, 
 NeighborGraph mutual_nearest_neighbors(const torch::Tensor& points, const BatchIndex& batches,
                                        int64_t k);
 
-// `count` distinct indices out of 0..n-1 for each of `rows` rows, int64 [rows, count], every
-// subset (and order) equally likely. Draws exactly rows * count uniform numbers from `rng`.
-// About 10x faster than ranking a [rows, n] block of noise (argsort / topk).
+// `count` distinct indices out of 0..n-1 (n < 2^32) for each of `rows` rows, int64 [rows, count],
+// every subset equally likely; the order within a row is not random when count > n / 2. Draws
+// one number from `rng` (a CPU generator), which seeds a fast stream per row (scssl/random.hpp).
 torch::Tensor random_subsets(int64_t rows, int64_t n, int64_t count, torch::Generator& rng);
 
 }  // namespace scssl

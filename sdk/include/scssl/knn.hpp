@@ -4,6 +4,9 @@
 
 #include <torch/torch.h>
 
+#include <string>
+#include <vector>
+
 namespace scssl {
 
 enum class Distance { Euclidean, Cosine };
@@ -21,6 +24,15 @@ Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, 
 // k - 1 nearest others, ties by the smaller index: the scIB metrics' convention
 // (docs/metrics.md §1.2).
 Neighbors knn_self(const torch::Tensor& x, int64_t k);
+
+// The distance-kernel paths this CPU runs, best first: "avx512", "avx2", "sse2" (x86-64) or
+// "vector16" (other CPUs), and "blas" (docs/performance.md, "Distance kernels").
+std::vector<std::string> distance_kernel_paths();
+
+// The path that knn_exact, knn_self and the silhouettes use: SCSSL_DISTANCE_KERNELS when set
+// ("auto" or one of distance_kernel_paths()), else the best. Throws InvalidArgument naming the
+// variable when it names a path that is unknown or that this CPU cannot run.
+std::string distance_kernels();
 
 // A sparse n x n matrix in CSR form, columns ascending within each row.
 struct SparseGraph {

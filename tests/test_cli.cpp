@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "json_schema.hpp"
+#include "scssl/knn.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;
@@ -125,6 +126,8 @@ TEST(Cli, QuickstartRunsEndToEndAndRepeatsWithTheSameSeed) {
   EXPECT_EQ(schema_problems("metrics.schema.json", a + "/metrics.json"), "");
   const auto record = scssl::test::json_file(a + "/run.json");
   EXPECT_EQ(record["embedding"]["file"], "embedding.h5");
+  EXPECT_EQ(record["versions"]["distance_kernels"], scssl::distance_kernels());
+  EXPECT_EQ(record["neighbors"]["chosen_by"], "size") << "1556 cells are always searched exactly";
   EXPECT_EQ(record["data"]["n_cells"], 1556);
   const auto records = scssl::test::json_file(a + "/metrics.json");
   EXPECT_EQ(records.back()["metric"], "total");
@@ -135,6 +138,18 @@ TEST(Cli, QuickstartRunsEndToEndAndRepeatsWithTheSameSeed) {
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_EQ(metric_values(a + "/metrics.csv"),
             metric_values(run_folder_of(again.output) + "/metrics.csv"));
+}
+
+TEST(Cli, ADistanceKernelPathTheCpuCannotRunIsRefusedBeforeTheRunFolder) {
+  OutputFolder out;
+  auto r = run_command("SCSSL_DISTANCE_KERNELS=avx1024 " +
+                       scssl::test::host_command("run " + quickstart() + " --output " + out.dir));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("SCSSL_DISTANCE_KERNELS=avx1024"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("blas"), std::string::npos) << "the paths it can run: " << r.output;
+  EXPECT_TRUE(out.intact());
+  EXPECT_EQ(std::distance(fs::directory_iterator(out.dir), fs::directory_iterator()), 1)
+      << "no run folder";
 }
 
 TEST(Cli, MissingConfigFile) {

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -25,17 +26,17 @@ using SetThreads = void (*)(int);
 
 }  // namespace
 
-BlasLeavesOneCore::BlasLeavesOneCore() {
+BlasThreads::BlasThreads(int (*choose)(int)) {
   auto get = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
   set_threads_ = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
   if (!get || !set_threads_) return;
-  const int threads = get();
-  if (threads <= 1) return;
+  const int threads = get(), wanted = std::max(1, choose(threads));
+  if (wanted == threads) return;
   saved_ = threads;
-  set_threads_(threads - 1);
+  set_threads_(wanted);
 }
 
-BlasLeavesOneCore::~BlasLeavesOneCore() {
+BlasThreads::~BlasThreads() {
   if (saved_) set_threads_(saved_);
 }
 

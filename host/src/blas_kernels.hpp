@@ -14,20 +14,26 @@ namespace scssl::host {
 // not OpenBLAS, or off Linux. Returns normally only when no restart happened.
 void restart_with_native_blas_kernels(char** argv);
 
-// While alive, OpenBLAS runs one thread fewer than it was set to (at least one): during training
-// the augmented views of the next mini-batch are made on a thread of their own, which then has a
-// core to itself. Does nothing where the BLAS is not OpenBLAS.
-class BlasLeavesOneCore {
+// While alive, OpenBLAS runs choose(n) threads, n being its count before (at least one), and n
+// again afterwards. Does nothing where the BLAS is not OpenBLAS.
+class BlasThreads {
  public:
-  BlasLeavesOneCore();
-  ~BlasLeavesOneCore();
-  BlasLeavesOneCore(const BlasLeavesOneCore&) = delete;
-  BlasLeavesOneCore& operator=(const BlasLeavesOneCore&) = delete;
+  explicit BlasThreads(int (*choose)(int threads));
+  ~BlasThreads();
+  BlasThreads(const BlasThreads&) = delete;
+  BlasThreads& operator=(const BlasThreads&) = delete;
 
  private:
   void (*set_threads_)(int) = nullptr;
   int saved_ = 0;  // 0: nothing changed
 };
+
+// Training: the augmented views of the next mini-batch are made on a thread of their own, which
+// gets a core to itself.
+inline int leave_one_core(int threads) { return threads > 1 ? threads - 1 : 1; }
+// Evaluation: the evaluators' own parallel loops use every core; OpenBLAS threads waiting beside
+// them took 40% of kBET's CPU time and doubled its wall time (docs/performance.md).
+inline int one_thread(int) { return 1; }
 
 // A line for the debug log: which kernels OpenBLAS uses and whether we chose them; empty when the
 // BLAS is not OpenBLAS.

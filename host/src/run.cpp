@@ -194,6 +194,7 @@ std::vector<MetricRecord> score_embedding(std::vector<std::unique_ptr<Evaluator>
     ~ThreadsFor() { torch::set_num_threads(saved); }
   } threads(cfg.threads > 0 ? cfg.threads
                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  const BlasThreads for_evaluators(one_thread);
   std::vector<MetricRecord> metrics;
   NeighborCache neighbors(embedding, cfg.neighbors);
   services.serve_neighbors(&neighbors);
@@ -380,7 +381,7 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
     record.arm_crash_record(dir, cfg, settings, meter);
     meter.begin("fit");
     {
-      const BlasLeavesOneCore for_augmentation;
+      const BlasThreads for_augmentation(leave_one_core);
       method.fit(train_view.get(), options);
     }
     meter.finish();

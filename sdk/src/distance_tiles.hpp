@@ -36,7 +36,8 @@ struct KernelPath {
   }
 };
 
-// The paths this CPU runs, best first ("blas" last).
+// The paths this CPU runs, best first: "avx512" and "avx2" where the CPU has them, then "blas",
+// then the 16-byte vector path.
 std::vector<const KernelPath*> runnable_kernel_paths();
 // SCSSL_DISTANCE_KERNELS when set, else the best runnable path; resolved once per process.
 // Throws std::invalid_argument naming the variable when it names an unknown or unrunnable path.

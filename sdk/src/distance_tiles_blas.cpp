@@ -34,9 +34,8 @@ void blas_tile(const float* query, const float* query_sq, int64_t query_rows, co
   blas_tile_of(query, query_sq, query_rows, rows, ref_sq, cols, d, tile, tile_stride);
 }
 
-void blas_tile(const double* query, const double* query_sq, int64_t query_rows,
-               const double* rows, const double* ref_sq, int64_t cols, int64_t d, double* tile,
-               int64_t tile_stride) {
+void blas_tile(const double* query, const double* query_sq, int64_t query_rows, const double* rows,
+               const double* ref_sq, int64_t cols, int64_t d, double* tile, int64_t tile_stride) {
   blas_tile_of(query, query_sq, query_rows, rows, ref_sq, cols, d, tile, tile_stride);
 }
 

@@ -52,9 +52,9 @@ int main(int argc, char** argv) {
     for (int64_t s = 0; s < steps * views; ++s)
       for (size_t l = 0; l < layers.size(); ++l) {
         const Layer& L = layers[l];
-        torch::mm(L.x, L.w.t());                     // forward
-        torch::mm(L.grad_out.t(), L.x);              // weight gradient
-        if (l > 0) torch::mm(L.grad_out, L.w);       // input gradient
+        torch::mm(L.x, L.w.t());                // forward
+        torch::mm(L.grad_out.t(), L.x);         // weight gradient
+        if (l > 0) torch::mm(L.grad_out, L.w);  // input gradient
       }
   };
   for (size_t l = 0; l < layers.size(); ++l)
@@ -64,8 +64,8 @@ int main(int argc, char** argv) {
   for (int rep = 0; rep < 3; ++rep) {
     const auto start = std::chrono::steady_clock::now();
     epoch();
-    best = std::min(best,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    best = std::min(
+        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   std::printf("%.3f s for %.1f GFLOP (%.1f GFLOP/s)\n", best, flops / 1e9, flops / 1e9 / best);
   return 0;

@@ -25,8 +25,9 @@ Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, 
 // (docs/metrics.md §1.2).
 Neighbors knn_self(const torch::Tensor& x, int64_t k);
 
-// The distance-kernel paths this CPU runs, best first: "avx512", "avx2", "sse2" (x86-64) or
-// "vector16" (other CPUs), and "blas" (docs/performance.md, "Distance kernels").
+// The distance-kernel paths this CPU runs, best first: "avx512" and "avx2" (where the CPU has
+// them), "blas", then "sse2" (x86-64) or "vector16" (other CPUs) (docs/performance.md,
+// "Distance kernels").
 std::vector<std::string> distance_kernel_paths();
 
 // The path that knn_exact, knn_self and the silhouettes use: SCSSL_DISTANCE_KERNELS when set

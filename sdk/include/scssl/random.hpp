@@ -48,8 +48,8 @@ double uniform(Rng& rng) {
   return static_cast<double>(rng() >> 11) * 0x1.0p-53;
 }
 
-// Uniform integer in [0, n) for 0 < n < 2^32 by Lemire's multiply-shift; the bias, at most n / 2^32,
-// is far below anything a sample could show.
+// Uniform integer in [0, n) for 0 < n < 2^32 by Lemire's multiply-shift; the bias, at most n /
+// 2^32, is far below anything a sample could show.
 template <class Rng>
 int64_t uniform_below(Rng& rng, int64_t n) {
   return static_cast<int64_t>(((rng() >> 32) * static_cast<uint64_t>(n)) >> 32);

@@ -2,7 +2,8 @@
 # Training benchmark: VICReg + CLEAR pipeline on synthetic data (20k and 100k cells x 2000 genes,
 # batch 256). Prints median seconds per epoch, cells/s and peak memory for each size, and the floor:
 # the seconds the BLAS needs for the epoch's matrix products (VICReg's layers 2000-128-64 and
-# projector 64-64-256, forward and gradients, two views), measured on the spot by scssl-bench-gemm.
+# projector 64-64-256, forward and gradients, and the covariance term's 256 x 256 Gram matrix, two
+# views), measured on the spot by scssl-bench-gemm.
 #   tools/bench_training.sh [SIZES...] (default: 20000 100000); THREADS=n to pin threads.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,7 +20,7 @@ for n in "${sizes[@]}"; do
   "$host" --quiet run "$repo/configs/bench/vicreg_synthetic.toml" --output "$out" \
     --set dataset.n_cells="$n" --set run.threads="${THREADS:-0}" > "$out/stdout"
   dir=$(sed -n 's/^run folder: //p' "$out/stdout")
-  floor=$("$gemm" 256 $((n / 256)) 2 2000,128,64,64,256 | cut -d' ' -f1)
+  floor=$("$gemm" 256 $((n / 256)) 2 2000,128,64,64,256 256 | cut -d' ' -f1)
   python3 - "$dir" "$n" "$floor" <<'PY'
 import json, statistics, sys
 run_dir, n, floor = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])

@@ -20,6 +20,7 @@ namespace {
 ParamValue real(double v) { return ParamValue(std::in_place_type<double>, v); }
 ParamValue integer(int64_t v) { return ParamValue(std::in_place_type<int64_t>, v); }
 ParamValue text(const std::string& v) { return ParamValue(std::in_place_type<std::string>, v); }
+ParamValue boolean(bool v) { return ParamValue(std::in_place_type<bool>, v); }
 
 host::HostServices& services() {
   static host::HostServices s;
@@ -323,6 +324,24 @@ TEST(Mnn, ViewZeroWithAlphaZeroIsASameBatchNearestNeighbour) {
   }
 }
 
+// index_bug = true reproduces scSSL-Bench's bug (docs/augmentations.md): the position drawn in
+// the 3-long neighbour list is taken as a row, so every cell is mixed with row 0, 1 or 2 of the
+// training data, each about a third of the time, whatever its batch.
+TEST(Mnn, IndexBugMixesEveryCellWithOneOfTheFirstRows) {
+  const Reference& r = kang();
+  Prepared p = prepare("mnn", r.data,
+                       {{"alpha", real(0.0)}, {"knn", integer(3)}, {"index_bug", boolean(true)}});
+  const int64_t n = static_cast<int64_t>(r.batch.size());
+  std::vector<int64_t> got = identify(p.run(torch::arange(n, torch::kInt64), 0, 21), r.dense);
+  std::vector<int64_t> count(3, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    ASSERT_GE(got[i], 0) << "cell " << i;
+    ASSERT_LT(got[i], 3) << "cell " << i << " was mixed with row " << got[i];
+    ++count[got[i]];
+  }
+  for (int64_t row = 0; row < 3; ++row) EXPECT_NEAR(count[row] / double(n), 1.0 / 3, 0.05);
+}
+
 TEST(Mnn, ViewOneWithAlphaOneIsAMutualNearestNeighbourFromAnotherBatch) {
   const Reference& r = kang();
   Prepared p = prepare("mnn", r.data, {{"alpha", real(1.0)}, {"k_anchor", integer(5)}});
@@ -432,6 +451,26 @@ TEST(Bbknn, NeighboursAreTheNearestCellsOfEveryBatchInEqualShares) {
   }
 }
 
+// With the bench's index bug, the neighbour is the row at the drawn position of the cell's list
+// of 3 per batch: one of the first 3 x batches rows of the data.
+TEST(Bbknn, IndexBugMixesEveryCellWithOneOfTheFirstRows) {
+  const Reference& r = kang();
+  Prepared p = prepare("bbknn", r.data,
+                       {{"mode", text("interpolate")},
+                        {"alpha", real(0.0)},
+                        {"neighbors_within_batch", integer(3)},
+                        {"index_bug", boolean(true)}});
+  const int64_t n = static_cast<int64_t>(r.batch.size());
+  std::vector<int64_t> got = identify(p.run(torch::arange(n, torch::kInt64), 0, 5), r.dense);
+  std::set<int64_t> rows;
+  for (int64_t i = 0; i < n; ++i) {
+    ASSERT_GE(got[i], 0) << "cell " << i;
+    rows.insert(got[i]);
+  }
+  EXPECT_EQ(static_cast<int64_t>(rows.size()), 3 * r.n_batches);
+  EXPECT_EQ(*rows.rbegin(), 3 * r.n_batches - 1);
+}
+
 TEST(Bbknn, SwitchTakesGenesFromOneNeighbourWithProbabilityOneMinusAlpha) {
   const int64_t n = 30, genes = 60;
   const torch::Tensor x = distinct_values(n, genes);
@@ -528,13 +567,17 @@ TEST(AugmentationConfigs, EveryFileLoadsIntoARunConfigAndRuns) {
   const std::string dir = test::temp_dir("augmentation-configs");
   const std::map<std::string, std::vector<std::string>> expected = {
       {"clear_pipeline", {"mask", "gauss", "innerswap", "crossover"}},
+      {"study_clear_pipeline", {"mask", "gauss", "innerswap", "crossover"}},
       {"reference_pipeline", {"mnn", "gauss", "innerswap", "mask"}},
       {"only_mask", {"mask"}},
       {"only_gauss", {"gauss"}},
       {"only_innerswap", {"innerswap"}},
       {"only_crossover", {"crossover"}},
       {"only_mnn", {"mnn"}},
-      {"only_bbknn", {"bbknn"}}};
+      {"only_bbknn", {"bbknn"}},
+      {"only_mask_keep", {"mask"}},
+      {"only_mnn_index_bug", {"mnn"}},
+      {"only_bbknn_index_bug", {"bbknn"}}};
   const Reference& r = kang();
   CellDataView view(r.data);
   torch::Tensor ids = torch::arange(0, 256, torch::kInt64);
@@ -623,5 +666,50 @@ TEST(GraphHelpers, RandomSubsetsPickEveryIndexEquallyOftenAndRepeatWithTheSeed) 
     at::set_num_threads(saved == 1 ? 2 : 1);
     EXPECT_TRUE(torch::equal(random_subsets(rows, n, count, again), s));
     at::set_num_threads(saved);
+  }
+}
+
+// configs/profiles/bench.toml layered last over a method config sets the study's quirks and keeps
+// the method's own augmentations; study_clear_pipeline.toml masks as the study's code did.
+TEST(AugmentationConfigs, TheBenchProfileSetsTheStudysQuirks) {
+  const std::string dir = test::temp_dir("bench-profile");
+  const std::string run = dir + "/run.toml";
+  std::ofstream(run) << "include = [\"" << test::repo_file("configs/methods/vicreg.toml")
+                     << "\", \"" << test::repo_file("configs/profiles/bench.toml") << "\"]\n";
+  const host::RunConfig cfg = host::load_run_config(run, {}, test::plugins());
+  EXPECT_EQ(cfg.preprocess.n_top_genes, 4000);
+  EXPECT_DOUBLE_EQ(cfg.train.learning_rate, 1e-4);
+  EXPECT_TRUE(cfg.train.step_schedule);
+  EXPECT_EQ(cfg.train.step_size, 10);
+  EXPECT_DOUBLE_EQ(cfg.train.gamma, 0.1);
+  ASSERT_EQ(cfg.augmentations.size(), 4u) << "the method's own pipeline stays";
+  EXPECT_EQ(cfg.augmentations[0].choice.params.get_string("mode"), "zero");
+  // The study's pipeline included after the method config replaces the method's.
+  std::ofstream(run) << "include = [\"" << test::repo_file("configs/methods/vicreg.toml")
+                     << "\", \""
+                     << test::repo_file("configs/augmentations/study_clear_pipeline.toml")
+                     << "\", \"" << test::repo_file("configs/profiles/bench.toml") << "\"]\n";
+  const host::RunConfig with_pipeline = host::load_run_config(run, {}, test::plugins());
+  ASSERT_EQ(with_pipeline.augmentations.size(), 4u);
+  EXPECT_EQ(with_pipeline.augmentations[0].choice.params.get_string("mode"), "keep");
+}
+
+// --set augmentation.<plugin>.<key> changes that entry of the included list, which is what the
+// augmentation strength sweeps vary; a plugin the list lacks is one clear error.
+TEST(AugmentationConfigs, OneEntryIsChangedByItsPluginName) {
+  const std::string config = test::repo_file("configs/methods/vicreg.toml");
+  const host::RunConfig cfg = host::load_run_config(
+      config, {"augmentation.gauss.sigma=0.7", "augmentation.mask.fraction=0.5"}, test::plugins());
+  ASSERT_EQ(cfg.augmentations.size(), 4u);
+  EXPECT_DOUBLE_EQ(cfg.augmentations[0].choice.params.get_float("fraction"), 0.5);
+  EXPECT_DOUBLE_EQ(cfg.augmentations[1].choice.params.get_float("sigma"), 0.7);
+  EXPECT_DOUBLE_EQ(cfg.augmentations[1].choice.params.get_float("fraction"), 0.8);
+  try {
+    host::load_run_config(config, {"augmentation.mnn.alpha=0.3"}, test::plugins());
+    FAIL() << "a plugin the list does not have was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no [[augmentation]] section uses plugin 'mnn'"),
+              std::string::npos)
+        << e.what();
   }
 }

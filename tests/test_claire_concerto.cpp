@@ -175,7 +175,8 @@ TEST(ClaireTraining, RefusesDataWithoutBatchesInTheHostAndInThePlugin) {
   auto r = run_command(std::string(SCSSL_TEST_HOST) + " --plugins " + SCSSL_TEST_PLUGIN_DIR +
                        " --quiet run " + scssl::test::repo_file("configs/methods/claire.toml") +
                        " --output " + scssl::test::temp_dir("claire-refuse") +
-                       " --set dataset.batch_key=\\\"\\\"");
+                       " --set dataset.batch_key=\\\"\\\" --set evaluation.query_batches=[]" +
+                       " --set evaluation.evaluators=[]");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("'claire' needs categorical batch labels"), std::string::npos)
       << r.output;

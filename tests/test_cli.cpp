@@ -1,5 +1,6 @@
 // scssl-host as a user runs it: subcommands and their --help, the quickstart end to end, the run
 // folders checked against docs/schema/*.json, and bad input.
+#include <algorithm>
 #include <filesystem>
 #include <regex>
 
@@ -44,15 +45,17 @@ void expect_clean_failure(const std::string& args, const std::string& must_menti
   EXPECT_TRUE(out.intact());
 }
 
-// A copy of the bundled reference file with X/data changed by `edit`.
-std::string edited_copy(const std::string& name,
-                        const std::function<void(std::vector<float>&)>& edit) {
+// A copy of a .h5ad file of the repository with a CSR X whose values (X/data) `edit` changes; it
+// also gets X/indptr, which says where each cell's values are.
+using XEdit = std::function<void(std::vector<float>& data, const std::vector<int64_t>& indptr)>;
+std::string edited_copy(const std::string& name, const XEdit& edit,
+                        const std::string& source = "tests/data/reference/triana_rna_adt.h5ad") {
   const std::string path = scssl::test::temp_dir(name) + "/" + name + ".h5ad";
-  fs::copy_file(scssl::test::repo_file("tests/data/reference/triana_rna_adt.h5ad"), path);
+  fs::copy_file(scssl::test::repo_file(source), path, fs::copy_options::overwrite_existing);
   scssl::h5::File f = scssl::h5::File::open(path, scssl::h5::File::Mode::ReadWrite);
   const scssl::h5::Group x = f.root().group("X");
   std::vector<float> data = x.dataset("data").read_vector<float>();
-  edit(data);
+  edit(data, x.dataset("indptr").read_vector<int64_t>());
   x.remove("data");
   x.write("data", scssl::h5::NumType::Float32, data.data(), {static_cast<int64_t>(data.size())});
   f.flush();
@@ -110,8 +113,10 @@ TEST(Cli, QuickstartRunsEndToEndAndRepeatsWithTheSameSeed) {
   for (const char* f : {"config.resolved.toml", "metrics.json", "metrics.csv", "embedding.h5",
                         "run.json", "run.log", "kang2018_pbmc_ctrl_stim_4samples.h5ad"})
     EXPECT_TRUE(fs::exists(a + "/" + f)) << f;
+  // The quick start's config is a batch-correction run: the scIB suite, no annotation.
   const std::string metrics = scssl::test::read_text(a + "/metrics.csv");
-  EXPECT_NE(metrics.find("knn_annotation,macro_f1,annotation"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("ilisi,ilisi,batch"), std::string::npos) << metrics;
+  EXPECT_EQ(metrics.find("knn_annotation"), std::string::npos) << metrics;
   EXPECT_EQ(metric_values(a + "/metrics.csv"), metric_values(b + "/metrics.csv"));
   // The copied .h5ad carries the embedding where anndata looks for it.
   torch::Tensor emb = scssl::test::read_obsm(a + "/kang2018_pbmc_ctrl_stim_4samples.h5ad", "X_pca");
@@ -129,6 +134,8 @@ TEST(Cli, QuickstartRunsEndToEndAndRepeatsWithTheSameSeed) {
   EXPECT_EQ(record["versions"]["distance_kernels"], scssl::distance_kernels());
   EXPECT_EQ(record["neighbors"]["chosen_by"], "size") << "1556 cells are always searched exactly";
   EXPECT_EQ(record["data"]["n_cells"], 1556);
+  EXPECT_EQ(record["data"]["protocol"], "batch_correction");
+  EXPECT_EQ(record["data"]["n_query"], 0);
   const auto records = scssl::test::json_file(a + "/metrics.json");
   EXPECT_EQ(records.back()["metric"], "total");
   EXPECT_TRUE(records.back()["seconds"].is_null()) << "aggregates have no time: null, not NaN";
@@ -138,6 +145,20 @@ TEST(Cli, QuickstartRunsEndToEndAndRepeatsWithTheSameSeed) {
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_EQ(metric_values(a + "/metrics.csv"),
             metric_values(run_folder_of(again.output) + "/metrics.csv"));
+  // Its second run, as tools/quickstart.sh makes it: stim107 held out, annotation only.
+  auto query = run_command(
+      scssl::test::host_command("--quiet run " + quickstart() +
+                                " --set evaluation.protocol=query_mapping --output " + out.dir));
+  ASSERT_EQ(query.exit_code, 0) << query.output;
+  const std::string q = run_folder_of(query.output);
+  const std::string query_metrics = scssl::test::read_text(q + "/metrics.csv");
+  EXPECT_NE(query_metrics.find("knn_annotation,macro_f1,annotation"), std::string::npos)
+      << query_metrics;
+  EXPECT_EQ(query_metrics.find("ilisi"), std::string::npos) << query_metrics;
+  const auto query_record = scssl::test::json_file(q + "/run.json");
+  EXPECT_EQ(query_record["data"]["protocol"], "query_mapping");
+  EXPECT_EQ(query_record["data"]["n_query"], 306);
+  EXPECT_EQ(schema_problems("run.schema.json", q + "/run.json"), "");
 }
 
 TEST(Cli, ADistanceKernelPathTheCpuCannotRunIsRefusedBeforeTheRunFolder) {
@@ -179,12 +200,13 @@ TEST(Cli, TruncatedFile) {
 }
 
 TEST(Cli, NaNInX) {
-  const std::string path = edited_copy("with_nan", [](std::vector<float>& d) { d[5] = NAN; });
+  const std::string path =
+      edited_copy("with_nan", [](std::vector<float>& d, auto&) { d[5] = NAN; });
   expect_clean_failure(quickstart() + " --set dataset.path=" + path, "NaN");
 }
 
 TEST(Cli, NegativeCounts) {
-  const std::string path = edited_copy("negative", [](std::vector<float>& d) { d[7] = -3; });
+  const std::string path = edited_copy("negative", [](std::vector<float>& d, auto&) { d[7] = -3; });
   expect_clean_failure(
       quickstart() + " --set dataset.path=" + path + " --set evaluation.query_batches=PBMC_200AB",
       "negative");
@@ -215,6 +237,49 @@ TEST(Cli, EvaluatorNeedingQueryBatchesIsRefusedBeforeAnyRun) {
   EXPECT_NE(r.output.find("must name the held-out batches"), std::string::npos) << r.output;
   // Refused while reading the config: no run folder was created.
   EXPECT_EQ(std::distance(fs::directory_iterator(out.dir), fs::directory_iterator()), 1);
+}
+
+// A query-mapping run (docs/evaluation.md, "Protocols") holds the query batch out before
+// preprocessing. Moving every value of the query cells to other genes changes neither the genes
+// chosen nor the trained model, so the reference cells' embedding stays the same to the bit.
+// Under batch_correction the same change reaches the reference cells: the test can tell.
+TEST(Protocol, QueryCellsInfluenceNeitherGeneSelectionNorTraining) {
+  const std::string kang = "datasets/kang_ctrl_stim/kang2018_pbmc_ctrl_stim_4samples.h5ad";
+  const scssl::CellData data = scssl::test::load_h5ad(scssl::test::repo_file(kang));
+  const scssl::Column* batches = data.batches();
+  ASSERT_NE(batches, nullptr);
+  const auto stim107 = std::find(batches->categories.begin(), batches->categories.end(), "stim107");
+  ASSERT_NE(stim107, batches->categories.end());
+  std::vector<int64_t> reference, query;
+  for (int64_t i = 0; i < data.n_cells(); ++i)
+    (batches->codes[i].item<int32_t>() == stim107 - batches->categories.begin() ? query : reference)
+        .push_back(i);
+  const std::string changed = edited_copy(
+      "kang_query_moved",
+      [&](std::vector<float>& d, const std::vector<int64_t>& indptr) {
+        for (int64_t cell : query)
+          std::reverse(d.begin() + indptr[cell], d.begin() + indptr[cell + 1]);
+      },
+      kang);
+  const torch::Tensor ref_ids = torch::tensor(reference), query_ids = torch::tensor(query);
+  const std::string out = scssl::test::temp_dir("protocol");
+  for (const std::string method : {"pca", "vicreg"}) {
+    const std::string common =
+        " --set preprocess.n_top_genes=400 --set run.threads=1"
+        " --set train.epochs=2 --set evaluation.evaluators=[]";
+    auto embedding = [&](const std::string& sets) {
+      return scssl::test::run_embedding(
+          scssl::test::run_config("configs/methods/" + method + ".toml", out, common + sets));
+    };
+    const std::string moved = " --set dataset.path=" + changed;
+    const std::string mapping = " --set evaluation.protocol=query_mapping";
+    const torch::Tensor a = embedding(mapping), b = embedding(mapping + moved);
+    EXPECT_TRUE(a.index_select(0, ref_ids).equal(b.index_select(0, ref_ids))) << method;
+    EXPECT_FALSE(a.index_select(0, query_ids).equal(b.index_select(0, query_ids))) << method;
+    const std::string correction = " --set evaluation.protocol=batch_correction";
+    const torch::Tensor c = embedding(correction), d = embedding(correction + moved);
+    EXPECT_FALSE(c.index_select(0, ref_ids).equal(d.index_select(0, ref_ids))) << method;
+  }
 }
 
 TEST(Cli, UsageErrorsExitWithTwo) {

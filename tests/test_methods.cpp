@@ -123,3 +123,45 @@ TEST(Training, MultimodalOnUnimodalDataIsRefused) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("needs two modalities"), std::string::npos) << r.output;
 }
+
+// embedding_mode = "bench" (docs/methods.md): in a query-mapping run the reference and the query
+// are embedded apart, 256 cells at a time in training mode. The encoder ends in BatchNorm, so
+// every full block of 256 comes out with the same per-dimension mean (BatchNorm's shift), be it
+// reference or query; with running statistics ("eval") the shifted query batch shows its shift.
+// Embedding does not change the trained model: the saved models are the same.
+TEST(Embedding, BenchModeStandardisesReferenceAndQueryApart) {
+  const std::string config = "configs/methods/vicreg.toml";
+  const std::string common =
+      "--set train.epochs=2 --set evaluation.evaluators=[] --set run.threads=1 "
+      "--set run.save_model=true --set evaluation.protocol=query_mapping";
+  const std::string eval_dir = run(config, common + " --set method.embedding_mode=eval");
+  const std::string bench_dir = run(config, common + " --set method.embedding_mode=bench");
+  const scssl::CellData data = scssl::test::load_h5ad(
+      scssl::test::repo_file("datasets/kang_ctrl_stim/kang2018_pbmc_ctrl_stim_4samples.h5ad"));
+  const scssl::Column* batches = data.batches();
+  ASSERT_NE(batches, nullptr);
+  const int32_t query_code = static_cast<int32_t>(
+      std::find(batches->categories.begin(), batches->categories.end(), "stim107") -
+      batches->categories.begin());
+  std::vector<int64_t> reference, query;
+  for (int64_t i = 0; i < data.n_cells(); ++i)
+    (batches->codes[i].item<int32_t>() == query_code ? query : reference).push_back(i);
+  ASSERT_GE(query.size(), 256u);
+  auto first_block_mean = [](const torch::Tensor& e, const std::vector<int64_t>& ids) {
+    return e.index_select(0, torch::tensor(std::vector<int64_t>(ids.begin(), ids.begin() + 256)))
+        .mean(0);
+  };
+  const torch::Tensor bench = scssl::test::run_embedding(bench_dir);
+  const torch::Tensor eval = scssl::test::run_embedding(eval_dir);
+  EXPECT_LT((first_block_mean(bench, reference) - first_block_mean(bench, query))
+                .abs()
+                .max()
+                .item<float>(),
+            1e-3);
+  EXPECT_GT(
+      (first_block_mean(eval, reference) - first_block_mean(eval, query)).abs().max().item<float>(),
+      0.05);
+  EXPECT_TRUE(scssl::test::read_text(eval_dir + "/model/model.pt") ==
+              scssl::test::read_text(bench_dir + "/model/model.pt"))
+      << "embedding in bench mode changed the saved model";
+}

@@ -159,3 +159,60 @@ TEST(PreprocessModality, KeepsSelectedFeaturesAndTheirRawCounts) {
   EXPECT_EQ(m.counts.cols, 2);
   EXPECT_TRUE(m.counts.slice_dense(0, 4).equal(m.X.slice_dense(0, 4)));
 }
+
+// A query-mapping run fits the feature selection and the scaling on the reference rows only
+// (docs/evaluation.md, "Protocols"): whatever the held-out rows hold, the kept features and the
+// reference rows' values are those of preprocessing the reference alone, and the held-out rows
+// are transformed with the reference's statistics.
+TEST(PreprocessModality, FitRowsAloneChooseTheFeaturesAndTheScaling) {
+  const std::vector<std::vector<float>> reference = {
+      {2, 1, 0, 0, 0}, {2, 3, 4, 0, 9}, {2, 1, 0, 1, 0}, {2, 3, 4, 1, 9}};
+  PreprocessOptions o;
+  o.normalize = false;
+  o.log1p = false;
+  o.n_top_genes = 2;
+  o.scale = true;
+  auto modality = [](std::vector<std::vector<float>> rows) {
+    return Modality{"RNA", {"g0", "g1", "g2", "g3", "g4"}, csr_from_dense(rows), {}};
+  };
+  Modality alone = modality(reference);
+  Column one_batch{"batch", true, torch::zeros({4}, torch::kInt32), {"ref", "query"}, {}};
+  preprocess_modality(alone, o, &one_batch);
+
+  for (const std::vector<float>& query_row :
+       {std::vector<float>{0, 0, 0, 50, 0}, std::vector<float>{9, 0, 7, 0, 1}}) {
+    std::vector<std::vector<float>> all = reference;
+    all.push_back(query_row);
+    all.push_back(query_row);
+    Modality m = modality(all);
+    Column batches{
+        "batch", true, torch::tensor({0, 0, 0, 0, 1, 1}, torch::kInt32), {"ref", "query"}, {}};
+    preprocess_modality(m, o, &batches, torch::arange(4, torch::kInt64));
+    EXPECT_EQ(m.features, alone.features);
+    EXPECT_TRUE(m.X.slice_dense(0, 4).allclose(alone.X.slice_dense(0, 4)));
+    // Held-out rows: centred and scaled by the reference's mean and deviation.
+    torch::Tensor kept_ref =
+        torch::stack({torch::tensor(reference[0]), torch::tensor(reference[1]),
+                      torch::tensor(reference[2]), torch::tensor(reference[3])});
+    std::vector<int64_t> cols;
+    for (const auto& f : m.features) cols.push_back(f[1] - '0');
+    const torch::Tensor idx = torch::tensor(cols, torch::kInt64);
+    kept_ref = kept_ref.index_select(1, idx).to(torch::kFloat64);
+    const torch::Tensor expected =
+        ((torch::tensor(query_row).index_select(0, idx).to(torch::kFloat64) - kept_ref.mean(0)) /
+         kept_ref.std(0))
+            .clamp(-10, 10)
+            .to(torch::kFloat32);
+    EXPECT_TRUE(m.X.slice_dense(4, 5)[0].allclose(expected, 1e-5, 1e-5))
+        << m.X.slice_dense(4, 5) << expected;
+  }
+  // Without fit rows, the same held-out values change the choice: the test can tell.
+  std::vector<std::vector<float>> all = reference;
+  all.push_back({0, 0, 0, 50, 0});
+  all.push_back({0, 0, 0, 60, 0});
+  Modality pooled = modality(all);
+  Column batches{
+      "batch", true, torch::tensor({0, 0, 0, 0, 1, 1}, torch::kInt32), {"ref", "query"}, {}};
+  preprocess_modality(pooled, o, &batches);
+  EXPECT_NE(pooled.features, alone.features);
+}

@@ -81,13 +81,14 @@ double number(const std::map<std::string, std::string>& row, const std::string& 
 
 const char* kDataset = "kang";
 
-// Four quick real runs (PCA and 2-epoch VICReg, seeds 0 and 1) in a hand-written sweep folder,
-// with a failed and a pending entry, and the report made from it once for the whole suite.
+// Quick real runs (PCA and 2-epoch VICReg, seeds 0 and 1), each under both protocols as a sweep
+// with `protocols` makes them, in a hand-written sweep folder with a failed and a pending entry,
+// and the report made from it once for the whole suite.
 class Report : public ::testing::Test {
  protected:
   static inline std::string sweep_dir, report_dir;
-  static inline std::map<std::string, std::vector<std::string>>
-      runs;  // method -> run folders by seed
+  // method -> run folders by seed: batch correction (in runs/) and query mapping (query_runs/)
+  static inline std::map<std::string, std::vector<std::string>> runs, query_runs;
 
   static void SetUpTestSuite() {
     sweep_dir = scssl::test::temp_dir("report-sweep");
@@ -97,22 +98,26 @@ class Report : public ::testing::Test {
         "\"graph_connectivity\"]'";
     std::string entries;
     for (const std::string method : {"pca", "vicreg"})
-      for (int seed : {0, 1}) {
-        const std::string config = scssl::test::repo_file("configs/methods/" + method + ".toml");
-        auto r = run_command(scssl::test::host_command(
-            "--quiet run " + config + evaluators + " --set run.seed=" + std::to_string(seed) +
-            " --set train.epochs=2 --output " + sweep_dir + "/runs"));
-        ASSERT_EQ(r.exit_code, 0) << r.output;
-        std::smatch m;
-        ASSERT_TRUE(std::regex_search(r.output, m, std::regex("run folder: (\\S+)"))) << r.output;
-        runs[method].push_back(m[1].str());
-        const std::string rel = fs::relative(m[1].str(), sweep_dir).string();
-        entries += "    {\"id\": \"" + method + std::to_string(seed) + "\", \"dir\": \"" + rel +
-                   "\", \"seed\": " + std::to_string(seed) + ", \"labels\": {\"dataset\": \"" +
-                   kDataset + "\", \"method\": \"" + method + "\", \"augmentation\": \"" +
-                   (method == "pca" ? "none" : "clear") +
-                   "\"}, \"status\": \"ok\", \"error\": null},\n";
-      }
+      for (int seed : {0, 1})
+        for (const std::string protocol : {"batch_correction", "query_mapping"}) {
+          const bool query = protocol == "query_mapping";
+          const std::string config = scssl::test::repo_file("configs/methods/" + method + ".toml");
+          auto r = run_command(scssl::test::host_command(
+              "--quiet run " + config + evaluators + " --set run.seed=" + std::to_string(seed) +
+              " --set evaluation.protocol=" + protocol + " --set train.epochs=2 --output " +
+              sweep_dir + (query ? "/query_runs" : "/runs")));
+          ASSERT_EQ(r.exit_code, 0) << r.output;
+          std::smatch m;
+          ASSERT_TRUE(std::regex_search(r.output, m, std::regex("run folder: (\\S+)"))) << r.output;
+          (query ? query_runs : runs)[method].push_back(m[1].str());
+          const std::string rel = fs::relative(m[1].str(), sweep_dir).string();
+          entries += "    {\"id\": \"" + method + std::to_string(seed) + protocol +
+                     "\", \"dir\": \"" + rel + "\", \"seed\": " + std::to_string(seed) +
+                     ", \"protocol\": \"" + protocol + "\", \"labels\": {\"dataset\": \"" +
+                     kDataset + "\", \"method\": \"" + method + "\", \"augmentation\": \"" +
+                     (method == "pca" ? "none" : "clear") +
+                     "\"}, \"status\": \"ok\", \"error\": null},\n";
+        }
     entries +=
         "    {\"id\": \"failed\", \"dir\": \"runs/never\", \"seed\": 2, \"labels\": {\"dataset\": "
         "\"kang\", "
@@ -158,13 +163,17 @@ TEST_F(Report, AnnotationAndComputeTables) {
   const auto annotation = read_csv(report_dir + "/annotation_kang.csv");
   const auto compute = read_csv(report_dir + "/compute.csv");
   for (const std::string method : {"pca", "vicreg"}) {
-    const auto a = metrics_of(runs[method][0]), b = metrics_of(runs[method][1]);
-    EXPECT_NEAR(number(row_of(annotation, "method", method), "macro_f1_mean"),
-                mean(a.at("macro_f1"), b.at("macro_f1")), 1e-12);
+    // Annotation comes from the query-mapping runs alone.
+    const auto a = metrics_of(query_runs[method][0]), b = metrics_of(query_runs[method][1]);
+    const auto& row = row_of(annotation, "method", method);
+    EXPECT_EQ(row.at("n_runs"), "2");
+    EXPECT_NEAR(number(row, "macro_f1_mean"), mean(a.at("macro_f1"), b.at("macro_f1")), 1e-12);
     const auto& cost = row_of(compute, "method", method);
     EXPECT_EQ(cost.at("dataset"), kDataset);
-    EXPECT_NEAR(number(cost, "fit_seconds_mean"),
-                mean(fit_seconds_of(runs[method][0]), fit_seconds_of(runs[method][1])), 1e-9);
+    double fit = 0;
+    for (const auto* set : {&runs, &query_runs})
+      for (const auto& dir : set->at(method)) fit += fit_seconds_of(dir) / 4;
+    EXPECT_NEAR(number(cost, "fit_seconds_mean"), fit, 1e-9);
     EXPECT_GT(number(cost, "peak_rss_mb_max"), 0);
   }
   EXPECT_FALSE(fs::exists(report_dir + "/modality_kang.csv")) << "no modality metric was computed";
@@ -172,7 +181,10 @@ TEST_F(Report, AnnotationAndComputeTables) {
 
 TEST_F(Report, FailedAndPendingRunsAreListedWithTheirError) {
   const auto all = read_csv(report_dir + "/runs.csv");
-  ASSERT_EQ(all.size(), 6u);
+  ASSERT_EQ(all.size(), 10u);  // 2 methods x 2 seeds x 2 protocols, one failed, one pending
+  EXPECT_EQ(std::count_if(all.begin(), all.end(),
+                          [](const auto& r) { return r.at("protocol") == "query_mapping"; }),
+            4);
   const auto& failed = row_of(all, "seed", "2");
   EXPECT_EQ(failed.at("status"), "failed");
   EXPECT_EQ(failed.at("error"), "training diverged: loss is NaN");
@@ -249,7 +261,7 @@ TEST_F(Report, ARunGivenTwiceCountsOnce) {
   auto r = run_command(scssl::test::host_command("--quiet report " + sweep_dir + " " + sweep_dir +
                                                  "/runs -o " + out + " --layout-cells 0"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(read_csv(out + "/runs.csv").size(), 6u);
+  EXPECT_EQ(read_csv(out + "/runs.csv").size(), 10u);
   EXPECT_EQ(row_of(read_csv(out + "/scib_kang.csv"), "method", "vicreg").at("n_runs"), "2");
 }
 

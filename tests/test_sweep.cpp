@@ -56,17 +56,19 @@ TEST(Sweep, RunsTheGridLocallyAndResumes) {
   const auto rows = csv_rows(dir + "/smoke/results.csv");
   ASSERT_EQ(rows.size(), 5u);
   EXPECT_EQ(rows[0][0], "id");
-  EXPECT_EQ(rows[0][3], "method");
+  EXPECT_EQ(rows[0][2], "protocol");
+  EXPECT_EQ(rows[0][4], "method");
   std::set<std::string> ids;
   for (size_t i = 1; i < rows.size(); ++i) {
     ids.insert(rows[i][0]);
-    EXPECT_EQ(rows[i][4], "ok");
+    EXPECT_EQ(rows[i][2], "query_mapping") << "the config holds out stim107";
+    EXPECT_EQ(rows[i][5], "ok");
     EXPECT_TRUE(fs::exists(dir + "/smoke/runs/" + rows[i][0] + "/metrics.csv")) << rows[i][0];
   }
   EXPECT_EQ(ids.size(), 4u) << "every grid point and seed has its own id";
   // PCA does not depend on the seed: both seeds give the same macro-F1.
   const auto macro_f1 = std::find(rows[0].begin(), rows[0].end(), "macro_f1") - rows[0].begin();
-  EXPECT_EQ(rows[1][3], "pca");
+  EXPECT_EQ(rows[1][4], "pca");
   EXPECT_EQ(rows[1][macro_f1], rows[2][macro_f1]);
   const auto sweep = json_file(dir + "/smoke/sweep.json");
   ASSERT_EQ(sweep["runs"].size(), 4u);
@@ -101,6 +103,34 @@ TEST(Sweep, RunsTheGridLocallyAndResumes) {
       << third.output;
   EXPECT_EQ(json_file(killed + ".previous/run.json")["status"], "running");
   EXPECT_EQ(json_file(killed + "/run.json")["status"], "ok");
+}
+
+// `protocols` runs every grid point and seed under each protocol: the scIB evaluators in the
+// batch-correction runs (trained on every cell), annotation in the query-mapping runs.
+TEST(Sweep, ProtocolsRunEachGridPointUnderEach) {
+  const std::string dir = scssl::test::temp_dir("sweep-protocols");
+  const std::string path = dir + "/sweep.toml";
+  std::ofstream(path)
+      << "[sweep]\nname = \"both\"\nprotocols = [\"batch_correction\", "
+         "\"query_mapping\"]\n"
+      << "set = ['evaluation.evaluators=[\"knn_annotation\", \"silhouette_batch\"]']\n"
+      << "base = \"" << scssl::test::repo_file("configs/methods/pca.toml") << "\"\n";
+  auto r = run_command(scssl::test::host_command("sweep " + path + " --output " + dir));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto sweep = json_file(dir + "/both/sweep.json");
+  ASSERT_EQ(sweep["runs"].size(), 2u);
+  for (const auto& run : sweep["runs"]) {
+    const std::string folder = dir + "/both/" + run["dir"].get<std::string>();
+    const std::string metrics = read_text(folder + "/metrics.csv");
+    const bool query = run["protocol"] == "query_mapping";
+    EXPECT_EQ(metrics.find("macro_f1") != std::string::npos, query) << metrics;
+    EXPECT_EQ(metrics.find("silhouette_batch") != std::string::npos, !query) << metrics;
+    const auto record = json_file(folder + "/run.json");
+    EXPECT_EQ(record["data"]["protocol"], run["protocol"]);
+    EXPECT_EQ(record["data"]["n_query"], query ? 306 : 0);
+  }
+  EXPECT_NE(sweep["runs"][0]["protocol"], sweep["runs"][1]["protocol"]);
+  EXPECT_EQ(schema_problems("sweep.schema.json", dir + "/both/sweep.json"), "");
 }
 
 TEST(Sweep, AFailingRunIsRecordedAndTheOthersGoOn) {
@@ -154,4 +184,18 @@ TEST(Sweep, SlurmDryRunWritesAJobArrayAndMissingSbatchSuggestsLocal) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("needs 'sbatch'"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("--executor local"), std::string::npos) << r.output;
+}
+
+// Every experiment of configs/experiments/ expands and validates (a dry run starts nothing).
+TEST(Sweep, EveryExperimentFileIsValid) {
+  const std::string out = scssl::test::temp_dir("sweep-experiments");
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(scssl::test::repo_file("configs/experiments"))) {
+    if (e.path().extension() != ".toml") continue;
+    ++files;
+    auto r = run_command(scssl::test::host_command("--quiet sweep " + e.path().string() +
+                                                   " --dry-run --output " + out));
+    EXPECT_EQ(r.exit_code, 0) << e.path().filename() << ":\n" << r.output;
+  }
+  EXPECT_GE(files, 10);
 }

@@ -6,4 +6,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # builds everything).
 "$repo/tools/setup.sh" scssl-host scssl_all_plugins scssl-sweep scssl-report scssl-fetch
 cd "$repo"
-exec "${SCSSL_BUILD_DIR:-$repo/build}/bin/scssl-host" run configs/quickstart.toml "$@"
+host="${SCSSL_BUILD_DIR:-$repo/build}/bin/scssl-host"
+# The study's two protocols, one run each (docs/evaluation.md, "Protocols"): integration scored on
+# a model of every cell, then annotation of a batch held out before preprocessing.
+"$host" run configs/quickstart.toml "$@"
+"$host" run configs/quickstart.toml --set evaluation.protocol=query_mapping "$@"

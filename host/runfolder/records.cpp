@@ -72,13 +72,15 @@ void to_json(Json& j, const DataSummary& d) {
   j = Json{{"n_cells", d.n_cells},
            {"modalities", d.modalities},
            {"n_reference", d.n_reference},
-           {"n_query", d.n_query}};
+           {"n_query", d.n_query},
+           {"protocol", member_or_null(d.protocol)}};
 }
 void from_json(const Json& j, DataSummary& d) {
   d.n_cells = value_or<int64_t>(j, "n_cells", 0);
   d.modalities = value_or<std::vector<ModalitySummary>>(j, "modalities", {});
   d.n_reference = value_or<int64_t>(j, "n_reference", 0);
   d.n_query = value_or<int64_t>(j, "n_query", 0);
+  d.protocol = optional_member<std::string>(j, "protocol");
 }
 
 void to_json(Json& j, const EmbeddingRecord& e) {
@@ -143,13 +145,19 @@ void from_json(const Json& j, Versions& v) {
 void to_json(Json& j, const SweepRun& r) {
   Json labels = Json::object();
   for (const auto& [name, value] : r.labels) labels[name] = value;
-  j = Json{{"id", r.id},       {"dir", r.dir},       {"seed", r.seed},
-           {"labels", labels}, {"status", r.status}, {"error", member_or_null(r.error)}};
+  j = Json{{"id", r.id},
+           {"dir", r.dir},
+           {"seed", r.seed},
+           {"protocol", r.protocol},
+           {"labels", labels},
+           {"status", r.status},
+           {"error", member_or_null(r.error)}};
 }
 void from_json(const Json& j, SweepRun& r) {
   r.id = value_or<std::string>(j, "id", "");
   r.dir = value_or<std::string>(j, "dir", "");
   r.seed = value_or<int64_t>(j, "seed", 0);
+  r.protocol = value_or<std::string>(j, "protocol", "");
   r.labels.clear();
   if (const auto it = j.find("labels"); it != j.end() && !it->is_null())
     for (const auto& [name, value] : it->items())

@@ -33,11 +33,18 @@ struct ModalitySummary {
   int64_t features_in = 0, features_kept = 0;
 };
 
+// The evaluation protocols (docs/evaluation.md, "Protocols"): train on every cell and score
+// integration, or hold the query batches out and score annotation and missing modalities.
+inline constexpr const char* kBatchCorrection = "batch_correction";
+inline constexpr const char* kQueryMapping = "query_mapping";
+
 // The data as the run saw it, after preprocessing.
 struct DataSummary {
   int64_t n_cells = 0;
   std::vector<ModalitySummary> modalities;
   int64_t n_reference = 0, n_query = 0;
+  // "batch_correction" or "query_mapping" for a run; none for `evaluate` and older run folders.
+  std::optional<std::string> protocol;
 };
 
 struct EmbeddingRecord {
@@ -106,6 +113,7 @@ struct SweepRun {
   std::string id;   // 12 hex digits of a hash of the run's resolved config
   std::string dir;  // the run folder, relative to the sweep folder
   int64_t seed = 0;
+  std::string protocol;  // the run's evaluation.protocol ("" in older sweep folders)
   std::vector<std::pair<std::string, std::string>> labels;  // dataset, method, then each axis
   RunStatus status = RunStatus::pending;
   std::optional<std::string> error;

@@ -213,7 +213,28 @@ toml::table& subtable(toml::table& root, const std::string& key) {
   throw InvalidArgument("override: '" + key + "' is not a section");
 }
 
+// The entry of an array of tables (`[[augmentation]]`) whose `plugin` is `name`; it must be one.
+toml::table& entry_by_plugin(toml::array& entries, const std::string& section,
+                             const std::string& name, const std::string& text) {
+  toml::table* found = nullptr;
+  for (auto& e : entries) {
+    toml::table* t = e.as_table();
+    if (!t || t->get("plugin") == nullptr || t->get("plugin")->value_or(std::string()) != name)
+      continue;
+    if (found)
+      throw InvalidArgument("--set '" + text + "': several [[" + section +
+                            "]] sections use plugin '" + name +
+                            "'; change them in the config file");
+    found = t;
+  }
+  if (!found)
+    throw InvalidArgument("--set '" + text + "': no [[" + section + "]] section uses plugin '" +
+                          name + "'");
+  return *found;
+}
+
 // "a.b.c=value" -> root[a][b][c] = value (TOML syntax, or a bare string when it does not parse).
+// In an array of tables the entry is named by its plugin: "augmentation.mask.fraction=0.5".
 void apply_override(toml::table& root, const std::string& text) {
   const auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0)
@@ -224,7 +245,15 @@ void apply_override(toml::table& root, const std::string& text) {
   std::stringstream ss(path);
   for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);
   toml::table* table = &root;
-  for (size_t i = 0; i + 1 < parts.size(); ++i) table = &subtable(*table, parts[i]);
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    toml::array* entries = table->get(parts[i]) ? table->get(parts[i])->as_array() : nullptr;
+    if (entries && entries->is_array_of_tables() && i + 2 < parts.size()) {
+      table = &entry_by_plugin(*entries, parts[i], parts[i + 1], text);
+      ++i;
+      continue;
+    }
+    table = &subtable(*table, parts[i]);
+  }
   toml::table parsed;
   try {
     parsed = toml::parse("v = " + value);
@@ -441,8 +470,9 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 
   const toml::table& eval = section("evaluation");
   const StringList names = r.get(eval, "evaluation", "evaluators", StringList{});
-  std::set<std::string> eval_known = {"evaluators", "query_batches", "unintegrated_components",
-                                      "neighbors", "exact_max_cells"};
+  std::set<std::string> eval_known = {"evaluators", "query_batches",
+                                      "protocol",   "unintegrated_components",
+                                      "neighbors",  "exact_max_cells"};
   for (const auto& n : names) eval_known.insert(n);
   // A section for an evaluator that is not in the list is most likely a list that left it out.
   for (const auto& [k, node] : eval) {
@@ -469,18 +499,42 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
       r.get(eval, "evaluation", "exact_max_cells", cfg.neighbors.exact_max_cells);
   if (cfg.neighbors.exact_max_cells < 0)
     r.fail("evaluation.exact_max_cells", eval.get("exact_max_cells"), "must not be negative");
+  cfg.protocol = r.get(eval, "evaluation", "protocol",
+                       std::string(cfg.query_batches.empty() ? kBatchCorrection : kQueryMapping));
+  if (cfg.protocol != kBatchCorrection && cfg.protocol != kQueryMapping)
+    r.fail("evaluation.protocol", eval.get("protocol"),
+           "must be \"batch_correction\" (train on every cell, score integration) or "
+           "\"query_mapping\" (hold the query batches out, score annotation)");
+  if (cfg.holds_out_query() && cfg.query_batches.empty())
+    r.fail("evaluation.query_batches", eval.get("query_batches"),
+           "must name the held-out batches: evaluation.protocol is \"query_mapping\"");
   for (const auto& n : names) {
     const toml::node* node = eval.get(n);
     if (node && !node->is_table())
       r.fail("evaluation." + n, node, "must be a section of that evaluator's parameters");
-    cfg.evaluators.push_back(r.plugin(node ? *node->as_table() : empty, "evaluation." + n,
-                                      SCSSL_KIND_EVALUATOR, registry, {}, n));
-    if ((cfg.evaluators.back().plugin->requirements() & SCSSL_NEEDS_QUERY_BATCHES) &&
-        cfg.query_batches.empty())
+    PluginChoice e = r.plugin(node ? *node->as_table() : empty, "evaluation." + n,
+                              SCSSL_KIND_EVALUATOR, registry, {}, n);
+    cfg.evaluator_order.push_back(n);
+    if ((e.plugin->requirements() & SCSSL_NEEDS_QUERY_BATCHES) && cfg.query_batches.empty())
       r.fail("evaluation.query_batches", eval.get("query_batches"),
              "must name the held-out batches: evaluator '" + n + "' needs them");
+    // Stored embeddings were made elsewhere, under whatever protocol: every evaluator applies.
+    if (use == ConfigUse::Run && protocol_of(e) != cfg.protocol)
+      cfg.other_protocol_evaluators.push_back(std::move(e));
+    else
+      cfg.evaluators.push_back(std::move(e));
   }
+  if (cfg.evaluators.empty() && !cfg.other_protocol_evaluators.empty())
+    r.fail("evaluation.evaluators", eval.get("evaluators"),
+           "has no evaluator that scores under evaluation.protocol = \"" + cfg.protocol +
+               "\"; the ones listed score under \"" +
+               protocol_of(cfg.other_protocol_evaluators.front()) + "\" (set that protocol)");
   return cfg;
+}
+
+const char* protocol_of(const PluginChoice& evaluator) {
+  return evaluator.plugin->requirements() & SCSSL_NEEDS_QUERY_BATCHES ? kQueryMapping
+                                                                      : kBatchCorrection;
 }
 
 std::string RunConfig::resolved_toml() const {
@@ -519,13 +573,11 @@ std::string RunConfig::resolved_toml() const {
     }
   }
   toml::table eval;
-  StringList names;
-  for (const auto& e : evaluators) {
-    names.push_back(e.plugin->name());
-    eval.insert(e.plugin->name(), plugin_table(e, false));
-  }
-  eval.insert("evaluators", to_toml_list(names));
+  for (const auto* list : {&evaluators, &other_protocol_evaluators})
+    for (const auto& e : *list) eval.insert(e.plugin->name(), plugin_table(e, false));
+  eval.insert("evaluators", to_toml_list(evaluator_order));
   eval.insert("query_batches", to_toml_list(query_batches));
+  eval.insert("protocol", protocol);
   eval.insert("unintegrated_components", unintegrated_components);
   eval.insert("neighbors", neighbors.backend);
   eval.insert("exact_max_cells", neighbors.exact_max_cells);

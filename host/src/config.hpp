@@ -8,11 +8,15 @@
 
 #include "neighbors.hpp"
 #include "registry.hpp"
+#include "runfolder/records.hpp"
 #include "scssl/params.hpp"
 #include "scssl/plugin.hpp"
 #include "scssl/preprocess.hpp"
 
 namespace scssl::host {
+
+using runfolder::kBatchCorrection;
+using runfolder::kQueryMapping;
 
 // A plugin and its complete parameters (defaults filled in, types checked).
 struct PluginChoice {
@@ -25,6 +29,10 @@ struct AugmentationChoice {
   std::string modality = "RNA";
   double probability = 0.5;  // chance that a cell's view goes through this augmentation
 };
+
+// The protocol an evaluator scores under: query_mapping for those that need held-out query
+// batches (annotation, missing modality), batch_correction for the rest (the scIB metrics).
+const char* protocol_of(const PluginChoice& evaluator);
 
 struct RunConfig {
   std::string config_path;  // the file it came from ("" for none)
@@ -44,11 +52,18 @@ struct RunConfig {
   TrainOptions train;
   std::vector<AugmentationChoice> augmentations;
   std::vector<std::string> query_batches;
-  std::vector<PluginChoice> evaluators;
+  // "batch_correction": train on every cell, scIB evaluators; "query_mapping": the query batches
+  // are held out before preprocessing, annotation and modality evaluators (docs/evaluation.md,
+  // "Protocols"). Default: query_mapping when query_batches is set.
+  std::string protocol;
+  std::vector<PluginChoice> evaluators;                 // those that score under `protocol`
+  std::vector<PluginChoice> other_protocol_evaluators;  // listed, but for the other protocol
+  std::vector<std::string> evaluator_order;             // every listed evaluator, as written
   int64_t unintegrated_components = 50;
   NeighborOptions neighbors;
 
   const PreprocessOptions& preprocess_for(const std::string& modality) const;
+  bool holds_out_query() const { return protocol == kQueryMapping; }
   // The configuration with every default written out, as TOML.
   std::string resolved_toml() const;
 };

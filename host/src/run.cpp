@@ -121,10 +121,45 @@ std::string hostname() {
   return buf;
 }
 
-// Loads the data set and preprocesses every modality; `info` receives the data summary of run.json
-// (the caller adds the reference and query sizes).
+// The cells of the reference (trained on) and of the held-out query batches, in data order.
+struct QuerySplit {
+  torch::Tensor reference_ids, query_ids;
+};
+
+QuerySplit split_query(const CellData& data, const std::vector<std::string>& query_batches) {
+  const int64_t n = data.n_cells();
+  if (query_batches.empty())
+    return {torch::arange(n, torch::kInt64), torch::empty({0}, torch::kInt64)};
+  const Column* batches = data.batches();
+  if (batches == nullptr || !batches->categorical)
+    throw BadData(
+        "evaluation.query_batches is set but the data set has no categorical batch column");
+  std::vector<char> is_query_code(batches->categories.size(), 0);
+  for (const auto& q : query_batches) {
+    auto it = std::find(batches->categories.begin(), batches->categories.end(), q);
+    if (it == batches->categories.end()) {
+      std::string known;
+      for (const auto& c : batches->categories) known += (known.empty() ? "" : ", ") + c;
+      throw BadData("query batch '" + q + "' is not a batch of the data set (batches: " + known +
+                    ")");
+    }
+    is_query_code[it - batches->categories.begin()] = 1;
+  }
+  std::vector<int64_t> ref, qry;
+  const int32_t* code = batches->codes.data_ptr<int32_t>();
+  for (int64_t i = 0; i < n; ++i) (code[i] >= 0 && is_query_code[code[i]] ? qry : ref).push_back(i);
+  if (ref.empty()) throw BadData("every cell is in a query batch: nothing is left to train on");
+  return {torch::tensor(ref, torch::kInt64), torch::tensor(qry, torch::kInt64)};
+}
+
+// Loads the data set, splits off the query batches (their names are checked in any case) and
+// preprocesses every modality; `info` receives the data summary of run.json. With
+// `fit_on_reference` (a query-mapping run) the query cells are held out before preprocessing:
+// only the reference cells choose the features and the scaling (docs/evaluation.md,
+// "Protocols"). Without `hold_out` every cell is in the reference.
 CellData load_and_preprocess(const RunConfig& cfg, HostServices& services, StageMeter& meter,
-                             runfolder::DataSummary& info) {
+                             runfolder::DataSummary& info, QuerySplit& split, bool hold_out,
+                             bool fit_on_reference) {
   meter.begin("load");
   CellData data = load_dataset(*cfg.dataset.plugin, cfg.dataset.params, services);
   spdlog::info("loaded {} cells: {}", data.n_cells(), [&] {
@@ -136,12 +171,19 @@ CellData load_and_preprocess(const RunConfig& cfg, HostServices& services, Stage
   meter.finish();
 
   check_config_against_data(cfg, data);
+  split = split_query(data, cfg.query_batches);
+  if (!hold_out) split = split_query(data, {});
+  info.n_reference = split.reference_ids.size(0);
+  info.n_query = split.query_ids.size(0);
+  const torch::Tensor fit_rows =
+      fit_on_reference && split.query_ids.size(0) > 0 ? split.reference_ids : torch::Tensor();
   meter.begin("preprocess");
   info.n_cells = data.n_cells();
   for (Modality& m : data.modalities) {
     const size_t before = m.features.size();
-    preprocess_modality(m, cfg.preprocess_for(m.name), data.batches());
-    spdlog::info("preprocessed {}: {} of {} features kept", m.name, m.features.size(), before);
+    preprocess_modality(m, cfg.preprocess_for(m.name), data.batches(), fit_rows);
+    spdlog::info("preprocessed {}: {} of {} features kept{}", m.name, m.features.size(), before,
+                 fit_rows.defined() ? " (chosen on the reference cells)" : "");
     info.modalities.push_back(
         {m.name, static_cast<int64_t>(before), static_cast<int64_t>(m.features.size())});
   }
@@ -290,37 +332,6 @@ void start_services(const RunConfig& cfg, const RunSettings& settings, HostServi
 
 }  // namespace
 
-void split_query(const CellData& data, const std::vector<std::string>& query_batches,
-                 torch::Tensor& reference_ids, torch::Tensor& query_ids) {
-  const int64_t n = data.n_cells();
-  if (query_batches.empty()) {
-    reference_ids = torch::arange(n, torch::kInt64);
-    query_ids = torch::empty({0}, torch::kInt64);
-    return;
-  }
-  const Column* batches = data.batches();
-  if (batches == nullptr || !batches->categorical)
-    throw BadData(
-        "evaluation.query_batches is set but the data set has no categorical batch column");
-  std::vector<char> is_query_code(batches->categories.size(), 0);
-  for (const auto& q : query_batches) {
-    auto it = std::find(batches->categories.begin(), batches->categories.end(), q);
-    if (it == batches->categories.end()) {
-      std::string known;
-      for (const auto& c : batches->categories) known += (known.empty() ? "" : ", ") + c;
-      throw BadData("query batch '" + q + "' is not a batch of the data set (batches: " + known +
-                    ")");
-    }
-    is_query_code[it - batches->categories.begin()] = 1;
-  }
-  std::vector<int64_t> ref, qry;
-  const int32_t* code = batches->codes.data_ptr<int32_t>();
-  for (int64_t i = 0; i < n; ++i) (code[i] >= 0 && is_query_code[code[i]] ? qry : ref).push_back(i);
-  if (ref.empty()) throw BadData("every cell is in a query batch: nothing is left to train on");
-  reference_ids = torch::tensor(ref, torch::kInt64);
-  query_ids = torch::tensor(qry, torch::kInt64);
-}
-
 RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
   spdlog::debug("distance kernels: {}", distance_kernels());  // a wrong choice stops us here
   RunRecord record;
@@ -350,22 +361,35 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
   std::exception_ptr failure;
   std::string error;
   try {
+    if (!cfg.other_protocol_evaluators.empty())
+      spdlog::warn(
+          "evaluation.protocol is \"{}\": {} score(s) under the other protocol and "
+          "will not run here; run again with --set evaluation.protocol={} for them",
+          cfg.protocol,
+          [&] {
+            std::string s;
+            for (const auto& e : cfg.other_protocol_evaluators)
+              s += (s.empty() ? "" : ", ") + e.plugin->name();
+            return s;
+          }(),
+          protocol_of(cfg.other_protocol_evaluators.front()));
     runfolder::DataSummary info;
-    CellData data = load_and_preprocess(cfg, services, meter, info);
+    info.protocol = cfg.protocol;
+    QuerySplit split;
+    CellData data = load_and_preprocess(cfg, services, meter, info, split, cfg.holds_out_query(),
+                                        /*fit_on_reference=*/true);
     Method method(*cfg.method.plugin, cfg.method.params, services);
     check_requirements(method.requirements(), "method '" + method.name() + "'", data);
     auto evaluators = make_evaluators(cfg, data, services);
     torch::Tensor unintegrated = unintegrated_pca(cfg, data, meter);
-
-    torch::Tensor reference_ids, query_ids;
-    split_query(data, cfg.query_batches, reference_ids, query_ids);
-    info.n_reference = reference_ids.size(0);
-    info.n_query = query_ids.size(0);
     record.data = info;
-    CellData train = query_ids.size(0) == 0 ? data : data.select_cells(reference_ids);
+    const bool has_query = split.query_ids.size(0) > 0;
+    CellData train = has_query ? data.select_cells(split.reference_ids) : data;
     CellDataView train_view(train);
-    spdlog::info("training on {} reference cells, {} query cells held out", train.n_cells(),
-                 query_ids.size(0));
+    spdlog::info("protocol {}: training on {} cells{}", cfg.protocol, train.n_cells(),
+                 has_query
+                     ? ", " + std::to_string(split.query_ids.size(0)) + " query cells held out"
+                     : std::string());
 
     meter.begin("augmentations_prepare");
     AugmentationPipeline pipeline(cfg.augmentations, train, services);
@@ -387,7 +411,18 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
     meter.finish();
 
     meter.begin("embed");
-    torch::Tensor embedding = method.embed(data);
+    // The reference and the query are embedded in separate passes, as the study did: a method
+    // that embeds with batch statistics then standardises each set by its own.
+    torch::Tensor embedding;
+    if (has_query) {
+      const torch::Tensor reference = method.embed(train);
+      const torch::Tensor query = method.embed(data.select_cells(split.query_ids));
+      embedding = torch::empty({data.n_cells(), reference.size(1)}, reference.options());
+      embedding.index_copy_(0, split.reference_ids, reference);
+      embedding.index_copy_(0, split.query_ids, query);
+    } else {
+      embedding = method.embed(data);
+    }
     meter.finish();
 
     meter.begin("write_embedding");
@@ -458,7 +493,9 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
   try {
     // The whole input is read and checked before anything is scored.
     runfolder::DataSummary info;
-    CellData data = load_and_preprocess(cfg, services, setup, info);
+    QuerySplit split;
+    CellData data = load_and_preprocess(cfg, services, setup, info, split, /*hold_out=*/true,
+                                        /*fit_on_reference=*/false);
     auto read_key = [&](const std::string& key) {
       anndata::Matrix m = anndata::read_obsm(source, key);
       if (m.rows != data.n_cells())
@@ -472,10 +509,6 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
     torch::Tensor unintegrated = request.unintegrated_key.empty()
                                      ? unintegrated_pca(cfg, data, setup)
                                      : read_key(request.unintegrated_key);
-    torch::Tensor reference_ids, query_ids;
-    split_query(data, cfg.query_batches, reference_ids, query_ids);
-    info.n_reference = reference_ids.size(0);
-    info.n_query = query_ids.size(0);
     summary.data = info;
 
     // One run-style folder per embedding, so that every tool reading runs reads these too.

@@ -38,7 +38,7 @@ std::vector<int64_t> NeighborGraph::neighbors(int64_t cell) const {
 }
 
 torch::Tensor NeighborGraph::sample(const torch::Tensor& cells, torch::Generator& rng,
-                                    const std::string& who) const {
+                                    const std::string& who, bool position_as_row) const {
   torch::Tensor ids = cells.to(torch::kInt64).flatten().contiguous();
   const int64_t b = ids.size(0);
   torch::Tensor u = torch::rand({b}, rng, torch::kFloat64);
@@ -47,13 +47,14 @@ torch::Tensor NeighborGraph::sample(const torch::Tensor& cells, torch::Generator
   if (lo < 0 || hi >= n_cells())
     throw BadData(who + ": cell id " + std::to_string(lo < 0 ? lo : hi) +
                   " is not a row of the training data (" + std::to_string(n_cells()) + " cells)");
-  if (n_edges() == 0) return ids.clone();
+  if (n_edges() == 0) return position_as_row ? torch::zeros_like(ids) : ids.clone();
   torch::Tensor start = offsets.index_select(0, ids);
   torch::Tensor deg = offsets.index_select(0, ids + 1) - start;
   // floor(u * deg) is uniform on 0..deg-1; the clamps keep cells of degree 0 on a valid slot,
   // which torch::where then discards in favour of the cell itself.
   torch::Tensor pick = (u * deg.to(torch::kFloat64)).floor().to(torch::kInt64);
   pick = torch::minimum(pick, (deg - 1).clamp_min(0));
+  if (position_as_row) return pick;
   torch::Tensor pos = (start + pick).clamp_max(n_edges() - 1);
   return torch::where(deg > 0, targets.index_select(0, pos), ids);
 }

@@ -268,18 +268,19 @@ HvgResult highly_variable_genes(const Matrix& lognorm, int64_t n_top_genes,
   return result;
 }
 
-Matrix scale(const Matrix& x, double max_value) {
+Matrix scale(const Matrix& x, double max_value, const torch::Tensor& fit_rows) {
   torch::Tensor dense =
       x.is_csr() ? x.slice_dense(0, x.rows).to(torch::kFloat64) : x.dense.to(torch::kFloat64);
-  torch::Tensor mean = dense.mean(0, true);
-  torch::Tensor std = dense.std(0, /*unbiased=*/true, /*keepdim=*/true);
+  const torch::Tensor fit = fit_rows.defined() ? dense.index_select(0, fit_rows) : dense;
+  torch::Tensor mean = fit.mean(0, true);
+  torch::Tensor std = fit.std(0, /*unbiased=*/true, /*keepdim=*/true);
   std = torch::where(std == 0, torch::ones_like(std), std);
   dense = ((dense - mean) / std).clamp(-max_value, max_value);
   return Matrix::from_dense(dense.to(torch::kFloat32), "scaled matrix");
 }
 
 HvgResult preprocess_modality(Modality& modality, const PreprocessOptions& options,
-                              const Column* batches) {
+                              const Column* batches, const torch::Tensor& fit_rows) {
   const std::string what = "modality '" + modality.name + "'";
   Matrix x = as_csr(modality.X);
   // Raw counts: what the data set gave as counts, else its matrix as read.
@@ -291,14 +292,19 @@ HvgResult preprocess_modality(Modality& modality, const PreprocessOptions& optio
   if (options.n_top_genes > 0 && options.n_top_genes < g) {
     torch::Tensor codes =
         options.batch_aware && batches && batches->categorical ? batches->codes : torch::Tensor();
-    hvg = highly_variable_genes(x, options.n_top_genes, codes, modality.features);
+    if (fit_rows.defined())
+      hvg = highly_variable_genes(x.select_rows(fit_rows), options.n_top_genes,
+                                  codes.defined() ? codes.index_select(0, fit_rows) : codes,
+                                  modality.features);
+    else
+      hvg = highly_variable_genes(x, options.n_top_genes, codes, modality.features);
     x = x.select_cols(hvg.selected);
     raw = raw.select_cols(hvg.selected);
     std::vector<std::string> kept;
     for (int64_t j : hvg.selected) kept.push_back(modality.features[j]);
     modality.features = std::move(kept);
   }
-  if (options.scale) x = scale(x, options.scale_max);
+  if (options.scale) x = scale(x, options.scale_max, fit_rows);
   modality.X = std::move(x);
   modality.counts = std::move(raw);
   return hvg;

@@ -30,9 +30,10 @@ std::vector<scssl::ParamSpec> ssl_parameters() {
           .one_of({"add", "mean", "concat", "clip"}),
       {"predict_only_rna", SCSSL_PARAM_BOOL, "false",
        "multimodal: embed with the first modality's encoder only"},
-      {"train_mode_embedding", SCSSL_PARAM_BOOL, "false",
-       "embed with the network in training mode (batch statistics), as the reference did by "
-       "accident; default is evaluation mode"},
+      ParamSpec("embedding_mode", SCSSL_PARAM_STRING, "eval",
+                "eval: BatchNorm's running statistics; bench: training mode, batch statistics of "
+                "every 256 cells in data order, as the study embedded")
+          .one_of({"eval", "bench"}),
   };
 }
 
@@ -96,7 +97,7 @@ SslMethod::SslMethod(const ParamSet& p, HostContext& host)
       dsbn_(p.get_bool("dsbn")),
       multimodal_(p.get_bool("multimodal")),
       only_rna_(p.get_bool("predict_only_rna")),
-      train_mode_embedding_(p.get_bool("train_mode_embedding")),
+      bench_embedding_(p.get_string("embedding_mode") == "bench"),
       integrate_(p.get_string("integrate")) {}
 
 std::vector<int> SslMethod::used_modalities(const CellData& data) const {
@@ -174,7 +175,12 @@ torch::Tensor SslMethod::embed(const CellData& data) {
   if (!online_) throw InvalidArgument("embed() called before fit() or load()");
   const torch::Tensor domains = dsbn_ ? batch_codes(data) : torch::Tensor();
   torch::NoGradGuard no_grad;
-  online_->train(train_mode_embedding_);
+  // In training mode BatchNorm also moves its running statistics: keep them, so that embedding
+  // leaves the model as trained (and a saved model the same whatever was embedded).
+  std::vector<torch::Tensor> buffers;
+  if (bench_embedding_)
+    for (const auto& b : model_->buffers()) buffers.push_back(b.clone());
+  online_->train(bench_embedding_);
   std::vector<torch::Tensor> blocks;
   constexpr int64_t kBlock = 256;  // the reference's inference batch size
   for (int64_t begin = 0; begin < data.n_cells(); begin += kBlock) {
@@ -185,6 +191,10 @@ torch::Tensor SslMethod::embed(const CellData& data) {
     blocks.push_back(online_->represent(inputs(data, ids), d, keep_projector_, only_rna_).cpu());
   }
   online_->eval();
+  if (bench_embedding_) {
+    const auto now = model_->buffers();
+    for (size_t i = 0; i < buffers.size(); ++i) now[i].copy_(buffers[i]);
+  }
   return torch::cat(blocks, 0);
 }
 

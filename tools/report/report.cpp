@@ -90,6 +90,9 @@ struct RunEntry {
   std::string dataset;
   std::map<std::string, std::string> labels;  // every label but the data set and the seed
   int64_t seed = 0;
+  // A run's evaluation protocol. Runs of one row under both protocols merge: the scIB columns
+  // come from its batch-correction runs, the annotation columns from its query-mapping runs.
+  std::string protocol;
   RunStatus status = RunStatus::ok;
   std::string error;
   std::vector<MetricRecord> metrics;
@@ -154,6 +157,7 @@ void read_run_folder(const fs::path& dir, RunEntry& run, bool from_sweep) {
             : "");
   }
   if (!from_sweep) run.seed = info.seed;
+  if (info.data && info.data->protocol) run.protocol = *info.data->protocol;
   run.wall_seconds = info.wall_seconds;
   run.peak_rss_mb = info.peak_rss_mb;
   for (const auto& s : info.stages) {
@@ -196,6 +200,7 @@ void read_sweep(const fs::path& dir, Inputs& in) {
   for (const auto& r : sweep.runs) {
     RunEntry run;
     run.seed = r.seed;
+    run.protocol = r.protocol;
     run.status = r.status;
     run.error = r.error.value_or("");
     for (const auto& [name, value] : r.labels) {
@@ -406,12 +411,13 @@ void obs_codes_or_unset(const RunEntry& run, const std::string& key, int64_t n,
 // when none can be drawn.
 void add_layout(DatasetReport& ds, size_t row_index, int64_t max_cells) {
   const Row& row = ds.rows[row_index];
+  // The map shows integration: a model trained on every cell when the row has one.
   const RunEntry* run = nullptr;
   for (const RunEntry* r : row.ok)
-    if (!r->h5ad.empty() && fs::is_regular_file(r->h5ad)) {
+    if (!r->h5ad.empty() && fs::is_regular_file(r->h5ad) &&
+        (run == nullptr || (run->protocol != runfolder::kBatchCorrection &&
+                            r->protocol == runfolder::kBatchCorrection)))
       run = r;
-      break;
-    }
   if (run == nullptr) {
     ds.notes.push_back(
         "No embedding plot for " + row.key +
@@ -566,8 +572,9 @@ std::string axes_fields(const Row& row, const std::vector<std::string>& axes) {
   return out;
 }
 
-// One line per row: its labels, the number of runs, then mean and sd of each column of each table
-// (a table's columns get `suffix` before _mean/_sd).
+// One line per row: its labels, the number of runs behind the tables' values (a row's runs under
+// the other protocol have none), then mean and sd of each column of each table (a table's columns
+// get `suffix` before _mean/_sd).
 std::string tables_csv(const std::vector<Row>& rows, const std::vector<std::string>& axes,
                        const std::vector<std::pair<const Table*, std::string>>& tables) {
   std::ostringstream out;
@@ -577,7 +584,10 @@ std::string tables_csv(const std::vector<Row>& rows, const std::vector<std::stri
       out << "," << c.name << suffix << "_mean," << c.name << suffix << "_sd";
   out << "\n";
   for (size_t i = 0; i < rows.size(); ++i) {
-    out << axes_fields(rows[i], axes) << rows[i].ok.size();
+    int runs = 0;
+    for (const auto& [t, suffix] : tables)
+      for (const auto& c : t->columns) runs = std::max(runs, t->cells[i].at(c.name).n);
+    out << axes_fields(rows[i], axes) << runs;
     for (const auto& [t, suffix] : tables)
       for (const auto& c : t->columns) {
         const Stat& s = t->cells[i].at(c.name);
@@ -628,15 +638,15 @@ std::string compute_csv(const std::vector<DatasetReport>& datasets,
 
 std::string runs_csv(const Inputs& in, const std::vector<std::string>& axes) {
   std::ostringstream out;
-  out << "dataset," << axes_header(axes) << "seed,status,error,dir\n";
+  out << "dataset," << axes_header(axes) << "seed,protocol,status,error,dir\n";
   for (const auto& r : in.runs) {
     out << csv_field(r.dataset) << ",";
     for (const auto& a : axes) {
       auto it = r.labels.find(a);
       out << csv_field(it == r.labels.end() ? "" : it->second) << ",";
     }
-    out << r.seed << "," << runfolder::status_name(r.status) << "," << csv_field(r.error) << ","
-        << csv_field(r.dir) << "\n";
+    out << r.seed << "," << csv_field(r.protocol) << "," << runfolder::status_name(r.status) << ","
+        << csv_field(r.error) << "," << csv_field(r.dir) << "\n";
   }
   return out.str();
 }

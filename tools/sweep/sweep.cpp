@@ -132,7 +132,8 @@ void write_sweep_files(const SweepSpec& spec, const fs::path& dir,
   record.sweep_file = spec.path;
   for (const auto& a : spec.axes) record.axes.push_back(a.name);
   for (const PlannedRun& r : runs)
-    record.runs.push_back({r.id, fs::relative(r.dir, dir).string(), r.seed, r.labels, r.status,
+    record.runs.push_back({r.id, fs::relative(r.dir, dir).string(), r.seed, r.protocol, r.labels,
+                           r.status,
                            r.error.empty() ? std::nullopt : std::optional<std::string>(r.error)});
   runfolder::write_sweep_record((dir / "sweep.json").string(), record);
 
@@ -148,7 +149,7 @@ void write_sweep_files(const SweepSpec& spec, const fs::path& dir,
       if (std::find(columns.begin(), columns.end(), name) == columns.end()) columns.push_back(name);
   }
   std::ostringstream csv;
-  csv << "id,seed";
+  csv << "id,seed,protocol";
   if (!runs.empty())
     for (const auto& [name, value] : runs.front().labels) csv << "," << runfolder::csv_field(name);
   csv << ",status,error";
@@ -156,7 +157,7 @@ void write_sweep_files(const SweepSpec& spec, const fs::path& dir,
   csv << "\n";
   for (size_t i = 0; i < runs.size(); ++i) {
     const PlannedRun& r = runs[i];
-    csv << r.id << "," << r.seed;
+    csv << r.id << "," << r.seed << "," << r.protocol;
     for (const auto& [name, value] : r.labels) csv << "," << runfolder::csv_field(value);
     csv << "," << runfolder::status_name(r.status) << "," << runfolder::csv_field(r.error);
     for (const auto& c : columns) {
@@ -358,8 +359,9 @@ SweepSpec load_sweep(const std::string& path) {
 
   const toml::table* sweep = root.get("sweep") ? root.get("sweep")->as_table() : nullptr;
   if (!sweep) fail(path, root.get("sweep"), "[sweep]", "section is missing");
-  only(path, *sweep, "sweep",
-       {"name", "base", "layers", "seeds", "output_dir", "executor", "workers", "set"});
+  only(
+      path, *sweep, "sweep",
+      {"name", "base", "layers", "seeds", "protocols", "output_dir", "executor", "workers", "set"});
   spec.name = sweep->get("name") && sweep->get("name")->is_string()
                   ? sweep->get("name")->as_string()->get()
                   : "";
@@ -379,6 +381,19 @@ SweepSpec load_sweep(const std::string& path) {
       if (!v.is_integer() || v.as_integer()->get() < 0)
         fail(path, &v, "sweep.seeds", "must hold non-negative integers");
       spec.seeds.push_back(v.as_integer()->get());
+    }
+  }
+  if (const toml::node* p = sweep->get("protocols")) {
+    const toml::array* arr = p->as_array();
+    if (!arr || arr->empty())
+      fail(path, p, "sweep.protocols", "must be a non-empty list of evaluation protocols");
+    for (const auto& v : *arr) {
+      const std::string name = v.is_string() ? v.as_string()->get() : "";
+      if (name != host::kBatchCorrection && name != host::kQueryMapping)
+        fail(path, &v, "sweep.protocols", "must hold \"batch_correction\" or \"query_mapping\"");
+      if (std::find(spec.protocols.begin(), spec.protocols.end(), name) != spec.protocols.end())
+        fail(path, &v, "sweep.protocols", "names \"" + name + "\" twice");
+      spec.protocols.push_back(name);
     }
   }
   if (const toml::node* o = sweep->get("output_dir")) {
@@ -533,9 +548,16 @@ SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry,
     }
     recipe += "]\n";
     std::ofstream(recipe_file) << recipe;
-    for (int64_t seed : spec.seeds) {
+    // Each seed under each protocol (or under the config's own when the sweep names none).
+    std::vector<std::pair<int64_t, std::string>> replicates;
+    for (int64_t seed : spec.seeds)
+      for (const std::string& protocol :
+           spec.protocols.empty() ? std::vector<std::string>{""} : spec.protocols)
+        replicates.emplace_back(seed, protocol);
+    for (const auto& [seed, protocol] : replicates) {
       std::vector<std::string> with_seed = overrides;
       with_seed.push_back("run.seed=" + std::to_string(seed));
+      if (!protocol.empty()) with_seed.push_back("evaluation.protocol=\"" + protocol + "\"");
       RunConfig cfg;
       try {
         cfg = host::load_run_config(recipe_file.string(), with_seed, registry);
@@ -555,6 +577,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry,
       PlannedRun run;
       run.id = short_hash(cfg.resolved_toml());
       run.seed = seed;
+      run.protocol = cfg.protocol;
       run.labels = {
           {"dataset", cfg.dataset.params.has("path")
                           ? fs::path(cfg.dataset.params.get_string("path")).stem().string()

@@ -40,6 +40,9 @@ struct SweepSpec {
   std::string base;  // absolute path of the run config every run starts from ("" for none)
   std::vector<std::string> layers;  // config files applied over every run, after the axes
   std::vector<int64_t> seeds{0};
+  // Evaluation protocols every grid point runs under, each its own run (docs/evaluation.md,
+  // "Protocols"); empty: the protocol of the run config.
+  std::vector<std::string> protocols;
   std::string output_dir = "sweeps";
   std::string executor = "local";  // "local" | "slurm"
   int64_t workers = 0;             // local: processes at once; 0: the number of cores
@@ -54,6 +57,7 @@ SweepSpec load_sweep(const std::string& path);
 struct PlannedRun {
   std::string id;  // 12 hex digits of a hash of the resolved config: equal configs, equal ids
   int64_t seed = 0;
+  std::string protocol;
   std::vector<std::pair<std::string, std::string>> labels;  // dataset, method, then each axis
   std::string config;  // the run's resolved config (written into the sweep folder)
   std::string dir;     // the run folder

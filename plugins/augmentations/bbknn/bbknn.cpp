@@ -27,14 +27,18 @@ class Bbknn final : public scssl::IAugmentation {
                 .at_most(1),
             ParamSpec("n_pcs", SCSSL_PARAM_INT, "50",
                       "principal components the neighbours are found in")
-                .at_least(1)};
+                .at_least(1),
+            ParamSpec("index_bug", SCSSL_PARAM_BOOL, "false",
+                      "reproduce scSSL-Bench's bug: the position drawn in a cell's neighbour "
+                      "list is used as a row, so every cell mixes with one of the first rows")};
   }
 
   Bbknn(const scssl::ParamSet& params, scssl::HostContext& host)
       : IAugmentation(host),
         k_(params.get_int("neighbors_within_batch")),
         alpha_(params.get_float("alpha")),
-        n_pcs_(params.get_int("n_pcs")) {
+        n_pcs_(params.get_int("n_pcs")),
+        index_bug_(params.get_bool("index_bug")) {
     // The host has checked the bounds and choices against parameters().
     const std::string& mode = params.get_string("mode");
     mode_ = mode == "interpolate" ? Mode::Interpolate
@@ -61,7 +65,7 @@ class Bbknn final : public scssl::IAugmentation {
     if (cells == 0) return;
     torch::Tensor ids = cell_ids.to(torch::kInt64).flatten();
     if (ids.size(0) != cells) throw scssl::BadData("bbknn: one cell id per batch row is needed");
-    torch::Tensor x_n = x_->rows_dense(neighbors_.sample(ids, rng, "bbknn"));
+    torch::Tensor x_n = x_->rows_dense(neighbors_.sample(ids, rng, "bbknn", index_bug_));
     if (mode_ == Mode::Interpolate) {
       batch.copy_(alpha_ * batch + (1.0 - alpha_) * x_n);
       return;
@@ -82,6 +86,7 @@ class Bbknn final : public scssl::IAugmentation {
   int64_t k_;
   double alpha_;
   int64_t n_pcs_;
+  bool index_bug_;
   Mode mode_ = Mode::Switch;
   const scssl::Matrix* x_ = nullptr;
   scssl::NeighborGraph neighbors_;

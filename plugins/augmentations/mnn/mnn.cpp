@@ -34,7 +34,10 @@ class Mnn final : public scssl::IAugmentation {
             .one_of({"fixed", "uniform"}),
         ParamSpec("n_pcs", SCSSL_PARAM_INT, "50",
                   "principal components the neighbours are found in")
-            .at_least(1)};
+            .at_least(1),
+        ParamSpec("index_bug", SCSSL_PARAM_BOOL, "false",
+                  "reproduce scSSL-Bench's bug: the position drawn in a cell's neighbour list is "
+                  "used as a row, so view 0 mixes every cell with one of the first knn rows")};
   }
 
   Mnn(const scssl::ParamSet& params, scssl::HostContext& host)
@@ -43,7 +46,8 @@ class Mnn final : public scssl::IAugmentation {
         k_anchor_(params.get_int("k_anchor")),
         alpha_(params.get_float("alpha")),
         n_pcs_(params.get_int("n_pcs")),
-        uniform_(params.get_string("lambda_mode") == "uniform") {}
+        uniform_(params.get_string("lambda_mode") == "uniform"),
+        index_bug_(params.get_bool("index_bug")) {}
 
   void prepare(const scssl::CellData& train, int modality) override {
     scssl::BatchIndex batches = scssl::batch_index(train, "mnn");
@@ -77,7 +81,7 @@ class Mnn final : public scssl::IAugmentation {
     torch::Tensor a = uniform_ ? alpha_ + (1.0 - alpha_) * torch::rand({cells, 1}, rng)
                                : torch::full({cells, 1}, alpha_, torch::kFloat32);
     if (view == 0) {
-      torch::Tensor nn = within_.sample(ids, rng, "mnn");
+      torch::Tensor nn = within_.sample(ids, rng, "mnn", index_bug_);
       batch.copy_(a * batch + (1 - a) * x_->rows_dense(nn));
       return;
     }
@@ -96,6 +100,7 @@ class Mnn final : public scssl::IAugmentation {
   double alpha_;
   int64_t n_pcs_;
   bool uniform_;
+  bool index_bug_;
   const scssl::Matrix* x_ = nullptr;
   scssl::NeighborGraph within_;
   scssl::NeighborGraph partners_;

@@ -30,9 +30,11 @@ struct NeighborGraph {
   // One neighbour per given cell (int64 [b]), uniform among its neighbours; a cell without any
   // stands for itself. Exactly one uniform number per cell is drawn from `rng`, whatever the
   // degrees, so the random stream does not depend on the graph. Throws BadData naming `who`
-  // when a cell id is out of range.
-  torch::Tensor sample(const torch::Tensor& cells, torch::Generator& rng,
-                       const std::string& who) const;
+  // when a cell id is out of range. With `position_as_row` the drawn position in the cell's list
+  // (0 for a cell without neighbours) is returned as if it were a cell id: scSSL-Bench's index
+  // bug (docs/augmentations.md, "The study's neighbour index bug"), kept to reproduce its results.
+  torch::Tensor sample(const torch::Tensor& cells, torch::Generator& rng, const std::string& who,
+                       bool position_as_row = false) const;
 };
 
 // The batches of a data set: a code per cell and the cells of each batch (ascending ids).

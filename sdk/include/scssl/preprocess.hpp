@@ -38,12 +38,18 @@ HvgResult highly_variable_genes(const Matrix& lognorm, int64_t n_top_genes,
                                 const torch::Tensor& batch_codes,
                                 const std::vector<std::string>& feature_names = {},
                                 int64_t n_bins = 20);
-// Dense, zero-centred, unit variance (ddof = 1 as scanpy's scale), clipped at +-max_value.
-Matrix scale(const Matrix& x, double max_value);
+// Dense, zero-centred, unit variance (ddof = 1 as scanpy's scale), clipped at +-max_value. The
+// means and deviations come from the rows `fit_rows` (int64 row ids; undefined: every row) and
+// are applied to every row.
+Matrix scale(const Matrix& x, double max_value, const torch::Tensor& fit_rows = {});
 
 // Runs the whole chain on one modality: X becomes the processed matrix, counts the raw counts of
 // the kept features. `batches` may be null. Returns the HVG statistics when selection ran.
+// `fit_rows` (int64 row ids; undefined: every row) are the cells whose statistics choose the
+// features and the scaling: the reference cells of a query-mapping run, so that held-out cells
+// cannot influence them (docs/evaluation.md, "Protocols"). normalize_total and log1p work cell by
+// cell and are applied to every row.
 HvgResult preprocess_modality(Modality& modality, const PreprocessOptions& options,
-                              const Column* batches);
+                              const Column* batches, const torch::Tensor& fit_rows = {});
 
 }  // namespace scssl

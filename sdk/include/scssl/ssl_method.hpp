@@ -90,7 +90,7 @@ class SslMethod : public IMethod {
 
   int64_t hidden_dim_, encoder_hidden_;
   double dropout_;
-  bool keep_projector_, dsbn_, multimodal_, only_rna_, train_mode_embedding_;
+  bool keep_projector_, dsbn_, multimodal_, only_rna_, bench_embedding_;
   std::string integrate_;
   int64_t epochs_ = 0;
   std::vector<int64_t> in_features_;

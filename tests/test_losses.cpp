@@ -52,7 +52,18 @@ TEST(Losses, Vicreg) {
 // 1e-5 in the standardisation), and between them -0.5, so the loss is 0.005 * 2 * 0.25.
 TEST(Losses, BarlowTwins) {
   torch::Tensor z = t({{1, 2}, {3, 4}, {5, 0}});
-  EXPECT_NEAR(losses::barlow_twins(z, z, 0.005).item<double>(), 0.0025, 1e-5);
+  EXPECT_NEAR(losses::barlow_twins(z, z, 0.005, /*joint=*/false).item<double>(), 0.0025, 1e-5);
+  // Identical views: their joint statistics are each view's own, so the same loss.
+  EXPECT_NEAR(losses::barlow_twins(z, z, 0.005, /*joint=*/true).item<double>(), 0.0025, 1e-5);
+}
+
+// One dimension, za = {1, 3}, zb = {5, 7}. Each view alone standardises both to {-1, 1}: c = 1,
+// loss 0. Jointly (lightly): mean 4, biased variance (9 + 1 + 1 + 9) / 4 = 5, so za -> {-3, -1}
+// / sqrt(5) and zb -> {1, 3} / sqrt(5), c = (-3 - 3) / 5 / 2 = -0.6, loss (1 + 0.6)^2 = 2.56.
+TEST(Losses, BarlowTwinsJointOrPerViewStandardisation) {
+  torch::Tensor za = t({{1}, {3}}), zb = t({{5}, {7}});
+  EXPECT_NEAR(losses::barlow_twins(za, zb, 0.005, /*joint=*/false).item<double>(), 0.0, 1e-5);
+  EXPECT_NEAR(losses::barlow_twins(za, zb, 0.005, /*joint=*/true).item<double>(), 2.56, 1e-4);
 }
 
 // a = b = {[1,0], [0,1]}, scale exp(0) = 1: logits = I, each row -log(e / (e + 1)), both ways.

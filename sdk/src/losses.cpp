@@ -63,13 +63,16 @@ torch::Tensor vicreg(const torch::Tensor& za, const torch::Tensor& zb, double la
          nu * (covariance(za) + covariance(zb));
 }
 
-torch::Tensor barlow_twins(const torch::Tensor& za, const torch::Tensor& zb,
-                           double lambda_offdiag) {
+torch::Tensor barlow_twins(const torch::Tensor& za, const torch::Tensor& zb, double lambda_offdiag,
+                           bool joint) {
   const int64_t n = za.size(0);
-  auto standardize = [](const torch::Tensor& z) {
-    return (z - z.mean(0, true)) / torch::sqrt(z.var(0, /*unbiased=*/false, true) + 1e-5);
+  // Standardised with the statistics of `rows`: BatchNorm in training mode, without affine.
+  auto standardize = [](const torch::Tensor& z, const torch::Tensor& rows) {
+    return (z - rows.mean(0, true)) / torch::sqrt(rows.var(0, /*unbiased=*/false, true) + 1e-5);
   };
-  torch::Tensor c = torch::matmul(standardize(za).t(), standardize(zb)) / n;
+  const torch::Tensor both = joint ? torch::cat({za, zb}, 0) : torch::Tensor();
+  torch::Tensor c =
+      torch::matmul(standardize(za, joint ? both : za).t(), standardize(zb, joint ? both : zb)) / n;
   torch::Tensor diag = torch::diag(c);
   torch::Tensor on = (1.0 - diag).pow(2).sum();
   torch::Tensor off = c.pow(2).sum() - diag.pow(2).sum();

@@ -15,10 +15,17 @@ class BarlowTwins final : public scssl::SslMethod {
     p.push_back(scssl::ParamSpec("lambda_offdiag", SCSSL_PARAM_FLOAT, "0.005",
                                  "weight of the off-diagonal terms")
                     .at_least(0));
+    p.push_back(scssl::ParamSpec("standardize", SCSSL_PARAM_STRING, "joint",
+                                 "joint: both views with the statistics of their rows together "
+                                 "(lightly, the study); each: every view by its own (the paper)")
+                    .one_of({"joint", "each"}));
     return p;
   }
   BarlowTwins(const scssl::ParamSet& p, scssl::HostContext& host)
-      : SslMethod(p, host), factor_(p.get_int("factor")), lambda_(p.get_float("lambda_offdiag")) {}
+      : SslMethod(p, host),
+        factor_(p.get_int("factor")),
+        lambda_(p.get_float("lambda_offdiag")),
+        joint_(p.get_string("standardize") == "joint") {}
 
  protected:
   int64_t projector_out(int64_t h) const override { return factor_ * h; }
@@ -28,12 +35,13 @@ class BarlowTwins final : public scssl::SslMethod {
   }
   torch::Tensor loss(const scssl::TrainBatch& b) override {
     return scssl::losses::barlow_twins(online()->forward(b.view0, b.domains).z,
-                                       online()->forward(b.view1, b.domains).z, lambda_);
+                                       online()->forward(b.view1, b.domains).z, lambda_, joint_);
   }
 
  private:
   int64_t factor_;
   double lambda_;
+  bool joint_;
 };
 
 }  // namespace

@@ -23,9 +23,11 @@ torch::Tensor vicreg(const torch::Tensor& za, const torch::Tensor& zb, double la
                      double mu = 25.0, double nu = 1.0);
 
 // Barlow Twins: sum_i (1 - c_ii)^2 + lambda_offdiag * sum_{i != j} c_ij^2 on the batch-normalised
-// cross-correlation matrix.
+// cross-correlation matrix. `joint`: both views standardised with the mean and variance of their
+// 2N rows together, as lightly (and so the study) does; otherwise each view by its own, as the
+// Barlow Twins paper (docs/method-spec.md §7).
 torch::Tensor barlow_twins(const torch::Tensor& za, const torch::Tensor& zb,
-                           double lambda_offdiag = 0.005);
+                           double lambda_offdiag = 0.005, bool joint = true);
 
 // CLIP loss between two modalities' outputs (rows paired): 0.5 (CE(s A B^T, I) + CE(s B A^T, I))
 // with s = exp(logit_scale), after L2 normalisation.

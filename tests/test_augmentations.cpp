@@ -2,6 +2,7 @@
 // real registry and checked by their behaviour only: which genes change, where copied values come
 // from, and which cells the graph augmentations mix. See docs/augmentations.md.
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <map>
 #include <set>
@@ -11,6 +12,8 @@
 #include "scssl/graphs.hpp"
 #include "scssl/knn.hpp"
 #include "scssl/pca.hpp"
+#include "scssl/preprocess.hpp"
+#include "scssl/random.hpp"
 #include "support.hpp"
 
 using namespace scssl;
@@ -189,6 +192,25 @@ std::vector<int64_t> identify(const torch::Tensor& out, const torch::Tensor& den
 torch::Tensor repeat_each(const std::vector<int64_t>& cells, int64_t times) {
   return torch::tensor(cells, torch::kInt64).repeat_interleave(times);
 }
+
+// The start of a run config whose method takes augmentations (SCSSL_USES_AUGMENTATIONS): the host
+// refuses [[augmentation]] sections otherwise.
+const std::string kAugmentedRunHead =
+    "[dataset]\nplugin = \"h5ad\"\npath = \"unused.h5ad\"\n\n"
+    "[method]\nplugin = \"simclr\"\n\n";
+
+// A run config that includes `include` (unless empty), then `kAugmentedRunHead` + `sections`,
+// written to `path` and loaded.
+host::RunConfig augmented_run_config(const std::string& path, const std::string& sections,
+                                     const std::string& include = "") {
+  std::ofstream out(path);
+  if (!include.empty()) out << "include = [\"" << include << "\"]\n";
+  out << kAugmentedRunHead << sections;
+  out.close();
+  return host::load_run_config(path, {}, test::plugins());
+}
+
+const char* const kTriana = "datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad";
 
 }  // namespace
 
@@ -421,6 +443,59 @@ TEST(Mnn, LambdaIsFixedOrUniformBetweenAlphaAndOne) {
   }
 }
 
+// shared_coin = true reproduces scSSL-Bench's one coin per cell for both views
+// (docs/augmentations.md, "mnn (CLAIRE)"): through the host's pipeline, as the training core calls
+// it (view 0, then view 1 with another seed), a cell is mixed in both views or in neither, with
+// chance pair_probability. With the host's coin per view instead, a pair is mixed in both views
+// with chance p^2 only; and shared_coin with a per-view coin (probability < 1) is refused.
+TEST(Mnn, SharedCoinMixesBothViewsOfACellOrNeither) {
+  const Reference& r = kang();
+  const std::string dir = test::temp_dir("mnn-shared-coin");
+  CellDataView view(r.data);
+  const int64_t n = static_cast<int64_t>(r.batch.size());
+  const torch::Tensor ids = torch::arange(n, torch::kInt64);
+  // With alpha = 0 a mixed row is a training row, which is never negative; others stay -1.
+  auto mixed = [&](host::AugmentationPipeline& pipeline, int v, uint64_t seed) {
+    torch::Tensor batch = torch::full({n, r.dense.size(1)}, -1.0f);
+    pipeline.apply(0, v, batch, ids, seed);
+    return (batch != -1).any(1);
+  };
+  auto share = [](const torch::Tensor& t) { return t.to(torch::kFloat64).mean().item<double>(); };
+  const std::string section = "[[augmentation]]\nplugin = \"mnn\"\nalpha = 0.0\n";
+
+  const host::RunConfig shared = augmented_run_config(
+      dir + "/shared.toml",
+      section + "probability = 1.0\nshared_coin = true\npair_probability = 0.5\n");
+  host::AugmentationPipeline pipeline(shared.augmentations, r.data, services());
+  pipeline.prepare(view.get());
+  for (uint64_t step = 0; step < 3; ++step) {
+    const torch::Tensor first = mixed(pipeline, 0, 2 * step),
+                        second = mixed(pipeline, 1, 2 * step + 1);
+    EXPECT_TRUE(torch::equal(first, second)) << "step " << step;
+    EXPECT_NEAR(share(first), 0.5, 0.05) << "step " << step;
+  }
+
+  const host::RunConfig per_view =
+      augmented_run_config(dir + "/per_view.toml", section + "probability = 0.5\n");
+  host::AugmentationPipeline independent(per_view.augmentations, r.data, services());
+  independent.prepare(view.get());
+  const torch::Tensor first = mixed(independent, 0, 0), second = mixed(independent, 1, 1);
+  EXPECT_NEAR(share(first & second), 0.25, 0.05);
+  EXPECT_NEAR(share(first ^ second), 0.5, 0.05);
+
+  const host::RunConfig wrong = augmented_run_config(
+      dir + "/wrong.toml", section + "probability = 0.5\nshared_coin = true\n");
+  host::AugmentationPipeline refused(wrong.augmentations, r.data, services());
+  refused.prepare(view.get());
+  mixed(refused, 0, 0);
+  try {
+    mixed(refused, 1, 1);
+    FAIL() << "shared_coin under a per-view coin was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("set probability = 1"), std::string::npos) << e.what();
+  }
+}
+
 // ---- bbknn --------------------------------------------------------------------------------------
 
 TEST(Bbknn, NeighboursAreTheNearestCellsOfEveryBatchInEqualShares) {
@@ -531,6 +606,7 @@ TEST(Augmentations, OutOfRangeParametersAreRefusedAtCreationByName) {
                                    {"mnn", "knn", integer(0)},
                                    {"mnn", "k_anchor", integer(-1)},
                                    {"mnn", "lambda_mode", text("beta")},
+                                   {"mnn", "pair_probability", real(1.5)},
                                    {"bbknn", "neighbors_within_batch", integer(0)},
                                    {"bbknn", "alpha", real(-1.0)},
                                    {"bbknn", "mode", text("blend")}};
@@ -577,22 +653,25 @@ TEST(AugmentationConfigs, EveryFileLoadsIntoARunConfigAndRuns) {
       {"only_bbknn", {"bbknn"}},
       {"only_mask_keep", {"mask"}},
       {"only_mnn_index_bug", {"mnn"}},
-      {"only_bbknn_index_bug", {"bbknn"}}};
+      {"only_bbknn_index_bug", {"bbknn"}},
+      {"clear_original_pipeline", {"mask", "gauss", "innerswap", "crossover", "crossover"}}};
+  // Every file is listed here, or, with sections for two modalities, in
+  // RnaAdtPipelinesAugmentBothModalitiesIndependently.
+  const std::set<std::string> two_modalities = {"clear_pipeline_rna_adt",
+                                                "study_clear_pipeline_rna_adt"};
+  for (const auto& entry :
+       std::filesystem::directory_iterator(test::repo_file("configs/augmentations"))) {
+    const std::string name = entry.path().stem().string();
+    EXPECT_TRUE(expected.count(name) || two_modalities.count(name))
+        << entry.path() << " is not covered by a test";
+  }
   const Reference& r = kang();
   CellDataView view(r.data);
   torch::Tensor ids = torch::arange(0, 256, torch::kInt64);
   for (const auto& [name, plugins] : expected) {
     const std::string file = test::repo_file("configs/augmentations/" + name + ".toml");
-    // A method that declares SCSSL_USES_AUGMENTATIONS: the host refuses the sections otherwise.
-    const std::string head =
-        "[dataset]\nplugin = \"h5ad\"\npath = \"unused.h5ad\"\n\n"
-        "[method]\nplugin = \"simclr\"\n\n";
-    const std::string run = dir + "/" + name + ".toml",
-                      with_include = dir + "/inc_" + name + ".toml";
-    std::ofstream(run) << head << test::read_text(file);
-    std::ofstream(with_include) << "include = [\"" << file << "\"]\n" << head;
-    host::RunConfig cfg = host::load_run_config(run, {}, test::plugins());
-    host::RunConfig included = host::load_run_config(with_include, {}, test::plugins());
+    host::RunConfig cfg = augmented_run_config(dir + "/" + name + ".toml", test::read_text(file));
+    host::RunConfig included = augmented_run_config(dir + "/inc_" + name + ".toml", "", file);
     EXPECT_EQ(included.resolved_toml(), cfg.resolved_toml()) << name;
     ASSERT_EQ(cfg.augmentations.size(), plugins.size()) << name;
     for (size_t i = 0; i < plugins.size(); ++i) {
@@ -669,6 +748,40 @@ TEST(GraphHelpers, RandomSubsetsPickEveryIndexEquallyOftenAndRepeatWithTheSeed) 
   }
 }
 
+// The ziggurat's draws follow N(0, 1): moments, a chi-square over 100 intervals of width 0.1
+// between -5 and 5 and the two tails, and the share beyond the base layer, which takes its own
+// path. Fast-path thresholds shifted by one layer give a chi-square of about 230 here.
+TEST(Random, StandardNormalMatchesTheNormalDistribution) {
+  Xoshiro256 stream(7);
+  const int64_t draws = 10000000, bins = 100;
+  std::vector<int64_t> counts(bins + 2, 0);
+  double sum = 0, sum2 = 0, sum4 = 0;
+  int64_t beyond_base = 0;
+  for (int64_t i = 0; i < draws; ++i) {
+    const double x = StandardNormal::draw(stream);
+    sum += x;
+    sum2 += x * x;
+    sum4 += x * x * x * x;
+    beyond_base += std::abs(x) > 3.442619855899;
+    counts[x < -5 ? 0 : x >= 5 ? bins + 1 : 1 + static_cast<int64_t>((x + 5) * bins / 10)]++;
+  }
+  EXPECT_NEAR(sum / draws, 0.0, 0.002);
+  EXPECT_NEAR(sum2 / draws, 1.0, 0.003);
+  EXPECT_NEAR(sum4 / draws, 3.0, 0.02);
+  auto cdf = [](double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); };
+  auto edge = [&](int64_t b) { return -5 + 10.0 * static_cast<double>(b) / bins; };
+  double chi2 = 0;
+  for (int64_t b = 0; b < bins + 2; ++b) {
+    const double lo = b == 0 ? 0 : cdf(edge(b - 1)), hi = b == bins + 1 ? 1 : cdf(edge(b));
+    const double expected = (hi - lo) * static_cast<double>(draws);
+    chi2 += (static_cast<double>(counts[b]) - expected) *
+            (static_cast<double>(counts[b]) - expected) / expected;
+  }
+  EXPECT_LT(chi2, 154.4) << "101 degrees of freedom; 154.4 is the 0.9995 quantile";
+  const double tail = 2 * (1 - cdf(3.442619855899));
+  EXPECT_NEAR(static_cast<double>(beyond_base) / draws, tail, 4 * std::sqrt(tail / draws));
+}
+
 // configs/profiles/bench.toml layered last over a method config sets the study's quirks and keeps
 // the method's own augmentations; study_clear_pipeline.toml masks as the study's code did.
 TEST(AugmentationConfigs, TheBenchProfileSetsTheStudysQuirks) {
@@ -711,5 +824,65 @@ TEST(AugmentationConfigs, OneEntryIsChangedByItsPluginName) {
     EXPECT_NE(std::string(e.what()).find("no [[augmentation]] section uses plugin 'mnn'"),
               std::string::npos)
         << e.what();
+  }
+}
+
+// The RNA + ADT pipelines augment both modalities of the bundled Triana data, as the study does
+// (docs/augmentations.md, "Two modalities"): four augmentations per modality, and the two ADT
+// views differ from the stored values and from each other.
+TEST(AugmentationConfigs, RnaAdtPipelinesAugmentBothModalitiesIndependently) {
+  const std::string dir = test::temp_dir("rna-adt-pipelines");
+  const CellData data = test::load_h5ad(test::repo_file(kTriana));
+  CellDataView view(data);
+  const int rna = data.modality_index("RNA"), adt = data.modality_index("ADT");
+  ASSERT_GE(rna, 0);
+  ASSERT_GE(adt, 0);
+  const torch::Tensor ids = torch::arange(data.n_cells(), torch::kInt64);
+  for (const auto& [name, mode] : std::map<std::string, std::string>{
+           {"clear_pipeline_rna_adt", "zero"}, {"study_clear_pipeline_rna_adt", "keep"}}) {
+    const host::RunConfig cfg = augmented_run_config(
+        dir + "/" + name + ".toml", "", test::repo_file("configs/augmentations/" + name + ".toml"));
+    ASSERT_EQ(cfg.augmentations.size(), 8u) << name;
+    for (const auto& a : cfg.augmentations) {
+      if (a.choice.plugin->name() != "mask") continue;
+      EXPECT_EQ(a.choice.params.get_string("mode"), mode) << name << " " << a.modality;
+    }
+    host::AugmentationPipeline pipeline(cfg.augmentations, data, services());
+    pipeline.prepare(view.get());
+    EXPECT_EQ(pipeline.count(rna), 4) << name;
+    EXPECT_EQ(pipeline.count(adt), 4) << name;
+    const Matrix& x = data.modalities[adt].X;
+    const torch::Tensor stored = x.slice_dense(0, x.rows);
+    torch::Tensor v0 = stored.clone(), v1 = stored.clone();
+    pipeline.apply(adt, 0, v0, ids, 5);
+    pipeline.apply(adt, 1, v1, ids, 6);
+    EXPECT_FALSE(torch::equal(v0, stored)) << name;
+    EXPECT_FALSE(torch::equal(v1, stored)) << name;
+    EXPECT_FALSE(torch::equal(v0, v1)) << name;
+  }
+}
+
+// configs/data/triana_rna_adt_study.toml sets up the Triana data as the study sets up its
+// multimodal runs: preprocessed as the host does it (scssl::preprocess_modality with the run's
+// settings per modality), the ADT block stays exactly as stored (raw counts in this file) while
+// the RNA block is normalised; and both modalities are augmented. triana_rna_adt.toml normalises
+// the ADT block like the RNA.
+TEST(AugmentationConfigs, TheStudysTrianaSetupTakesTheAdtBlockAsStored) {
+  const std::string dir = test::temp_dir("triana-study");
+  for (const std::string name : {"triana_rna_adt_study", "triana_rna_adt"}) {
+    const bool study = name == "triana_rna_adt_study";
+    const host::RunConfig cfg = augmented_run_config(
+        dir + "/" + name + ".toml", "", test::repo_file("configs/data/" + name + ".toml"));
+    EXPECT_EQ(cfg.augmentations.size(), study ? 8u : 0u) << name;
+    CellData data = test::load_h5ad(test::repo_file(kTriana));
+    for (Modality& m : data.modalities) {
+      const torch::Tensor stored = m.X.slice_dense(0, m.X.rows);
+      preprocess_modality(m, cfg.preprocess_for(m.name), data.batches());
+      const bool as_stored = torch::equal(m.X.slice_dense(0, m.X.rows), stored);
+      EXPECT_EQ(as_stored, study && m.name == "ADT") << name << " " << m.name;
+    }
+    const Matrix& adt = data.modalities.at(data.modality_index("ADT")).X;
+    EXPECT_EQ(adt.cols, 197) << name;
+    EXPECT_EQ(study, adt.slice_dense(0, adt.rows).max().item<float>() > 1000) << name;
   }
 }

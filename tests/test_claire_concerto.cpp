@@ -2,7 +2,9 @@
 // through scssl-host on the bundled data (falling loss, one seed = one embedding, CLAIRE's
 // refinement and its refusal of data without batches), and a saved model loaded again.
 #include <cmath>
+#include <cstring>
 #include <fstream>
+#include <map>
 #include <regex>
 
 #include "../plugins/methods/claire/claire_pairs.hpp"
@@ -14,6 +16,7 @@ using scssl::test::run_command;
 namespace {
 
 const char* kKang = "datasets/kang_ctrl_stim/kang2018_pbmc_ctrl_stim_4samples.h5ad";
+const char* kTriana = "datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad";
 
 torch::Tensor rows(std::initializer_list<std::initializer_list<float>> values) {
   std::vector<torch::Tensor> r;
@@ -88,6 +91,51 @@ TEST(ConcertoTeacher, BothVariantsGiveOneVectorPerCell) {
     EXPECT_EQ(out.sizes(), torch::IntArrayRef({8, 16}));
     EXPECT_TRUE(torch::isfinite(out).all().item<bool>()) << original;
   }
+}
+
+// head_layers (docs/method-spec.md §10): the study asked lightly 1.5.10 for a one-layer SimCLR head
+// and got two layers, Linear(no bias) -> BN -> ReLU -> Linear(no bias) -> BN; 1 (the default) is
+// the Linear -> BN it meant.
+TEST(ConcertoHeads, HeadLayersGiveTheLayersOfLightlysHead) {
+  using Shapes = std::map<std::string, std::vector<int64_t>>;
+  const Shapes one = {{"0.weight", {16, 32}}, {"1.weight", {16}}, {"1.bias", {16}}};
+  Shapes two = one;
+  two.insert({{"3.weight", {16, 16}}, {"4.weight", {16}}, {"4.bias", {16}}});
+  for (const int64_t layers : {int64_t{1}, int64_t{2}}) {
+    // Two modalities of 20 and 10 features, concatenated: the heads take 2 x 16 values.
+    concerto::ConcertoNet net(std::vector<int64_t>{20, 10}, 16, 10, true, 0.2, "concat", layers);
+    for (const char* head : {"student_head.", "teacher_head."}) {
+      Shapes shapes;
+      for (const auto& p : net->named_parameters())
+        if (p.key().rfind(head, 0) == 0)
+          shapes[p.key().substr(std::strlen(head))] = p.value().sizes().vec();
+      EXPECT_EQ(shapes, layers == 1 ? one : two) << head << " with head_layers = " << layers;
+    }
+    if (layers == 2) {
+      EXPECT_TRUE(net->named_modules()["student_head.2"]->as<torch::nn::ReLU>() != nullptr);
+    }
+  }
+  // The plugin builds what head_layers asks for: the saved model has the second linear layer.
+  scssl::CellData data = scssl::test::load_h5ad(scssl::test::repo_file(kTriana));
+  scssl::CellDataView view(data);
+  scssl::TrainOptions options;
+  options.epochs = 1;
+  options.batch_size = 64;
+  scssl::host::HostServices services;
+  const scssl::host::LoadedPlugin& plugin =
+      scssl::test::plugins().get("concerto", SCSSL_KIND_METHOD);
+  scssl::ParamSet params = plugin.default_params();
+  params.set("token_dim", int64_t{16});
+  params.set("head_layers", int64_t{2});
+  scssl::host::Method method(plugin, params, services);
+  method.fit(view.get(), options);
+  const std::string dir = scssl::test::temp_dir("concerto-head");
+  method.save(dir);
+  torch::serialize::InputArchive archive, weights, head, second;
+  archive.load_from(dir + "/model.pt");
+  archive.read("weights", weights);
+  weights.read("student_head", head);
+  EXPECT_TRUE(head.try_read("3", second));
 }
 
 TEST(ClaireViews, InterpolationWeightsLieBetweenAlphaAndOne) {
@@ -261,8 +309,7 @@ TEST(ConcertoTraining, MultimodalOnUnimodalDataIsRefused) {
 
 TEST(SaveAndLoad, ALoadedModelGivesTheSameEmbedding) {
   // Small and fast: the 250 Triana cells (two batches), one epoch, raw values.
-  scssl::CellData data = scssl::test::load_h5ad(
-      scssl::test::repo_file("datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad"));
+  scssl::CellData data = scssl::test::load_h5ad(scssl::test::repo_file(kTriana));
   scssl::CellDataView view(data);
   scssl::TrainOptions options;
   options.epochs = 1;

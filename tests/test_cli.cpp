@@ -46,8 +46,9 @@ void expect_clean_failure(const std::string& args, const std::string& must_menti
 }
 
 // A copy of a .h5ad file of the repository with a CSR X whose values (X/data) `edit` changes; it
-// also gets X/indptr, which says where each cell's values are.
-using XEdit = std::function<void(std::vector<float>& data, const std::vector<int64_t>& indptr)>;
+// also gets X/indptr, which says where each cell's values are, and X/indices, their features.
+using XEdit = std::function<void(std::vector<float>& data, const std::vector<int64_t>& indptr,
+                                 const std::vector<int64_t>& indices)>;
 std::string edited_copy(const std::string& name, const XEdit& edit,
                         const std::string& source = "tests/data/reference/triana_rna_adt.h5ad") {
   const std::string path = scssl::test::temp_dir(name) + "/" + name + ".h5ad";
@@ -55,11 +56,28 @@ std::string edited_copy(const std::string& name, const XEdit& edit,
   scssl::h5::File f = scssl::h5::File::open(path, scssl::h5::File::Mode::ReadWrite);
   const scssl::h5::Group x = f.root().group("X");
   std::vector<float> data = x.dataset("data").read_vector<float>();
-  edit(data, x.dataset("indptr").read_vector<int64_t>());
+  edit(data, x.dataset("indptr").read_vector<int64_t>(),
+       x.dataset("indices").read_vector<int64_t>());
   x.remove("data");
   x.write("data", scssl::h5::NumType::Float32, data.data(), {static_cast<int64_t>(data.size())});
   f.flush();
   return path;
+}
+
+// The cells of a data set outside one batch (reference) and in it (query), by index.
+struct ReferenceAndQuery {
+  std::vector<int64_t> reference, query;
+};
+ReferenceAndQuery split_off(const scssl::CellData& data, const std::string& query_batch) {
+  const scssl::Column& batches = data.require_batches("the test");
+  const auto it = std::find(batches.categories.begin(), batches.categories.end(), query_batch);
+  if (it == batches.categories.end()) throw std::runtime_error("no batch " + query_batch);
+  ReferenceAndQuery split;
+  for (int64_t i = 0; i < data.n_cells(); ++i)
+    (batches.codes[i].item<int32_t>() == it - batches.categories.begin() ? split.query
+                                                                         : split.reference)
+        .push_back(i);
+  return split;
 }
 
 }  // namespace
@@ -201,12 +219,13 @@ TEST(Cli, TruncatedFile) {
 
 TEST(Cli, NaNInX) {
   const std::string path =
-      edited_copy("with_nan", [](std::vector<float>& d, auto&) { d[5] = NAN; });
+      edited_copy("with_nan", [](std::vector<float>& d, auto&, auto&) { d[5] = NAN; });
   expect_clean_failure(quickstart() + " --set dataset.path=" + path, "NaN");
 }
 
 TEST(Cli, NegativeCounts) {
-  const std::string path = edited_copy("negative", [](std::vector<float>& d, auto&) { d[7] = -3; });
+  const std::string path =
+      edited_copy("negative", [](std::vector<float>& d, auto&, auto&) { d[7] = -3; });
   expect_clean_failure(
       quickstart() + " --set dataset.path=" + path + " --set evaluation.query_batches=PBMC_200AB",
       "negative");
@@ -245,23 +264,17 @@ TEST(Cli, EvaluatorNeedingQueryBatchesIsRefusedBeforeAnyRun) {
 // Under batch_correction the same change reaches the reference cells: the test can tell.
 TEST(Protocol, QueryCellsInfluenceNeitherGeneSelectionNorTraining) {
   const std::string kang = "datasets/kang_ctrl_stim/kang2018_pbmc_ctrl_stim_4samples.h5ad";
-  const scssl::CellData data = scssl::test::load_h5ad(scssl::test::repo_file(kang));
-  const scssl::Column* batches = data.batches();
-  ASSERT_NE(batches, nullptr);
-  const auto stim107 = std::find(batches->categories.begin(), batches->categories.end(), "stim107");
-  ASSERT_NE(stim107, batches->categories.end());
-  std::vector<int64_t> reference, query;
-  for (int64_t i = 0; i < data.n_cells(); ++i)
-    (batches->codes[i].item<int32_t>() == stim107 - batches->categories.begin() ? query : reference)
-        .push_back(i);
+  const ReferenceAndQuery cells =
+      split_off(scssl::test::load_h5ad(scssl::test::repo_file(kang)), "stim107");
   const std::string changed = edited_copy(
       "kang_query_moved",
-      [&](std::vector<float>& d, const std::vector<int64_t>& indptr) {
-        for (int64_t cell : query)
+      [&](std::vector<float>& d, const std::vector<int64_t>& indptr, auto&) {
+        for (int64_t cell : cells.query)
           std::reverse(d.begin() + indptr[cell], d.begin() + indptr[cell + 1]);
       },
       kang);
-  const torch::Tensor ref_ids = torch::tensor(reference), query_ids = torch::tensor(query);
+  const torch::Tensor ref_ids = torch::tensor(cells.reference),
+                      query_ids = torch::tensor(cells.query);
   const std::string out = scssl::test::temp_dir("protocol");
   for (const std::string method : {"pca", "vicreg"}) {
     const std::string common =
@@ -280,6 +293,73 @@ TEST(Protocol, QueryCellsInfluenceNeitherGeneSelectionNorTraining) {
     const torch::Tensor c = embedding(correction), d = embedding(correction + moved);
     EXPECT_FALSE(c.index_select(0, ref_ids).equal(d.index_select(0, ref_ids))) << method;
   }
+}
+
+// evaluation.query_modality = "predicted" (docs/evaluation.md, "The query with a predicted
+// modality"): the query is embedded with proteins predicted from its reference neighbours, so its
+// measured proteins never reach the embedding. Changing them leaves the embedding the same to the
+// bit, while the same change moves the query's embedding in a "measured" run (the test can tell).
+// The reference is embedded as in a measured run; the query is not.
+TEST(Protocol, APredictedQueryModalityNeverReadsTheQuerysMeasuredProteins) {
+  const std::string triana = "datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad";
+  const scssl::CellData data = scssl::test::load_h5ad(scssl::test::repo_file(triana));
+  ASSERT_EQ(data.modalities.size(), 2u);
+  ASSERT_EQ(data.modalities[1].name, "ADT");
+  // The file's features are the RNA genes, then the proteins (datasets/triana_rna_adt/README.md).
+  const auto first_protein = static_cast<int64_t>(data.modalities[0].features.size());
+  const ReferenceAndQuery cells = split_off(data, "PBMC_200AB");
+  const std::string changed = edited_copy(
+      "triana_query_proteins_changed",
+      [&](std::vector<float>& d, const std::vector<int64_t>& indptr,
+          const std::vector<int64_t>& indices) {
+        for (int64_t cell : cells.query)
+          for (int64_t e = indptr[cell]; e < indptr[cell + 1]; ++e)
+            if (indices[e] >= first_protein) d[e] = 3 * d[e] + 1;
+      },
+      triana);
+  const std::string out = scssl::test::temp_dir("predicted-modality");
+  auto run = [&](const std::string& query_modality, const std::string& path) {
+    return scssl::test::run_config(
+        "configs/methods/vicreg.toml", out,
+        " --set dataset.path=" + path +
+            " --set evaluation.query_batches=PBMC_200AB"
+            " --set 'evaluation.evaluators=[\"knn_annotation\"]' --set method.multimodal=true"
+            " --set train.batch_size=64 --set train.epochs=2 --set run.threads=1"
+            " --set evaluation.query_modality=" +
+            query_modality);
+  };
+  const std::string original = scssl::test::repo_file(triana);
+  const std::string predicted = run("predicted", original);
+  const torch::Tensor a = scssl::test::run_embedding(predicted),
+                      b = scssl::test::run_embedding(run("predicted", changed));
+  EXPECT_TRUE(a.equal(b)) << "the query's measured proteins reached the embedding";
+  const torch::Tensor c = scssl::test::run_embedding(run("measured", original)),
+                      d = scssl::test::run_embedding(run("measured", changed));
+  const torch::Tensor ref_ids = torch::tensor(cells.reference),
+                      query_ids = torch::tensor(cells.query);
+  EXPECT_FALSE(c.index_select(0, query_ids).equal(d.index_select(0, query_ids)));
+  EXPECT_TRUE(a.index_select(0, ref_ids).equal(c.index_select(0, ref_ids)));
+  EXPECT_FALSE(a.index_select(0, query_ids).equal(c.index_select(0, query_ids)));
+
+  const auto record = scssl::test::json_file(predicted + "/run.json");
+  EXPECT_EQ(record["data"]["query_modality"], "predicted");
+  EXPECT_EQ(schema_problems("run.schema.json", predicted + "/run.json"), "");
+  const std::string metrics = scssl::test::read_text(predicted + "/metrics.csv");
+  EXPECT_NE(metrics.find("knn_annotation,macro_f1,annotation"), std::string::npos) << metrics;
+  EXPECT_NE(scssl::test::read_text(predicted + "/run.log").find("ADT predicted from 5 reference"),
+            std::string::npos);
+}
+
+TEST(Cli, APredictedQueryModalityNeedsAModelOfTwoModalities) {
+  expect_clean_failure(quickstart() +
+                           " --set evaluation.query_modality=predicted"
+                           " --set evaluation.protocol=query_mapping",
+                       "method 'pca' lacks them");
+  expect_clean_failure(scssl::test::repo_file("configs/methods/vicreg.toml") +
+                           " --set evaluation.query_modality=predicted",
+                       "set method.multimodal = true");
+  expect_clean_failure(quickstart() + " --set evaluation.query_modality=predicted",
+                       "needs evaluation.protocol = \"query_mapping\"");
 }
 
 TEST(Cli, UsageErrorsExitWithTwo) {

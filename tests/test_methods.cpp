@@ -1,8 +1,13 @@
 // The seven generic SSL methods end to end through scssl-host: the training loss falls, one seed
-// gives one embedding, a resumed run equals an uninterrupted one, DSBN and multimodal shapes.
+// gives one embedding, a resumed run equals an uninterrupted one, DSBN and multimodal shapes; and
+// the switches that reproduce the study's code (CLIP terms without gradient, MoCo's momentum
+// span, BYOL's predictor embedding).
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <regex>
 
+#include "scssl/ssl_method.hpp"
 #include "support.hpp"
 
 namespace fs = std::filesystem;
@@ -23,6 +28,50 @@ std::string run(const std::string& config, const std::string& sets) {
 const std::string kShort =
     "--set train.epochs=6 --set evaluation.evaluators=[] --set evaluation.query_batches=[] "
     "--set run.threads=1";
+
+const char* kTriana = "datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad";
+
+// The parameters and buffers of a run's saved SSL model (run.save_model), by dotted name.
+std::map<std::string, torch::Tensor> saved_model(const std::string& run_dir) {
+  torch::serialize::InputArchive archive, weights;
+  archive.load_from(run_dir + "/model/model.pt");
+  archive.read("weights", weights);
+  std::map<std::string, torch::Tensor> out;
+  std::function<void(torch::serialize::InputArchive&, const std::string&)> walk =
+      [&](torch::serialize::InputArchive& a, const std::string& prefix) {
+        for (const std::string& key : a.keys()) {
+          torch::Tensor t;
+          torch::serialize::InputArchive child;
+          if (a.try_read(key, t))
+            out[prefix + key] = t;
+          else if (a.try_read(key, child))
+            walk(child, prefix + key + ".");
+        }
+      };
+  walk(weights, "");
+  return out;
+}
+
+// A method whose predictor passes no gradient back: its encoders and projectors learn from the
+// CLIP loss's projector terms alone.
+class DetachedPredictor final : public scssl::SslMethod {
+ public:
+  using SslMethod::model;
+  using SslMethod::SslMethod;
+
+ protected:
+  int64_t projector_out(int64_t h) const override { return h; }
+  torch::nn::Sequential make_projector(int64_t h) override {
+    return torch::nn::Sequential(torch::nn::Linear(h, h));
+  }
+  torch::nn::Sequential make_predictor(int64_t out) override {
+    return torch::nn::Sequential(torch::nn::Functional([](torch::Tensor z) { return z.detach(); }),
+                                 torch::nn::Linear(out, out));
+  }
+  torch::Tensor loss(const scssl::TrainBatch&) override {
+    throw scssl::InvalidArgument("only integrate = clip is tested");
+  }
+};
 
 }  // namespace
 
@@ -101,18 +150,115 @@ TEST(Training, MultimodalEmbeddingSizes) {
       64);
 }
 
-TEST(Training, ClipIntegrationWorksForMethodsWithBanks) {
+// Both kinds of CLIP terms train the methods with banks and momentum copies and SimSiam; the
+// study's (clip_z_gradient = false) learn something else.
+TEST(Training, ClipIntegrationWorksWithAndWithoutProjectorGradient) {
   const std::string data =
-      "--set dataset.path=" +
-      scssl::test::repo_file("datasets/triana_rna_adt/triana2021_abseq_bm_pbmc_rna_adt.h5ad") +
+      "--set dataset.path=" + scssl::test::repo_file(kTriana) +
       " --set evaluation.query_batches=[\\\"PBMC_200AB\\\"] --set train.epochs=2 --set "
       "train.batch_size=64"
       " --set method.multimodal=true --set method.integrate=clip --set run.threads=1";
-  for (const char* m : {"moco", "nnclr", "byol"})
-    EXPECT_EQ(scssl::test::run_embedding(run(std::string("configs/methods/") + m + ".toml", data))
-                  .size(1),
-              128)
-        << m;
+  for (const char* m : {"moco", "nnclr", "byol", "simsiam"}) {
+    const std::string config = std::string("configs/methods/") + m + ".toml";
+    const torch::Tensor all = scssl::test::run_embedding(run(config, data));
+    const torch::Tensor study =
+        scssl::test::run_embedding(run(config, data + " --set method.clip_z_gradient=false"));
+    EXPECT_EQ(all.size(1), 128) << m;
+    ASSERT_EQ(study.sizes(), all.sizes()) << m;
+    EXPECT_TRUE(torch::isfinite(study).all().item<bool>()) << m;
+    EXPECT_FALSE(study.equal(all)) << m << ": clip_z_gradient had no effect";
+  }
+}
+
+// clip_z_gradient = false (docs/method-spec.md §0.5): the projector terms of the CLIP loss carry no
+// gradient. With a predictor that passes none back either, the encoders and projectors get a
+// gradient only with the switch on; the predictors and the logit scale get one either way.
+TEST(Training, ClipProjectorTermsWithoutGradientLeaveTheProjectorsWithoutGradient) {
+  const scssl::CellData data = scssl::test::load_h5ad(scssl::test::repo_file(kTriana));
+  ASSERT_EQ(data.modalities.size(), 2u);
+  std::vector<scssl::ParamSpec> specs = scssl::ssl_parameters();
+  specs.push_back(scssl::clip_z_gradient_parameter());
+  for (const bool z_gradient : {true, false}) {
+    scssl::host::HostServices services;
+    scssl::HostContext host(services.api());
+    scssl::ParamSet params = scssl::ParamSet::defaults(specs, "test");
+    params.set("multimodal", true);
+    params.set("integrate", std::string("clip"));
+    params.set("clip_z_gradient", z_gradient);
+    DetachedPredictor method(params, host);
+    scssl::TrainOptions options;
+    options.epochs = 1;
+    options.batch_size = 64;
+    options.num_threads = 1;
+    method.fit(data, options);
+    // The gradients of the last step are still held by the parameters.
+    for (const auto& p : method.model().named_parameters()) {
+      const bool has_gradient =
+          p.value().grad().defined() && p.value().grad().abs().sum().item<double>() > 0;
+      const bool z_branch = p.key().find("encoder") != std::string::npos ||
+                            p.key().find("projector") != std::string::npos;
+      EXPECT_EQ(has_gradient, z_branch ? z_gradient : true)
+          << p.key() << " with clip_z_gradient = " << z_gradient;
+    }
+  }
+}
+
+// momentum_epochs (docs/method-spec.md §0.7): MoCo's key network follows the cosine schedule of
+// that many epochs, as the study's spanned 200 whatever it trained. One step per epoch, so after
+// epoch 1 key = m(1) key0 + (1 - m(1)) online1, with key0 and online1 from a run that stops after
+// epoch 0 (the same seed trains the same first epoch); 1 - m(1) is fitted over every parameter.
+TEST(Training, MocoMomentumEpochsSetTheCosineSpan) {
+  const std::string common = kShort +
+                             " --set run.save_model=true --set train.batch_size=1024"
+                             " --set train.learning_rate=1e-2 --set train.weight_decay=0"
+                             " --set method.momentum=0.5";
+  for (const int64_t span : {int64_t{0}, int64_t{200}}) {
+    const std::string sets = common + " --set method.momentum_epochs=" + std::to_string(span);
+    const auto first =
+        saved_model(run("configs/methods/moco.toml", sets + " --set train.epochs=1"));
+    const auto second =
+        saved_model(run("configs/methods/moco.toml", sets + " --set train.epochs=2"));
+    double moved = 0, step = 0;
+    int64_t compared = 0;
+    for (const auto& [name, online] : first) {
+      const bool parameter = std::regex_search(name, std::regex("\\.(weight|bias)$"));
+      if (name.rfind("online.", 0) != 0 || !parameter) continue;
+      const std::string key = "key." + name.substr(7);
+      const torch::Tensor key0 = first.at(key), diff = online - key0;
+      moved += ((second.at(key) - key0) * diff).sum().item<double>();
+      step += (diff * diff).sum().item<double>();
+      ++compared;
+    }
+    ASSERT_GT(compared, 0);
+    ASSERT_GT(step, 0);
+    // span 0: the two epochs trained.
+    const double expected = 1 - scssl::nn::cosine_momentum(0.5, 1, span > 0 ? span : 2);
+    EXPECT_NEAR(moved / step, expected, 1e-4) << "momentum_epochs = " << span;
+  }
+}
+
+// embed_predictor (docs/method-spec.md §5): with keep_projector the study's BYOL embedded the
+// predictor's output. The same training embedded both ways: the second embedding is the saved
+// predictor applied to the first (the projector's output).
+TEST(Embedding, ByolEmbedPredictorGivesThePredictorOutput) {
+  const std::string sets =
+      kShort + " --set train.epochs=2 --set method.keep_projector=true --set run.save_model=true";
+  const torch::Tensor z = scssl::test::run_embedding(run("configs/methods/byol.toml", sets));
+  const std::string dir =
+      run("configs/methods/byol.toml", sets + " --set method.embed_predictor=true");
+  const auto saved = saved_model(dir);
+  torch::nn::Sequential predictor =
+      scssl::nn::make_head({{64, 256, true, true}, {256, 64, false, false}});
+  torch::NoGradGuard no_grad;
+  for (auto& p : predictor->named_parameters())
+    p.value().copy_(saved.at("online.predictor0." + p.key()));
+  for (auto& b : predictor->named_buffers())
+    b.value().copy_(saved.at("online.predictor0." + b.key()));
+  predictor->eval();
+  const torch::Tensor p = scssl::test::run_embedding(dir);
+  ASSERT_EQ(p.sizes(), z.sizes());
+  EXPECT_FALSE(p.equal(z));
+  EXPECT_TRUE(torch::allclose(p, predictor->forward(z), 1e-4, 1e-4));
 }
 
 TEST(Training, MultimodalOnUnimodalDataIsRefused) {

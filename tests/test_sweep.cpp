@@ -1,8 +1,10 @@
 // scssl-sweep through `scssl-host sweep`: grid expansion with stable run ids, the local executor
-// (one process per run), resume, failure isolation, validation before any run, the Slurm job
-// script, and the sweep and run folders it leaves checked against docs/schema/*.json.
+// (one process per run), resume, failure isolation, validation before any run, combined configs
+// and include groups, the Slurm job script, and the sweep and run folders it leaves checked
+// against docs/schema/*.json.
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <sstream>
 
@@ -37,6 +39,16 @@ std::vector<std::vector<std::string>> csv_rows(const std::string& path) {
     for (std::string c; std::getline(row, c, ',');) rows.back().push_back(c);
   }
   return rows;
+}
+
+// The plugins of a resolved run config's [[augmentation]] sections, in order.
+std::vector<std::string> augmentation_plugins(const std::string& config) {
+  const std::string text = read_text(config);
+  const std::regex section("\\[\\[augmentation\\]\\][^\\[]*plugin = '(\\w+)'");
+  std::vector<std::string> out;
+  for (std::sregex_iterator m(text.begin(), text.end(), section), end; m != end; ++m)
+    out.push_back((*m)[1].str());
+  return out;
 }
 
 // Problems of a file against docs/schema/<schema>, one per line.
@@ -184,6 +196,102 @@ TEST(Sweep, SlurmDryRunWritesAJobArrayAndMissingSbatchSuggestsLocal) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("needs 'sbatch'"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("--executor local"), std::string::npos) << r.output;
+}
+
+// configs/experiments/augmentation_pairs.toml: `combine = 2` makes every pair of the six
+// augmentations, each pair's [[augmentation]] lists concatenated in the order the axis lists them
+// (graph augmentation first, then mask, gauss, innerswap, crossover: docs/sweeps.md).
+TEST(Sweep, CombineMakesEveryPairWithTheirAugmentationListsConcatenatedInOrder) {
+  const std::string out = scssl::test::temp_dir("sweep-pairs");
+  auto r = run_command(scssl::test::host_command(
+      "--quiet sweep " + scssl::test::repo_file("configs/experiments/augmentation_pairs.toml") +
+      " --dry-run --output " + out));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto sweep = json_file(out + "/augmentation_pairs/sweep.json");
+  const std::vector<std::string> order = {"mnn",   "bbknn",     "mask",
+                                          "gauss", "innerswap", "crossover"};
+  std::vector<std::string> pairs;
+  for (size_t i = 0; i < order.size(); ++i)
+    for (size_t j = i + 1; j < order.size(); ++j) pairs.push_back(order[i] + " + " + order[j]);
+  ASSERT_EQ(pairs.size(), 15u);
+  // 15 pairs x 3 seeds x 2 protocols, in grid order: each pair's six runs follow one another.
+  ASSERT_EQ(sweep["runs"].size(), 15u * 3 * 2);
+  std::map<std::pair<int64_t, std::string>, std::vector<std::string>> labels_by_replicate;
+  for (size_t i = 0; i < sweep["runs"].size(); ++i) {
+    const auto& run = sweep["runs"][i];
+    const std::string label = run["labels"]["augmentation"];
+    EXPECT_EQ(label, pairs[i / 6]) << i;
+    labels_by_replicate[{run["seed"].get<int64_t>(), run["protocol"].get<std::string>()}].push_back(
+        label);
+    const std::vector<std::string> expected = {label.substr(0, label.find(" + ")),
+                                               label.substr(label.find(" + ") + 3)};
+    EXPECT_EQ(augmentation_plugins(out + "/augmentation_pairs/configs/" +
+                                   run["id"].get<std::string>() + ".toml"),
+              expected)
+        << label << ": the pair replaces the base config's pipeline, in the listed order";
+  }
+  ASSERT_EQ(labels_by_replicate.size(), 6u) << "three seeds under two protocols";
+  for (const auto& [replicate, labels] : labels_by_replicate) EXPECT_EQ(labels, pairs);
+}
+
+// An include group ([a, b] inside `include`) concatenates its files' [[augmentation]] lists
+// (docs/config-reference.md, "include"); a plain include still replaces them.
+TEST(Sweep, AnIncludeGroupConcatenatesAugmentationLists) {
+  const std::string dir = scssl::test::temp_dir("sweep-group");
+  const std::string vicreg = scssl::test::repo_file("configs/methods/vicreg.toml");
+  auto aug = [](const std::string& name) {
+    return "\"" + scssl::test::repo_file("configs/augmentations/" + name + ".toml") + "\"";
+  };
+  const std::map<std::string, std::string> includes = {
+      {"appended", "[[\"" + vicreg + "\", " + aug("only_mnn") + "]]"},
+      {"pair", "[\"" + vicreg + "\", [" + aug("only_gauss") + ", " + aug("only_mask") + "]]"},
+      {"replaced", "[\"" + vicreg + "\", " + aug("only_gauss") + ", " + aug("only_mask") + "]"}};
+  const std::map<std::string, std::vector<std::string>> expected = {
+      {"appended", {"mask", "gauss", "innerswap", "crossover", "mnn"}},
+      {"pair", {"gauss", "mask"}},
+      {"replaced", {"mask"}}};
+  for (const auto& [name, include] : includes) {
+    std::ofstream(dir + "/" + name + ".toml") << "include = " << include << "\n";
+    std::ofstream(dir + "/" + name + "-sweep.toml")
+        << "[sweep]\nname = \"" << name << "\"\nbase = \"" << name << ".toml\"\n";
+    auto r = run_command(scssl::test::host_command("--quiet sweep " + dir + "/" + name +
+                                                   "-sweep.toml --dry-run --output " + dir));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const auto sweep = json_file(dir + "/" + name + "/sweep.json");
+    EXPECT_EQ(augmentation_plugins(dir + "/" + name + "/configs/" +
+                                   sweep["runs"][0]["id"].get<std::string>() + ".toml"),
+              expected.at(name))
+        << name;
+  }
+  std::ofstream(dir + "/empty.toml") << "include = [\"" << vicreg << "\", []]\n";
+  std::ofstream(dir + "/empty-sweep.toml") << "[sweep]\nname = \"empty\"\nbase = \"empty.toml\"\n";
+  auto r = run_command(scssl::test::host_command("sweep " + dir + "/empty-sweep.toml --dry-run"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("empty.toml: 'include' has an empty group"), std::string::npos)
+      << r.output;
+}
+
+TEST(Sweep, CombineIsRefusedWhereItCannotApplyWithItsLine) {
+  const std::string dir = scssl::test::temp_dir("sweep-combine-bad");
+  const std::string file = dir + "/bad.toml";
+  const std::string configs = "configs = [\"" + scssl::test::repo_file("configs/methods/pca.toml") +
+                              "\", \"" + scssl::test::repo_file("configs/methods/vicreg.toml") +
+                              "\"]\n";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"key = \"method.hidden_dim\"\nvalues = [8, 16]\ncombine = 2\n",
+       "bad.toml:8: axis 'a' combine needs configs"},
+      {configs + "combine = 3\n",
+       "bad.toml:7: axis 'a' combine must be an integer from 1 to the "
+       "number of configs (2)"},
+      {configs + "combine = \"two\"\n", "bad.toml:7: axis 'a' combine must be an integer"},
+      {configs + "labels = [\"pca\"]\ncombine = 2\n", "needs one label per config"}};
+  for (const auto& [axis, message] : cases) {
+    std::ofstream(file) << "[sweep]\nname = \"bad\"\n\n[[axis]]\nname = \"a\"\n" << axis;
+    auto r = run_command(scssl::test::host_command("sweep " + file + " --output " + dir));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << axis << "\n" << r.output;
+    EXPECT_FALSE(fs::exists(dir + "/bad"));
+  }
 }
 
 // Every experiment of configs/experiments/ expands and validates (a dry run starts nothing).

@@ -73,7 +73,8 @@ void to_json(Json& j, const DataSummary& d) {
            {"modalities", d.modalities},
            {"n_reference", d.n_reference},
            {"n_query", d.n_query},
-           {"protocol", member_or_null(d.protocol)}};
+           {"protocol", member_or_null(d.protocol)},
+           {"query_modality", member_or_null(d.query_modality)}};
 }
 void from_json(const Json& j, DataSummary& d) {
   d.n_cells = value_or<int64_t>(j, "n_cells", 0);
@@ -81,6 +82,7 @@ void from_json(const Json& j, DataSummary& d) {
   d.n_reference = value_or<int64_t>(j, "n_reference", 0);
   d.n_query = value_or<int64_t>(j, "n_query", 0);
   d.protocol = optional_member<std::string>(j, "protocol");
+  d.query_modality = optional_member<std::string>(j, "query_modality");
 }
 
 void to_json(Json& j, const EmbeddingRecord& e) {

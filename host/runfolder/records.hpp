@@ -37,6 +37,10 @@ struct ModalitySummary {
 // integration, or hold the query batches out and score annotation and missing modalities.
 inline constexpr const char* kBatchCorrection = "batch_correction";
 inline constexpr const char* kQueryMapping = "query_mapping";
+// How a query-mapping run embeds the query's second modality (docs/evaluation.md, "The query
+// with a predicted modality"): as measured, or predicted from the query's reference neighbours.
+inline constexpr const char* kMeasured = "measured";
+inline constexpr const char* kPredicted = "predicted";
 
 // The data as the run saw it, after preprocessing.
 struct DataSummary {
@@ -45,6 +49,8 @@ struct DataSummary {
   int64_t n_reference = 0, n_query = 0;
   // "batch_correction" or "query_mapping" for a run; none for `evaluate` and older run folders.
   std::optional<std::string> protocol;
+  // "measured" or "predicted" for a query-mapping run; none otherwise and in older run folders.
+  std::optional<std::string> query_modality;
 };
 
 struct EmbeddingRecord {

@@ -145,6 +145,18 @@ void merge_into(toml::table& dst, const toml::table& src) {
   }
 }
 
+// merge_into, except that an [[augmentation]] list of src is appended to dst's instead of
+// replacing it: the files of an include group (docs/config-reference.md, "include").
+void merge_concatenating_augmentations(toml::table& dst, toml::table src) {
+  toml::array* own = dst.get("augmentation") ? dst.get("augmentation")->as_array() : nullptr;
+  const toml::array* more = src.get("augmentation") ? src.get("augmentation")->as_array() : nullptr;
+  if (own && more && own->is_array_of_tables() && more->is_array_of_tables()) {
+    for (const auto& entry : *more) own->push_back(entry);
+    src.erase("augmentation");
+  }
+  merge_into(dst, src);
+}
+
 // Adds to dst what only src has (recursively); dst's own nodes stay, with their line numbers.
 void fill_missing(toml::table& dst, const toml::table& src) {
   for (const auto& [k, node] : src) {
@@ -174,6 +186,8 @@ void anchor_dataset_paths(toml::table& file, const fs::path& dir) {
 
 // Parses a config file with its `include = [...]` files (paths relative to the including file):
 // included files apply in order, later ones over earlier ones, and the file's own settings last.
+// An item that is a list of files is a group: merged in order like includes, except that their
+// [[augmentation]] lists are concatenated (docs/config-reference.md, "include").
 toml::table parse_with_includes(const fs::path& path, std::vector<std::string>& chain) {
   const std::string key = fs::weakly_canonical(path).string();
   if (std::find(chain.begin(), chain.end(), key) != chain.end())
@@ -192,13 +206,28 @@ toml::table parse_with_includes(const fs::path& path, std::vector<std::string>& 
   }
   anchor_dataset_paths(own, fs::absolute(path).parent_path());
   if (const toml::node* inc = own.get("include")) {
-    const toml::array* files = inc->as_array();
-    if (!files) throw InvalidArgument(path.string() + ": 'include' must be a list of file names");
+    const std::string must = path.string() +
+                             ": 'include' must be a list of file names and groups of file names "
+                             "(a group: [\"a.toml\", \"b.toml\"])";
+    const toml::array* items = inc->as_array();
+    if (!items) throw InvalidArgument(must);
+    auto included_file = [&](const toml::node& name) {
+      if (!name.is_string()) throw InvalidArgument(must);
+      return parse_with_includes(path.parent_path() / name.as_string()->get(), chain);
+    };
     toml::table included;
     chain.push_back(key);
-    for (const auto& f : *files) {
-      if (!f.is_string()) throw InvalidArgument(path.string() + ": 'include' must list file names");
-      merge_into(included, parse_with_includes(path.parent_path() / f.as_string()->get(), chain));
+    for (const auto& item : *items) {
+      const toml::array* group = item.as_array();
+      if (!group) {
+        merge_into(included, included_file(item));
+        continue;
+      }
+      if (group->empty()) throw InvalidArgument(path.string() + ": 'include' has an empty group");
+      toml::table merged;
+      for (const auto& name : *group)
+        merge_concatenating_augmentations(merged, included_file(name));
+      merge_into(included, merged);
     }
     chain.pop_back();
     own.erase("include");
@@ -315,6 +344,30 @@ PreprocessOptions read_preprocess(const ConfigReader& r, const toml::table& t,
     r.fail(section + ".n_top_genes", t.get("n_top_genes"), "must be 0 (all) or more");
   if (!(o.scale_max > 0)) r.fail(section + ".scale_max", t.get("scale_max"), "must be positive");
   return o;
+}
+
+// evaluation.query_modality = "predicted" needs a query, and a model of two modalities that can
+// embed with its RNA encoder alone and with both (docs/evaluation.md, "The query with a predicted
+// modality").
+void check_predicted_query_modality(const ConfigReader& r, const toml::node* node,
+                                    const RunConfig& cfg) {
+  const std::string what = "is \"predicted\", which ";
+  if (!cfg.holds_out_query())
+    r.fail("evaluation.query_modality", node,
+           what + "needs evaluation.protocol = \"query_mapping\" (a held-out query)");
+  const ParamSet& p = cfg.method.params;
+  if (!p.has("multimodal") || !p.has("predict_only_rna"))
+    r.fail("evaluation.query_modality", node,
+           what +
+               "needs a method with the parameters 'multimodal' and 'predict_only_rna' (the "
+               "seven generic SSL methods and concerto have them); method '" +
+               cfg.method.plugin->name() + "' lacks them");
+  if (!p.get_bool("multimodal"))
+    r.fail("evaluation.query_modality", node,
+           what + "needs a model of two modalities: set method.multimodal = true");
+  if (p.get_bool("predict_only_rna"))
+    r.fail("evaluation.query_modality", node,
+           what + "embeds the query through both encoders: set method.predict_only_rna = false");
 }
 
 const std::set<std::string> kPreprocessKeys = {
@@ -470,9 +523,9 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 
   const toml::table& eval = section("evaluation");
   const StringList names = r.get(eval, "evaluation", "evaluators", StringList{});
-  std::set<std::string> eval_known = {"evaluators", "query_batches",
-                                      "protocol",   "unintegrated_components",
-                                      "neighbors",  "exact_max_cells"};
+  std::set<std::string> eval_known = {
+      "evaluators",       "query_batches",           "protocol",  "query_modality",
+      "query_modality_k", "unintegrated_components", "neighbors", "exact_max_cells"};
   for (const auto& n : names) eval_known.insert(n);
   // A section for an evaluator that is not in the list is most likely a list that left it out.
   for (const auto& [k, node] : eval) {
@@ -508,6 +561,17 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   if (cfg.holds_out_query() && cfg.query_batches.empty())
     r.fail("evaluation.query_batches", eval.get("query_batches"),
            "must name the held-out batches: evaluation.protocol is \"query_mapping\"");
+  cfg.query_modality = r.get(eval, "evaluation", "query_modality", cfg.query_modality);
+  if (cfg.query_modality != kMeasured && cfg.query_modality != kPredicted)
+    r.fail("evaluation.query_modality", eval.get("query_modality"),
+           "must be \"measured\" (embed the query's second modality as read) or \"predicted\" "
+           "(predict it from the query's reference neighbours)");
+  cfg.query_modality_k = r.get(eval, "evaluation", "query_modality_k", cfg.query_modality_k);
+  if (cfg.query_modality_k < 1)
+    r.fail("evaluation.query_modality_k", eval.get("query_modality_k"), "must be at least 1");
+  // Stored embeddings were made elsewhere: how a run embeds its query does not apply.
+  if (use == ConfigUse::Run && cfg.query_modality == kPredicted)
+    check_predicted_query_modality(r, eval.get("query_modality"), cfg);
   for (const auto& n : names) {
     const toml::node* node = eval.get(n);
     if (node && !node->is_table())
@@ -578,6 +642,8 @@ std::string RunConfig::resolved_toml() const {
   eval.insert("evaluators", to_toml_list(evaluator_order));
   eval.insert("query_batches", to_toml_list(query_batches));
   eval.insert("protocol", protocol);
+  eval.insert("query_modality", query_modality);
+  eval.insert("query_modality_k", query_modality_k);
   eval.insert("unintegrated_components", unintegrated_components);
   eval.insert("neighbors", neighbors.backend);
   eval.insert("exact_max_cells", neighbors.exact_max_cells);

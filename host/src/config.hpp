@@ -16,6 +16,8 @@
 namespace scssl::host {
 
 using runfolder::kBatchCorrection;
+using runfolder::kMeasured;
+using runfolder::kPredicted;
 using runfolder::kQueryMapping;
 
 // A plugin and its complete parameters (defaults filled in, types checked).
@@ -56,6 +58,12 @@ struct RunConfig {
   // are held out before preprocessing, annotation and modality evaluators (docs/evaluation.md,
   // "Protocols"). Default: query_mapping when query_batches is set.
   std::string protocol;
+  // How a query_mapping run embeds the query's second modality: "measured" (as read) or
+  // "predicted" (the mean of its query_modality_k nearest reference cells' values, nearest in
+  // the model's RNA-only embedding by cosine distance; docs/evaluation.md, "The query with a
+  // predicted modality").
+  std::string query_modality = kMeasured;
+  int64_t query_modality_k = 5;
   std::vector<PluginChoice> evaluators;                 // those that score under `protocol`
   std::vector<PluginChoice> other_protocol_evaluators;  // listed, but for the other protocol
   std::vector<std::string> evaluator_order;             // every listed evaluator, as written

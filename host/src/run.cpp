@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -260,6 +261,63 @@ std::vector<MetricRecord> score_embedding(std::vector<std::unique_ptr<Evaluator>
   return metrics;
 }
 
+// A folder of its own under the system's temporary folder, removed with this object.
+class TemporaryFolder {
+ public:
+  explicit TemporaryFolder(const std::string& prefix) {
+    std::string name = (fs::temp_directory_path() / (prefix + "-XXXXXX")).string();
+    if (mkdtemp(name.data()) == nullptr)
+      throw IoError("cannot make a temporary folder under " + fs::temp_directory_path().string());
+    path_ = name;
+  }
+  ~TemporaryFolder() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  TemporaryFolder(const TemporaryFolder&) = delete;
+  TemporaryFolder& operator=(const TemporaryFolder&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// The query as the method embeds it under evaluation.query_modality = "predicted"
+// (docs/evaluation.md, "The query with a predicted modality"): the trained model, loaded again to
+// embed with its RNA encoder alone, embeds the reference and the query; each query cell's second
+// modality becomes the mean of its query_modality_k nearest reference cells' (cosine distance),
+// in the reference's preprocessed values that the second encoder reads. The method never sees the
+// query's measured second modality.
+CellData with_predicted_modality(const RunConfig& cfg, Method& method, const CellData& train,
+                                 CellData query, HostServices& services) {
+  if (query.modalities.size() < 2)
+    throw BadData("evaluation.query_modality = \"predicted\" needs a second modality to predict");
+  Modality& second = query.modalities[1];
+  second.X = Matrix::from_dense(torch::zeros({query.n_cells(), second.X.cols}), second.name);
+  second.counts = Matrix();
+
+  ParamSet rna_only_params = cfg.method.params;
+  rna_only_params.set("predict_only_rna", true);
+  Method rna_only(*cfg.method.plugin, rna_only_params, services);
+  {
+    const TemporaryFolder model("scssl-model");
+    method.save(model.path());
+    rna_only.load(model.path());
+  }
+  const Neighbors nn = knn_exact(rna_only.embed(train), rna_only.embed(query), cfg.query_modality_k,
+                                 Distance::Cosine);
+  const torch::Tensor predicted = train.modalities[1]
+                                      .X.rows_dense(nn.indices.flatten())
+                                      .to(torch::kFloat64)
+                                      .view({query.n_cells(), nn.indices.size(1), -1})
+                                      .mean(1)
+                                      .to(torch::kFloat32);
+  second.X = Matrix::from_dense(predicted, "predicted " + second.name);
+  spdlog::info("query: {} predicted from {} reference neighbours (RNA-only embedding, cosine)",
+               second.name, nn.indices.size(1));
+  return query;
+}
+
 // run.json: what ran, with which plugins and versions, how it ended, and the cost of each stage
 // (docs/run-folder.md).
 struct RunRecord {
@@ -375,6 +433,7 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
           protocol_of(cfg.other_protocol_evaluators.front()));
     runfolder::DataSummary info;
     info.protocol = cfg.protocol;
+    if (cfg.holds_out_query()) info.query_modality = cfg.query_modality;
     QuerySplit split;
     CellData data = load_and_preprocess(cfg, services, meter, info, split, cfg.holds_out_query(),
                                         /*fit_on_reference=*/true);
@@ -416,7 +475,10 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
     torch::Tensor embedding;
     if (has_query) {
       const torch::Tensor reference = method.embed(train);
-      const torch::Tensor query = method.embed(data.select_cells(split.query_ids));
+      CellData query_cells = data.select_cells(split.query_ids);
+      if (cfg.query_modality == kPredicted)
+        query_cells = with_predicted_modality(cfg, method, train, std::move(query_cells), services);
+      const torch::Tensor query = method.embed(query_cells);
       embedding = torch::empty({data.n_cells(), reference.size(1)}, reference.options());
       embedding.index_copy_(0, split.reference_ids, reference);
       embedding.index_copy_(0, split.query_ids, query);

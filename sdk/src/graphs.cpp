@@ -163,33 +163,16 @@ NeighborGraph mutual_nearest_neighbors(const torch::Tensor& points, const BatchI
   return NeighborGraph::from_lists(lists);
 }
 
+uint64_t draw_seed(torch::Generator& rng) {
+  std::lock_guard<std::mutex> hold(rng.mutex());
+  return at::check_generator<at::CPUGeneratorImpl>(rng)->random64();
+}
+
 torch::Tensor random_subsets(int64_t rows, int64_t n, int64_t count, torch::Generator& rng) {
-  TORCH_CHECK(rows >= 0 && count >= 0 && count <= n && n < (int64_t{1} << 32),
-              "random_subsets: need 0 <= count <= n < 2^32, got count ", count, " of ", n);
   torch::Tensor out = torch::empty({rows, count}, torch::kInt64);
-  if (rows == 0 || count == 0) return out;
-  // One number from the caller's generator seeds a fast stream per row, so rows are independent
-  // and the result does not depend on the number of threads.
-  uint64_t seed;
-  {
-    std::lock_guard<std::mutex> hold(rng.mutex());
-    seed = at::check_generator<at::CPUGeneratorImpl>(rng)->random64();
-  }
-  // A partial Fisher-Yates shuffle: step i swaps a uniform pick of the n - i remaining indices
-  // into place i. More than half of the indices are picked by drawing the ones left out.
-  const bool by_complement = 2 * count > n;
-  const int64_t draws = by_complement ? n - count : count;
   int64_t* po = out.data_ptr<int64_t>();
-  at::parallel_for(0, rows, 8, [&](int64_t lo, int64_t hi) {
-    std::vector<int64_t> pool(n);
-    for (int64_t r = lo; r < hi; ++r) {
-      Xoshiro256 stream(splitmix64(seed + static_cast<uint64_t>(r)));
-      std::iota(pool.begin(), pool.end(), int64_t{0});
-      for (int64_t i = 0; i < draws; ++i)
-        std::swap(pool[i], pool[i + uniform_below(stream, n - i)]);
-      const int64_t first = by_complement ? draws : 0;
-      std::copy(pool.begin() + first, pool.begin() + first + count, po + r * count);
-    }
+  for_each_random_subset(rows, n, count, rng, [&](int64_t r, const int64_t* picked, Xoshiro256&) {
+    std::copy(picked, picked + count, po + r * count);
   });
   return out;
 }

@@ -50,17 +50,17 @@ torch::Tensor vicreg(const torch::Tensor& za, const torch::Tensor& zb, double la
   const int64_t n = za.size(0), d = za.size(1);
   TORCH_CHECK(n >= 2, "VICReg needs at least 2 cells per batch");
   torch::Tensor invariance = F::mse_loss(za, zb);
-  auto variance = [](const torch::Tensor& z) {
-    return torch::relu(1.0 - torch::sqrt(z.var(0, /*unbiased=*/true) + 1e-4)).mean();
-  };
-  auto covariance = [&](const torch::Tensor& z) {
+  // One covariance matrix per view gives both terms: its diagonal is the unbiased variance.
+  auto variance_and_covariance = [&](const torch::Tensor& z) {
     torch::Tensor c = z - z.mean(0, true);
     torch::Tensor cov = torch::matmul(c.t(), c) / (n - 1);
-    torch::Tensor off = cov - torch::diag(torch::diag(cov));
-    return off.pow(2).sum() / d;
+    torch::Tensor var = cov.diagonal();
+    return std::make_pair(torch::relu(1.0 - torch::sqrt(var + 1e-4)).mean(),
+                          (cov.pow(2).sum() - var.pow(2).sum()) / d);
   };
-  return lambda * invariance + mu * 0.5 * (variance(za) + variance(zb)) +
-         nu * (covariance(za) + covariance(zb));
+  const auto [var_a, cov_a] = variance_and_covariance(za);
+  const auto [var_b, cov_b] = variance_and_covariance(zb);
+  return lambda * invariance + mu * 0.5 * (var_a + var_b) + nu * (cov_a + cov_b);
 }
 
 torch::Tensor barlow_twins(const torch::Tensor& za, const torch::Tensor& zb, double lambda_offdiag,

@@ -114,7 +114,8 @@ void momentum_update(torch::nn::Module& to, const torch::nn::Module& from, doubl
 double cosine_momentum(double base, int64_t epoch, int64_t epochs) {
   if (epochs <= 0) return base;
   const double pi = 3.14159265358979323846;
-  // lightly's cosine_schedule(epoch, max_epochs, base, 1): reaches 1 only after the last epoch.
+  // Spans `epochs` and reaches 1 only after the last one; lightly divides by epochs - 1 instead
+  // (docs/method-spec.md §0.7, "Differences").
   return 1.0 - (1.0 - base) * (std::cos(pi * epoch / epochs) + 1.0) / 2.0;
 }
 

@@ -1,6 +1,7 @@
 #include "scssl/ssl_method.hpp"
 
 #include <filesystem>
+#include <optional>
 
 #include "scssl/losses.hpp"
 
@@ -35,6 +36,12 @@ std::vector<scssl::ParamSpec> ssl_parameters() {
                 "every 256 cells in data order, as the study embedded")
           .one_of({"eval", "bench"}),
   };
+}
+
+ParamSpec clip_z_gradient_parameter() {
+  return {"clip_z_gradient", SCSSL_PARAM_BOOL, "true",
+          "integrate = clip: the projector terms carry gradient; false: as the study, only the "
+          "predictor terms (MoCo: the query term) do"};
 }
 
 SslNetworkImpl::SslNetworkImpl(const std::vector<int64_t>& in_features, int64_t encoder_hidden,
@@ -77,13 +84,15 @@ ViewOutput SslNetworkImpl::forward(const std::vector<torch::Tensor>& x,
 }
 
 torch::Tensor SslNetworkImpl::represent(const std::vector<torch::Tensor>& x,
-                                        const torch::Tensor& domains, bool use_projector,
+                                        const torch::Tensor& domains, SslOutput output,
                                         bool only_first_modality) {
   std::vector<torch::Tensor> parts;
   const size_t n = only_first_modality ? 1 : encoders_.size();
   for (size_t m = 0; m < n; ++m) {
-    torch::Tensor h = encoders_[m]->forward(x.at(m), domains);
-    parts.push_back(use_projector ? projectors_[m]->forward(h) : h);
+    torch::Tensor out = encoders_[m]->forward(x.at(m), domains);
+    if (output != SslOutput::encoder) out = projectors_[m]->forward(out);
+    if (output == SslOutput::predictor) out = predictors_.at(m)->forward(out);
+    parts.push_back(out);
   }
   return fuse(parts);
 }
@@ -98,6 +107,7 @@ SslMethod::SslMethod(const ParamSet& p, HostContext& host)
       multimodal_(p.get_bool("multimodal")),
       only_rna_(p.get_bool("predict_only_rna")),
       bench_embedding_(p.get_string("embedding_mode") == "bench"),
+      clip_z_gradient_(!p.has("clip_z_gradient") || p.get_bool("clip_z_gradient")),
       integrate_(p.get_string("integrate")) {}
 
 std::vector<int> SslMethod::used_modalities(const CellData& data) const {
@@ -145,12 +155,30 @@ SslNetwork SslMethod::make_frozen_copy() {
   return copy;
 }
 
+std::array<std::vector<torch::Tensor>, 2> SslMethod::clip_z_stand_ins(const TrainBatch&,
+                                                                      const OnlineView& online) {
+  return {online(0).z_each, online(1).z_each};
+}
+
 torch::Tensor SslMethod::clip_loss(const TrainBatch& b) {
+  // Each view runs through the online network at most once, and only when a term needs it (the
+  // reference's MoCo never runs view 1 through it).
+  std::array<std::optional<ViewOutput>, 2> outputs;
+  const OnlineView online = [&](int view) -> const ViewOutput& {
+    if (!outputs[view]) outputs[view] = online_->forward(view == 0 ? b.view0 : b.view1, b.domains);
+    return *outputs[view];
+  };
+  std::array<std::vector<torch::Tensor>, 2> z;
+  if (!clip_z_gradient_) z = clip_z_stand_ins(b, online);
   torch::Tensor total = torch::zeros({}, b.view0[0].options());
-  for (const auto* views : {&b.view0, &b.view1}) {
-    ViewOutput o = online_->forward(*views, b.domains);
-    total = total + losses::clip(o.z_each[0], o.z_each[1], logit_scale_);
-    if (!o.p_each.empty()) total = total + losses::clip(o.p_each[0], o.p_each[1], logit_scale_);
+  for (int view = 0; view < 2; ++view) {
+    for (auto& t : z[view]) t = t.detach();
+    if (z[view].empty()) z[view] = online(view).z_each;
+    total = total + losses::clip(z[view][0], z[view][1], logit_scale_);
+    if (online_->has_predictor()) {
+      const ViewOutput& o = online(view);
+      total = total + losses::clip(o.p_each[0], o.p_each[1], logit_scale_);
+    }
   }
   return total;
 }
@@ -181,6 +209,9 @@ torch::Tensor SslMethod::embed(const CellData& data) {
   if (bench_embedding_)
     for (const auto& b : model_->buffers()) buffers.push_back(b.clone());
   online_->train(bench_embedding_);
+  const SslOutput output = !keep_projector_    ? SslOutput::encoder
+                           : embed_predictor() ? SslOutput::predictor
+                                               : SslOutput::projector;
   std::vector<torch::Tensor> blocks;
   constexpr int64_t kBlock = 256;  // the reference's inference batch size
   for (int64_t begin = 0; begin < data.n_cells(); begin += kBlock) {
@@ -188,7 +219,7 @@ torch::Tensor SslMethod::embed(const CellData& data) {
         torch::arange(begin, std::min(data.n_cells(), begin + kBlock), torch::kInt64);
     torch::Tensor d =
         domains.defined() ? domains.index_select(0, ids).to(device_) : torch::Tensor();
-    blocks.push_back(online_->represent(inputs(data, ids), d, keep_projector_, only_rna_).cpu());
+    blocks.push_back(online_->represent(inputs(data, ids), d, output, only_rna_).cpu());
   }
   online_->eval();
   if (bench_embedding_) {

@@ -100,10 +100,12 @@ int64_t batch_count(const CellData& data) {
   return b && b->categorical ? std::max<int64_t>(1, static_cast<int64_t>(b->categories.size())) : 1;
 }
 
-Trainer::Trainer(HostContext& host, const TrainOptions& options, std::vector<int> modalities)
+Trainer::Trainer(HostContext& host, const TrainOptions& options, std::vector<int> modalities,
+                 OptimizerChoice optimizer)
     : host_(host),
       options_(options),
       modalities_(std::move(modalities)),
+      optimizer_(optimizer),
       device_(parse_device(options.device)) {}
 
 TrainResult Trainer::fit(const CellData& train, torch::nn::Module& model,
@@ -118,13 +120,20 @@ TrainResult Trainer::fit(const CellData& train, torch::nn::Module& model,
   std::vector<torch::Tensor> params;
   for (auto& p : model.parameters())
     if (p.requires_grad()) params.push_back(p);
-  torch::optim::Adam optimizer(
-      params,
-      torch::optim::AdamOptions(options_.learning_rate).weight_decay(options_.weight_decay));
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  if (optimizer_.kind == OptimizerChoice::Kind::sgd)
+    optimizer =
+        std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(options_.learning_rate)
+                                                        .momentum(optimizer_.momentum)
+                                                        .weight_decay(options_.weight_decay));
+  else
+    optimizer = std::make_unique<torch::optim::Adam>(
+        params,
+        torch::optim::AdamOptions(options_.learning_rate).weight_decay(options_.weight_decay));
 
   TrainResult result;
   if (!options_.resume_from.empty()) {
-    result.first_epoch = load_checkpoint(options_.resume_from, model, optimizer, device_) + 1;
+    result.first_epoch = load_checkpoint(options_.resume_from, model, *optimizer, device_) + 1;
     host_.info("resumed from " + options_.resume_from + " after epoch " +
                std::to_string(result.first_epoch));
   }
@@ -136,8 +145,7 @@ TrainResult Trainer::fit(const CellData& train, torch::nn::Module& model,
             ? options_.learning_rate *
                   std::pow(options_.gamma, epoch / std::max<int64_t>(1, options_.step_size))
             : options_.learning_rate;
-    for (auto& group : optimizer.param_groups())
-      static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+    for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
     // Dropout and other draws inside the model come from the global generator: reseed per epoch
     // so that a resumed run continues exactly as an uninterrupted one.
     torch::manual_seed(mix_seed(options_.seed, epoch, 1));
@@ -177,9 +185,9 @@ TrainResult Trainer::fit(const CellData& train, torch::nn::Module& model,
       if (!torch::isfinite(loss).item<bool>())
         throw BadData("the training loss became " + std::to_string(loss.item<double>()) +
                       " at epoch " + std::to_string(epoch + 1) + "; try a smaller learning rate");
-      optimizer.zero_grad();
+      optimizer->zero_grad();
       loss.backward();
-      optimizer.step();
+      optimizer->step();
       if (callbacks.after_step) callbacks.after_step(batch);
       loss_sum += loss.item<double>();
       const double seconds =
@@ -200,7 +208,7 @@ TrainResult Trainer::fit(const CellData& train, torch::nn::Module& model,
     const bool last = epoch + 1 == options_.epochs;
     if (!options_.checkpoint_dir.empty() && options_.checkpoint_every > 0 &&
         ((epoch + 1) % options_.checkpoint_every == 0 || last))
-      save_checkpoint(options_.checkpoint_dir, model, optimizer, epoch);
+      save_checkpoint(options_.checkpoint_dir, model, *optimizer, epoch);
   }
   model.eval();
   return result;

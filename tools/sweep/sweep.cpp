@@ -336,6 +336,33 @@ void run_slurm(std::vector<PlannedRun*>& todo, const SweepSpec& spec, const Swee
   on_update();
 }
 
+// Replaces the axis's configs by every combination of k of them, each in the order listed, in
+// lexicographic order of their positions ((1, 2), (1, 3), ..., (2, 3), ...); a combination's
+// label joins its configs' labels with " + ".
+void combine(SweepAxis& axis, size_t k) {
+  std::vector<std::vector<std::string>> configs;
+  std::vector<std::string> labels;
+  std::vector<size_t> pick(k);
+  for (size_t i = 0; i < k; ++i) pick[i] = i;
+  const size_t n = axis.configs.size();
+  while (true) {
+    configs.emplace_back();
+    labels.emplace_back();
+    for (size_t i : pick) {
+      configs.back().push_back(axis.configs[i].front());
+      labels.back() += (labels.back().empty() ? "" : " + ") + axis.labels[i];
+    }
+    // The next combination: advance the last position that can still move.
+    size_t i = k;
+    while (i > 0 && pick[i - 1] == n - k + i - 1) --i;
+    if (i == 0) break;
+    ++pick[i - 1];
+    for (size_t j = i; j < k; ++j) pick[j] = pick[j - 1] + 1;
+  }
+  axis.configs = std::move(configs);
+  axis.labels = std::move(labels);
+}
+
 }  // namespace
 
 SweepSpec load_sweep(const std::string& path) {
@@ -429,7 +456,7 @@ SweepSpec load_sweep(const std::string& path) {
                                    : t.get("configs") ? t.get("configs")
                                                       : &node;
       axis.where = where(path, defining);
-      only(path, t, "axis", {"name", "configs", "key", "values", "labels"});
+      only(path, t, "axis", {"name", "configs", "combine", "key", "values", "labels"});
       axis.name =
           t.get("name") && t.get("name")->is_string() ? t.get("name")->as_string()->get() : "";
       if (axis.name.empty()) fail(path, &node, "axis.name", "is missing");
@@ -446,10 +473,10 @@ SweepSpec load_sweep(const std::string& path) {
              "needs either configs = [...] or key = \"...\" with values = [...]");
       if (by_config) {
         for (const auto& f : string_list(path, t, "configs", "axis")) {
-          axis.configs.push_back(file_of(f));
-          if (!fs::is_regular_file(axis.configs.back(), ec))
+          axis.configs.push_back({file_of(f)});
+          if (!fs::is_regular_file(axis.configs.back().front(), ec))
             fail(path, t.get("configs"), "axis '" + axis.name + "'",
-                 "names a file that does not exist: " + axis.configs.back());
+                 "names a file that does not exist: " + axis.configs.back().front());
           axis.labels.push_back(fs::path(f).stem().string());
         }
       } else {
@@ -465,12 +492,24 @@ SweepSpec load_sweep(const std::string& path) {
           axis.labels.push_back(label_of(v));
         }
       }
-      const size_t n = by_config ? axis.configs.size() : axis.values.size();
+      const size_t n = axis.size();
       if (n == 0) fail(path, &node, "axis '" + axis.name + "'", "has no values");
       if (t.contains("labels")) {
         axis.labels = string_list(path, t, "labels", "axis");
         if (axis.labels.size() != n)
-          fail(path, t.get("labels"), "axis '" + axis.name + "'", "needs one label per value");
+          fail(path, t.get("labels"), "axis '" + axis.name + "'",
+               by_config ? "needs one label per config" : "needs one label per value");
+      }
+      if (const toml::node* c = t.get("combine")) {
+        if (!by_config)
+          fail(path, c, "axis '" + axis.name + "'",
+               "combine needs configs = [...]: the values of one setting cannot be combined");
+        const int64_t k = c->is_integer() ? c->as_integer()->get() : 0;
+        if (k < 1 || k > static_cast<int64_t>(n))
+          fail(path, c, "axis '" + axis.name + "'",
+               "combine must be an integer from 1 to the number of configs (" + std::to_string(n) +
+                   ")");
+        combine(axis, static_cast<size_t>(k));
       }
       spec.axes.push_back(std::move(axis));
     }
@@ -525,8 +564,8 @@ SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry,
   std::vector<size_t> choice(spec.axes.size(), 0);
   for (bool more = true; more;) {
     std::string recipe = "include = [";
-    std::vector<std::string> includes;
-    if (!spec.base.empty()) includes.push_back(spec.base);
+    std::vector<std::vector<std::string>> includes;  // one include item each: a file or a group
+    if (!spec.base.empty()) includes.push_back({spec.base});
     std::vector<std::string> overrides = spec.set;
     std::vector<std::pair<std::string, std::string>> labels;
     std::string point;
@@ -540,10 +579,15 @@ SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry,
       point += (point.empty() ? "" : ", ") + axis.name + " = " + axis.labels[choice[a]] + " (" +
                axis.where + ")";
     }
-    includes.insert(includes.end(), spec.layers.begin(), spec.layers.end());
+    for (const auto& layer : spec.layers) includes.push_back({layer});
     for (size_t i = 0; i < includes.size(); ++i) {
+      toml::array item;
+      for (const auto& file : includes[i]) item.push_back(file);
       std::ostringstream quoted;
-      quoted << toml::value<std::string>(includes[i]);
+      if (item.size() == 1)
+        quoted << *item.front().as_string();
+      else
+        quoted << item;
       recipe += (i ? ", " : "") + quoted.str();
     }
     recipe += "]\n";
@@ -609,8 +653,7 @@ SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry,
     // Next grid point (the last axis varies fastest).
     more = false;
     for (size_t a = spec.axes.size(); a-- > 0;) {
-      if (++choice[a] <
-          (spec.axes[a].key.empty() ? spec.axes[a].configs.size() : spec.axes[a].values.size())) {
+      if (++choice[a] < spec.axes[a].size()) {
         more = true;
         break;
       }

@@ -18,11 +18,16 @@ namespace scssl::sweep {
 // values of one setting ("section.key").
 struct SweepAxis {
   std::string name;
-  std::string key;                   // empty for a config-file axis
-  std::vector<std::string> configs;  // absolute paths (config-file axis)
-  std::vector<std::string> values;   // TOML literals (setting axis)
+  std::string key;  // empty for a config-file axis
+  // Config-file axis: per value, the files a run includes (absolute paths). With `combine = k`
+  // each value is k of the listed files, in their order, included as one group whose
+  // [[augmentation]] lists are concatenated (docs/sweeps.md, "Combining configs").
+  std::vector<std::vector<std::string>> configs;
+  std::vector<std::string> values;  // TOML literals (setting axis)
   std::vector<std::string> labels;
   std::string where;  // "file:line" of its key or configs, for errors
+
+  size_t size() const { return key.empty() ? configs.size() : values.size(); }
 };
 
 struct SlurmOptions {

@@ -28,10 +28,17 @@ class Gauss final : public scssl::IAugmentation {
     if (batch.dim() != 2) throw scssl::BadData("gauss: the batch must be a [cells, genes] matrix");
     const int64_t cells = batch.size(0), genes = batch.size(1);
     const int64_t count = static_cast<int64_t>(fraction_ * static_cast<double>(genes));
-    if (cells == 0) return;
-    torch::Tensor picked = scssl::random_subsets(cells, genes, count, rng);
-    torch::Tensor noise = torch::randn({cells, count}, rng, batch.options()) * sigma_;
-    batch.scatter_add_(1, picked, noise);
+    // The genes are picked and their noise added in one pass over each row, from the row's own
+    // stream, rather than through index and noise tensors (docs/performance.md, "Training").
+    torch::Tensor rows = batch.contiguous().to(torch::kFloat);
+    float* data = rows.data_ptr<float>();
+    scssl::for_each_random_subset(
+        cells, genes, count, rng, [&](int64_t r, const int64_t* picked, scssl::Xoshiro256& stream) {
+          float* row = data + r * genes;
+          for (int64_t i = 0; i < count; ++i)
+            row[picked[i]] += static_cast<float>(sigma_ * scssl::StandardNormal::draw(stream));
+        });
+    if (!rows.is_same(batch)) batch.copy_(rows);
   }
 
  private:

@@ -5,6 +5,7 @@
 // values. The Python references assign all pairs at once with numpy/torch fancy indexing, which
 // drops and duplicates values where pairs share a gene; only those overlapping cases differ.
 
+#include "scssl/graphs.hpp"
 #include "scssl/plugin.hpp"
 
 namespace {
@@ -27,18 +28,21 @@ class InnerSwap final : public scssl::IAugmentation {
     const int64_t cells = batch.size(0), genes = batch.size(1);
     const int64_t pairs = static_cast<int64_t>(static_cast<double>(genes) * fraction_) / 2;
     if (cells == 0 || pairs == 0) return;
-    torch::Tensor ends = torch::randint(0, genes, {cells, pairs, 2}, rng, torch::kInt64);
-    // Compose the transpositions into one column permutation per cell. This touches only
-    // cells * pairs integers; the values then move in a single gather.
-    torch::Tensor order = torch::arange(genes, torch::kInt64).repeat({cells, 1}).contiguous();
-    int64_t* o = order.data_ptr<int64_t>();
-    const int64_t* e = ends.data_ptr<int64_t>();
-    for (int64_t c = 0; c < cells; ++c) {
-      int64_t* row = o + c * genes;
-      const int64_t* pair = e + c * pairs * 2;
-      for (int64_t p = 0; p < pairs; ++p) std::swap(row[pair[2 * p]], row[pair[2 * p + 1]]);
-    }
-    batch.copy_(batch.gather(1, order));
+    // The swaps act on each row in place, in the order drawn, from the row's own stream.
+    torch::Tensor rows = batch.contiguous().to(torch::kFloat);
+    float* data = rows.data_ptr<float>();
+    const uint64_t seed = scssl::draw_seed(rng);
+    at::parallel_for(0, cells, 8, [&](int64_t lo, int64_t hi) {
+      for (int64_t c = lo; c < hi; ++c) {
+        scssl::Xoshiro256 stream = scssl::row_stream(seed, c);
+        float* row = data + c * genes;
+        for (int64_t p = 0; p < pairs; ++p) {
+          const int64_t a = scssl::uniform_below(stream, genes);
+          std::swap(row[a], row[scssl::uniform_below(stream, genes)]);
+        }
+      }
+    });
+    if (!rows.is_same(batch)) batch.copy_(rows);
   }
 
  private:

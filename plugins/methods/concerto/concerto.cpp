@@ -34,6 +34,10 @@ class Concerto final : public scssl::IMethod {
             .at_least(0)
             .below(1),
         ParamSpec("temperature", SCSSL_PARAM_FLOAT, "0.2", "NT-Xent temperature").above(0),
+        ParamSpec("head_layers", SCSSL_PARAM_INT, "1",
+                  "linear layers of both projection heads; 2 is what lightly 1.5.10 built for the "
+                  "reference's one-layer SimCLR head")
+            .at_least(1),
         {"multimodal", SCSSL_PARAM_BOOL, "false",
          "train on the first two modalities (e.g. RNA + ADT), one teacher and student each"},
         ParamSpec("integrate", SCSSL_PARAM_STRING, "add", "multimodal fusion: add | mean | concat")
@@ -49,6 +53,7 @@ class Concerto final : public scssl::IMethod {
         bins_(p.get_int("bins")),
         dropout_(p.get_float("dropout")),
         temperature_(p.get_float("temperature")),
+        head_layers_(p.get_int("head_layers")),
         multimodal_(p.get_bool("multimodal")),
         only_rna_(p.get_bool("predict_only_rna")),
         original_teacher_(p.get_string("teacher") == "original"),
@@ -127,13 +132,14 @@ class Concerto final : public scssl::IMethod {
 
   void build(const std::vector<int64_t>& features) {
     features_ = features;
-    net_ =
-        concerto::ConcertoNet(features, token_dim_, bins_, original_teacher_, dropout_, integrate_);
+    net_ = concerto::ConcertoNet(features, token_dim_, bins_, original_teacher_, dropout_,
+                                 integrate_, head_layers_);
     net_->to(device_);
   }
 
   int64_t token_dim_, bins_;
   double dropout_, temperature_;
+  int64_t head_layers_;
   bool multimodal_, only_rna_, original_teacher_;
   std::string integrate_;
   torch::Device device_{torch::kCPU};

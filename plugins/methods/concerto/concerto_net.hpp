@@ -8,7 +8,8 @@
 //   "reference" (scSSL-Bench): id_t = the cell's standardised value of the feature, rectified and
 //              truncated to an integer bin 0..bins-1; c_t = 1; every feature is a token.
 // Student, per modality: BN -> Linear -> ReLU -> BN. Both fuse their modalities (add | mean |
-// concat), apply dropout and a Linear -> BN projection head.
+// concat), apply dropout and a projection head of `head_layers` linear layers: (Linear -> BN ->
+// ReLU) x (head_layers - 1), then Linear -> BN, every linear without bias.
 #pragma once
 
 #include <torch/torch.h>
@@ -104,7 +105,7 @@ TORCH_MODULE(Teacher);
 class ConcertoNetImpl : public torch::nn::Module {
  public:
   ConcertoNetImpl(const std::vector<int64_t>& features, int64_t dim, int64_t bins,
-                  bool original_teacher, double dropout, std::string integrate)
+                  bool original_teacher, double dropout, std::string integrate, int64_t head_layers)
       : integrate_(std::move(integrate)),
         dropout_(register_module("dropout", torch::nn::Dropout(dropout))) {
     for (size_t m = 0; m < features.size(); ++m) {
@@ -118,11 +119,13 @@ class ConcertoNetImpl : public torch::nn::Module {
     }
     const int64_t fused =
         integrate_ == "concat" ? dim * static_cast<int64_t>(features.size()) : dim;
-    // The reference's SimCLRProjectionHead(num_layers = 1): Linear without bias, then BN.
-    student_head_ =
-        register_module("student_head", scssl::nn::make_head({{fused, dim, true, false}}));
-    teacher_head_ =
-        register_module("teacher_head", scssl::nn::make_head({{fused, dim, true, false}}));
+    // The reference asked lightly for SimCLRProjectionHead(num_layers = 1), meaning Linear -> BN;
+    // lightly 1.5.10 always builds two layers (head_layers = 2).
+    std::vector<scssl::nn::HeadBlock> head;
+    for (int64_t l = 0; l < head_layers; ++l)
+      head.push_back({l == 0 ? fused : dim, dim, true, l + 1 < head_layers});
+    student_head_ = register_module("student_head", scssl::nn::make_head(head));
+    teacher_head_ = register_module("teacher_head", scssl::nn::make_head(head));
   }
 
   torch::Tensor student(const std::vector<torch::Tensor>& x) {

@@ -18,8 +18,13 @@ class Moco final : public scssl::SslMethod {
                           "key network EMA at epoch 0, rising to 1 by a cosine schedule")
                     .at_least(0)
                     .at_most(1));
+    p.push_back(ParamSpec("momentum_epochs", SCSSL_PARAM_INT, "0",
+                          "epochs the cosine schedule spans, then 1; 0: train.epochs (the "
+                          "reference: 200 whatever it trained)")
+                    .at_least(0));
     p.push_back(ParamSpec("factor", SCSSL_PARAM_INT, "1", "projection size = hidden_dim / factor")
                     .at_least(1));
+    p.push_back(scssl::clip_z_gradient_parameter());
     return p;
   }
   Moco(const scssl::ParamSet& p, scssl::HostContext& host)
@@ -27,6 +32,7 @@ class Moco final : public scssl::SslMethod {
         temperature_(p.get_float("temperature")),
         bank_size_(p.get_int("bank_size")),
         momentum_(p.get_float("momentum")),
+        momentum_epochs_(p.get_int("momentum_epochs")),
         factor_(p.get_int("factor")) {}
 
  protected:
@@ -45,9 +51,7 @@ class Moco final : public scssl::SslMethod {
                                     scssl::losses::MemoryBank(bank_size_, fused_projector_out()));
   }
   torch::Tensor loss(const scssl::TrainBatch& b) override {
-    // The key network follows the query network before every step, parameters only.
-    scssl::nn::momentum_update(*key_, *online(),
-                               scssl::nn::cosine_momentum(momentum_, b.epoch, b.epochs));
+    follow_online(b);
     torch::Tensor q = online()->forward(b.view0, b.domains).z;
     torch::Tensor k;
     {
@@ -60,11 +64,28 @@ class Moco final : public scssl::SslMethod {
     return l;
   }
   void after_step(const scssl::TrainBatch&) override { bank_->enqueue(last_keys_); }
+  // The reference's CLIP terms (docs/method-spec.md §0.5): view 0's queries keep their gradient,
+  // view 1 is the key network's.
+  std::array<std::vector<torch::Tensor>, 2> clip_z_stand_ins(const scssl::TrainBatch& b,
+                                                             const OnlineView&) override {
+    follow_online(b);
+    torch::NoGradGuard no_grad;
+    return {std::vector<torch::Tensor>{}, key_->forward(b.view1, b.domains).z_each};
+  }
 
  private:
+  // The key network follows the query network before every step, parameters only, by a cosine
+  // over momentum_epochs (or the epochs trained), then stays at 1 (docs/method-spec.md §0.7).
+  void follow_online(const scssl::TrainBatch& b) {
+    const int64_t span = momentum_epochs_ > 0 ? momentum_epochs_ : b.epochs;
+    scssl::nn::momentum_update(
+        *key_, *online(), scssl::nn::cosine_momentum(momentum_, std::min(b.epoch, span), span));
+  }
+
   double temperature_;
   int64_t bank_size_;
   double momentum_;
+  int64_t momentum_epochs_;
   int64_t factor_;
   scssl::SslNetwork key_{nullptr};
   scssl::losses::MemoryBank bank_{nullptr};

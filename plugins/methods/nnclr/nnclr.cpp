@@ -14,6 +14,7 @@ class Nnclr final : public scssl::SslMethod {
     p.push_back(ParamSpec("bank_size", SCSSL_PARAM_INT, "2048", "support set size").at_least(1));
     p.push_back(ParamSpec("factor", SCSSL_PARAM_INT, "1", "projection size = hidden_dim / factor")
                     .at_least(1));
+    p.push_back(scssl::clip_z_gradient_parameter());
     return p;
   }
   Nnclr(const scssl::ParamSet& p, scssl::HostContext& host)
@@ -46,6 +47,18 @@ class Nnclr final : public scssl::SslMethod {
                   scssl::losses::nt_xent(nn1, o0.p, temperature_));
   }
   void after_step(const scssl::TrainBatch&) override { bank_->enqueue(last_z1_); }
+  // The reference's CLIP terms (docs/method-spec.md §0.5): every projection is replaced by its
+  // support-set neighbour, and view 0's second modality is written before view 1 is looked up.
+  std::array<std::vector<torch::Tensor>, 2> clip_z_stand_ins(const scssl::TrainBatch&,
+                                                             const OnlineView& online) override {
+    const std::vector<torch::Tensor>& z0 = online(0).z_each;
+    std::array<std::vector<torch::Tensor>, 2> out;
+    out[0] = {bank_->nearest(z0[0]), bank_->nearest(z0[1])};
+    bank_->enqueue(z0[1]);
+    const std::vector<torch::Tensor>& z1 = online(1).z_each;
+    out[1] = {bank_->nearest(z1[0]), bank_->nearest(z1[1])};
+    return out;
+  }
 
  private:
   double temperature_;

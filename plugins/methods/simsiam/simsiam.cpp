@@ -13,6 +13,8 @@ class SimSiam final : public scssl::SslMethod {
                                  "projection size = hidden_dim / factor; predictor width = "
                                  "hidden_dim / (2 factor)")
                     .at_least(1));
+    // With clip_z_gradient = false SslMethod's default stand-ins apply: the projections detached.
+    p.push_back(scssl::clip_z_gradient_parameter());
     return p;
   }
   SimSiam(const scssl::ParamSet& p, scssl::HostContext& host)

@@ -3,15 +3,20 @@
 //    batch-balanced kNN): PCA scores, exact kNN inside / across batches and mutual nearest
 //    neighbours between batches. Every graph is a ragged list per cell in CSR layout, so memory
 //    is O(cells * k) and a random neighbour of a whole mini-batch is drawn with a few tensor ops.
-//  - random_subsets: a fixed number of distinct random genes per cell (mask, gauss, crossover).
+//  - for_each_random_subset / random_subsets: a fixed number of distinct random genes per cell
+//    (mask, gauss, crossover), on fast per-row streams (scssl/random.hpp).
 #pragma once
 
 #include <torch/torch.h>
 
+#include <ATen/Parallel.h>
+
+#include <numeric>
 #include <string>
 #include <vector>
 
 #include "scssl/cell_data.hpp"
+#include "scssl/random.hpp"
 
 namespace scssl {
 
@@ -66,9 +71,43 @@ NeighborGraph batch_knn(const torch::Tensor& points, const BatchIndex& batches, 
 NeighborGraph mutual_nearest_neighbors(const torch::Tensor& points, const BatchIndex& batches,
                                        int64_t k);
 
-// `count` distinct indices out of 0..n-1 (n < 2^32) for each of `rows` rows, int64 [rows, count],
-// every subset equally likely; the order within a row is not random when count > n / 2. Draws
-// one number from `rng` (a CPU generator), which seeds a fast stream per row (scssl/random.hpp).
+// One number from `rng` (a CPU generator, under its lock): the seed of a call's per-row streams.
+uint64_t draw_seed(torch::Generator& rng);
+
+// Row r's own fast stream for a call seeded with `seed`: rows are independent, and a result does
+// not depend on the number of threads.
+inline Xoshiro256 row_stream(uint64_t seed, int64_t row) {
+  return Xoshiro256(splitmix64(seed + static_cast<uint64_t>(row)));
+}
+
+// For each of `rows` rows, `count` distinct indices out of 0..n-1 (n < 2^32), every subset
+// equally likely, passed as visit(row, picked, stream) with the row's stream (row_stream) after
+// the draws, for the caller's own numbers. The order within a row is not random when count >
+// n / 2. Rows run in parallel: visit must touch only its own row.
+template <class Visit>
+void for_each_random_subset(int64_t rows, int64_t n, int64_t count, torch::Generator& rng,
+                            Visit&& visit) {
+  TORCH_CHECK(rows >= 0 && count >= 0 && count <= n && n < (int64_t{1} << 32),
+              "random subsets: need 0 <= count <= n < 2^32, got count ", count, " of ", n);
+  if (rows == 0) return;
+  const uint64_t seed = draw_seed(rng);
+  // A partial Fisher-Yates shuffle: step i swaps a uniform pick of the n - i remaining indices
+  // into place i. More than half of the indices are picked by drawing the ones left out.
+  const bool by_complement = 2 * count > n;
+  const int64_t draws = by_complement ? n - count : count;
+  at::parallel_for(0, rows, 8, [&](int64_t lo, int64_t hi) {
+    std::vector<int64_t> pool(static_cast<size_t>(n));
+    for (int64_t r = lo; r < hi; ++r) {
+      Xoshiro256 stream = row_stream(seed, r);
+      std::iota(pool.begin(), pool.end(), int64_t{0});
+      for (int64_t i = 0; i < draws; ++i)
+        std::swap(pool[i], pool[i + uniform_below(stream, n - i)]);
+      visit(r, pool.data() + (by_complement ? draws : 0), stream);
+    }
+  });
+}
+
+// The subsets of for_each_random_subset as an int64 [rows, count] tensor.
 torch::Tensor random_subsets(int64_t rows, int64_t n, int64_t count, torch::Generator& rng);
 
 }  // namespace scssl

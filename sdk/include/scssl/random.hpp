@@ -3,6 +3,7 @@
 // feed. One seed gives the same numbers on every platform and standard library.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 namespace scssl {
@@ -54,5 +55,69 @@ template <class Rng>
 int64_t uniform_below(Rng& rng, int64_t n) {
   return static_cast<int64_t>(((rng() >> 32) * static_cast<uint64_t>(n)) >> 32);
 }
+
+// Standard normal draws by Marsaglia & Tsang's ziggurat (J. Stat. Softw. 5(8), 2000) with 128
+// layers: one 64-bit draw and one comparison for about 98.8% of the numbers, against a logarithm
+// and a sine per number for Box-Muller. The layer comes from the low 7 bits and the value from the
+// high 32, so the two are independent (the original shared bits between them).
+class StandardNormal {
+ public:
+  template <class Rng>
+  static double draw(Rng& rng) {
+    const Tables& t = tables();
+    for (;;) {
+      const uint64_t bits = rng();
+      const int layer = static_cast<int>(bits & 127);
+      const auto value = static_cast<int32_t>(bits >> 32);
+      const double x = value * t.w[layer];
+      if (static_cast<uint32_t>(std::abs(static_cast<int64_t>(value))) < t.k[layer]) return x;
+      if (layer == 0) return tail(rng, value < 0);
+      // The sliver between the rectangle and the curve: accept x with the probability that the
+      // curve lies above a uniform point of the layer's height interval.
+      if (t.f[layer] + uniform(rng) * (t.f[layer - 1] - t.f[layer]) < std::exp(-0.5 * x * x))
+        return x;
+    }
+  }
+
+ private:
+  static constexpr double kR = 3.442619855899;          // where the base layer's tail begins
+  static constexpr double kArea = 9.91256303526217e-3;  // the area of every layer
+  struct Tables {
+    uint32_t k[128];
+    double w[128], f[128];
+    Tables() {
+      const double scale = 2147483648.0;  // 2^31: |value| < 2^31
+      const double q = kArea / std::exp(-0.5 * kR * kR);
+      double x = kR, previous = kR;
+      k[0] = static_cast<uint32_t>(kR / q * scale);
+      k[1] = 0;
+      w[0] = q / scale;
+      w[127] = kR / scale;
+      f[0] = 1.0;
+      f[127] = std::exp(-0.5 * kR * kR);
+      for (int i = 126; i >= 1; --i) {
+        x = std::sqrt(-2.0 * std::log(kArea / x + std::exp(-0.5 * x * x)));
+        k[i + 1] = static_cast<uint32_t>(x / previous * scale);
+        previous = x;
+        f[i] = std::exp(-0.5 * x * x);
+        w[i] = x / scale;
+      }
+    }
+  };
+  static const Tables& tables() {
+    static const Tables t;
+    return t;
+  }
+  // Beyond kR: Marsaglia's exponential rejection for the normal tail.
+  template <class Rng>
+  static double tail(Rng& rng, bool negative) {
+    double x, y;
+    do {
+      x = -std::log1p(-uniform(rng)) / kR;
+      y = -std::log1p(-uniform(rng));
+    } while (y + y < x * x);
+    return negative ? -(kR + x) : kR + x;
+  }
+};
 
 }  // namespace scssl

@@ -1,10 +1,13 @@
 // The shared skeleton of the generic SSL methods (docs/method-spec.md §0): per modality an encoder
 // and a projector (and a predictor where the method has one), multimodal fusion (add | mean |
 // concat | clip), domain-specific batch normalisation, training through scssl::Trainer, and the
-// embedding (encoder output in eval mode, or the projector output when keep_projector is set). A
-// method plugin derives from SslMethod and supplies its heads and its loss.
+// embedding (encoder output in eval mode, or the projector's or predictor's output when
+// keep_projector is set). A method plugin derives from SslMethod and supplies its heads and its
+// loss.
 #pragma once
 
+#include <array>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,6 +19,13 @@ namespace scssl {
 
 // Parameters every SSL method has; a method's parameters() returns these plus its own.
 std::vector<scssl::ParamSpec> ssl_parameters();
+// `clip_z_gradient`, for the methods whose reference gave the projector terms of the CLIP loss no
+// gradient (SimSiam, NNCLR, BYOL, MoCo; docs/method-spec.md §0.5); such a method adds it to
+// ssl_parameters() and may override SslMethod::clip_z_stand_ins.
+scssl::ParamSpec clip_z_gradient_parameter();
+
+// Which output of the network an embedding is made of (docs/method-spec.md §0.4).
+enum class SslOutput { encoder, projector, predictor };
 
 // Outputs of one view through a network, fused across modalities.
 struct ViewOutput {
@@ -34,10 +44,11 @@ class SslNetworkImpl : public torch::nn::Module {
                  const std::function<torch::nn::Sequential(int64_t)>& make_projector,
                  const std::function<torch::nn::Sequential(int64_t)>& make_predictor);
   ViewOutput forward(const std::vector<torch::Tensor>& x, const torch::Tensor& domains);
-  // Encoder outputs (or projector outputs) of every modality, fused for the embedding.
+  // The chosen output of every modality (or of the first only), fused, for the embedding.
   torch::Tensor represent(const std::vector<torch::Tensor>& x, const torch::Tensor& domains,
-                          bool use_projector, bool only_first_modality);
+                          SslOutput output, bool only_first_modality);
   size_t modalities() const { return encoders_.size(); }
+  bool has_predictor() const { return !predictors_.empty(); }
 
  private:
   torch::Tensor fuse(const std::vector<torch::Tensor>& parts) const;
@@ -72,6 +83,16 @@ class SslMethod : public IMethod {
   virtual torch::Tensor loss(const TrainBatch& batch) = 0;
   // After each optimizer step (momentum updates, memory banks).
   virtual void after_step(const TrainBatch&) {}
+  // integrate = "clip" with clip_z_gradient = false (docs/method-spec.md §0.5): per view, the
+  // outputs that stand in the projector term of the CLIP loss instead of the online projections,
+  // per modality, as the reference computed them; an empty vector keeps that view's online
+  // projections with their gradient. The stand-ins are detached. `online(view)` runs the online
+  // network on a view once per step. Default: the online projections themselves (SimSiam).
+  using OnlineView = std::function<const ViewOutput&(int view)>;
+  virtual std::array<std::vector<torch::Tensor>, 2> clip_z_stand_ins(const TrainBatch& batch,
+                                                                     const OnlineView& online);
+  // With keep_projector: embed the predictor's output instead of the projector's.
+  virtual bool embed_predictor() const { return false; }
 
   // A new network of the online network's architecture with its weights, frozen (no gradient);
   // for momentum targets.
@@ -90,7 +111,7 @@ class SslMethod : public IMethod {
 
   int64_t hidden_dim_, encoder_hidden_;
   double dropout_;
-  bool keep_projector_, dsbn_, multimodal_, only_rna_, bench_embedding_;
+  bool keep_projector_, dsbn_, multimodal_, only_rna_, bench_embedding_, clip_z_gradient_;
   std::string integrate_;
   int64_t epochs_ = 0;
   std::vector<int64_t> in_features_;

@@ -1,6 +1,7 @@
 // The training loop every SSL method plugin uses (docs/method-spec.md §0.4): shuffled mini-batches
 // straight from the sparse matrix, two augmented views per cell through the host's augmentation
-// pipeline, Adam with a constant or step learning-rate schedule, progress, checkpoints and resume.
+// pipeline, Adam (or SGD with momentum) with a constant or step learning-rate schedule, progress,
+// checkpoints and resume.
 // Deterministic for one seed on CPU: every random draw is seeded from (seed, epoch, step).
 #pragma once
 
@@ -38,10 +39,19 @@ struct TrainResult {
   int64_t first_epoch = 0;         // > 0 when resumed from a checkpoint
 };
 
+// The optimiser that Trainer::fit steps (docs/method-spec.md §0.4). Both use train.learning_rate
+// and add train.weight_decay to the gradient as an L2 term.
+struct OptimizerChoice {
+  enum class Kind { adam, sgd };
+  Kind kind = Kind::adam;  // Adam with LibTorch's defaults: betas (0.9, 0.999), eps 1e-8
+  double momentum = 0.9;   // SGD only: heavy-ball momentum, no dampening, not Nesterov
+};
+
 class Trainer {
  public:
   // modalities: indexes into train.modalities that the method uses, in order.
-  Trainer(HostContext& host, const TrainOptions& options, std::vector<int> modalities);
+  Trainer(HostContext& host, const TrainOptions& options, std::vector<int> modalities,
+          OptimizerChoice optimizer = {});
 
   // Trains every parameter of `model` that requires a gradient. `model` is saved to and restored
   // from checkpoints with its buffers (memory banks, momentum copies).
@@ -53,6 +63,7 @@ class Trainer {
   HostContext& host_;
   TrainOptions options_;
   std::vector<int> modalities_;
+  OptimizerChoice optimizer_;
   torch::Device device_;
 };
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -110,6 +111,27 @@ inline std::string run_config(const std::string& config, const std::string& outp
   EXPECT_EQ(r.exit_code, 0) << r.output;
   std::smatch m;
   return std::regex_search(r.output, m, std::regex("run folder: (\\S+)")) ? m[1].str() : "";
+}
+
+// A copy of a .h5ad file of the repository with a CSR X whose values (X/data) `edit` changes; it
+// also gets X/indptr, which says where each cell's values are, and X/indices, their features.
+using XEdit = std::function<void(std::vector<float>& data, const std::vector<int64_t>& indptr,
+                                 const std::vector<int64_t>& indices)>;
+inline std::string edited_copy(
+    const std::string& name, const XEdit& edit,
+    const std::string& source = "tests/data/reference/triana_rna_adt.h5ad") {
+  const std::string path = temp_dir(name) + "/" + name + ".h5ad";
+  std::filesystem::copy_file(repo_file(source), path,
+                             std::filesystem::copy_options::overwrite_existing);
+  h5::File f = h5::File::open(path, h5::File::Mode::ReadWrite);
+  const h5::Group x = f.root().group("X");
+  std::vector<float> data = x.dataset("data").read_vector<float>();
+  edit(data, x.dataset("indptr").read_vector<int64_t>(),
+       x.dataset("indices").read_vector<int64_t>());
+  x.remove("data");
+  x.write("data", h5::NumType::Float32, data.data(), {static_cast<int64_t>(data.size())});
+  f.flush();
+  return path;
 }
 
 // The embedding of a run folder (embedding.h5).

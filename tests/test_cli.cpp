@@ -11,6 +11,7 @@
 #include "support.hpp"
 
 namespace fs = std::filesystem;
+using scssl::test::edited_copy;
 using scssl::test::run_command;
 
 namespace {
@@ -43,25 +44,6 @@ void expect_clean_failure(const std::string& args, const std::string& must_menti
       << "expected the message to mention '" << must_mention << "':\n"
       << r.output;
   EXPECT_TRUE(out.intact());
-}
-
-// A copy of a .h5ad file of the repository with a CSR X whose values (X/data) `edit` changes; it
-// also gets X/indptr, which says where each cell's values are, and X/indices, their features.
-using XEdit = std::function<void(std::vector<float>& data, const std::vector<int64_t>& indptr,
-                                 const std::vector<int64_t>& indices)>;
-std::string edited_copy(const std::string& name, const XEdit& edit,
-                        const std::string& source = "tests/data/reference/triana_rna_adt.h5ad") {
-  const std::string path = scssl::test::temp_dir(name) + "/" + name + ".h5ad";
-  fs::copy_file(scssl::test::repo_file(source), path, fs::copy_options::overwrite_existing);
-  scssl::h5::File f = scssl::h5::File::open(path, scssl::h5::File::Mode::ReadWrite);
-  const scssl::h5::Group x = f.root().group("X");
-  std::vector<float> data = x.dataset("data").read_vector<float>();
-  edit(data, x.dataset("indptr").read_vector<int64_t>(),
-       x.dataset("indices").read_vector<int64_t>());
-  x.remove("data");
-  x.write("data", scssl::h5::NumType::Float32, data.data(), {static_cast<int64_t>(data.size())});
-  f.flush();
-  return path;
 }
 
 // The cells of a data set outside one batch (reference) and in it (query), by index.

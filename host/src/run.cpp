@@ -79,8 +79,45 @@ void install_progress(HostServices& services, bool show) {
   };
 }
 
+// Where the data set's matrix, and so the raw counts the host keeps, was read from.
+std::string counts_source(const RunConfig& cfg) {
+  const ParamSet& p = cfg.dataset.params;
+  if (!p.has("layer")) return "the data set's matrix";
+  const std::string& layer = p.get_string("layer");
+  if (layer.empty()) return "X (dataset.layer = \"\")";
+  if (layer == "raw") return "raw/X (dataset.layer = \"raw\")";
+  return "layers/" + layer + " (dataset.layer = \"" + layer + "\")";
+}
+
+// The raw counts a generative method models must be counts (docs/method-spec.md §12.1):
+// non-negative whole numbers. The first value that is not names its cell and feature.
+void check_counts_are_counts(const Modality& m, const std::string& who, const CellData& data,
+                             const std::string& source) {
+  const Matrix& c = m.counts;
+  const torch::Tensor values = c.is_csr() ? c.values : c.dense.reshape(-1);
+  const torch::Tensor bad = (values < 0).logical_or(values != values.round());
+  if (!bad.any().item<bool>()) return;
+  const int64_t k = bad.nonzero()[0][0].item<int64_t>();
+  int64_t row = 0, col = 0;
+  if (c.is_csr()) {
+    row = torch::searchsorted(c.indptr, torch::tensor(k), /*out_int32=*/false, /*right=*/true)
+              .item<int64_t>() -
+          1;
+    col = c.indices[k].item<int32_t>();
+  } else {
+    row = k / c.cols;
+    col = k % c.cols;
+  }
+  throw BadData(who + " needs raw counts, but modality '" + m.name + "' read from " + source +
+                " holds " + std::to_string(values[k].item<float>()) + " for cell '" +
+                data.cell_names.at(row) + "' and feature '" + m.features.at(col) +
+                "', which is not a count; set dataset.layer to the matrix holding the raw counts "
+                "(\"counts\" reads layers/counts, \"raw\" reads raw/X)");
+}
+
 // What a plugin declares it needs from the data (scssl_requirement bits), checked before training.
-void check_requirements(uint64_t needs, const std::string& who, const CellData& data) {
+void check_requirements(uint64_t needs, const std::string& who, const CellData& data,
+                        const std::string& counts_from = "the data set's matrix") {
   if (needs & SCSSL_NEEDS_BATCH) data.require_batches(who);
   if (needs & SCSSL_NEEDS_LABELS) data.require_labels(who);
   if ((needs & SCSSL_NEEDS_SECOND_MODALITY) && data.modalities.size() < 2)
@@ -90,6 +127,8 @@ void check_requirements(uint64_t needs, const std::string& who, const CellData& 
     for (const auto& m : data.modalities)
       if (m.counts.empty())
         throw BadData(who + " needs raw counts, but modality '" + m.name + "' has none");
+      else
+        check_counts_are_counts(m, who, data, counts_from);
 }
 
 // Settings that can only be checked against the data (per-modality preprocessing sections);
@@ -438,7 +477,8 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
     CellData data = load_and_preprocess(cfg, services, meter, info, split, cfg.holds_out_query(),
                                         /*fit_on_reference=*/true);
     Method method(*cfg.method.plugin, cfg.method.params, services);
-    check_requirements(method.requirements(), "method '" + method.name() + "'", data);
+    check_requirements(method.requirements(), "method '" + method.name() + "'", data,
+                       counts_source(cfg));
     auto evaluators = make_evaluators(cfg, data, services);
     torch::Tensor unintegrated = unintegrated_pca(cfg, data, meter);
     record.data = info;

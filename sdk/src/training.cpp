@@ -1,5 +1,7 @@
 #include "scssl/training.hpp"
 
+#include "checkpoint_file.hpp"
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
@@ -24,43 +26,13 @@ std::string format_loss_line(int64_t epoch, int64_t epochs, double loss, double 
   return buf;
 }
 
-void save_checkpoint(const std::string& dir, torch::nn::Module& model, torch::optim::Optimizer& opt,
-                     int64_t epoch) {
-  fs::create_directories(dir);
-  torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
-  model.save(model_archive);
-  opt.save(optimizer_archive);
-  archive.write("model", model_archive);
-  archive.write("optimizer", optimizer_archive);
-  archive.write("epoch", torch::tensor(epoch));
-  // Written under a temporary name and renamed: a crash mid-save keeps the previous checkpoint.
-  const fs::path target = fs::path(dir) / kCheckpointFile;
-  const fs::path tmp = fs::path(dir) / (std::string(".") + kCheckpointFile + ".tmp");
-  archive.save_to(tmp.string());
-  fs::rename(tmp, target);
-}
-
 // Returns the epoch the checkpoint was written after.
 int64_t load_checkpoint(const std::string& dir, torch::nn::Module& model,
                         torch::optim::Optimizer& opt, const torch::Device& device) {
   const fs::path file = fs::path(dir) / kCheckpointFile;
   if (!fs::exists(file))
     throw InvalidArgument("train.resume_from: no checkpoint at '" + file.string() + "'");
-  torch::serialize::InputArchive archive, model_archive, optimizer_archive;
-  try {
-    archive.load_from(file.string(), device);
-    archive.read("model", model_archive);
-    archive.read("optimizer", optimizer_archive);
-    model.load(model_archive);
-    opt.load(optimizer_archive);
-    torch::Tensor epoch;
-    archive.read("epoch", epoch);
-    return epoch.item<int64_t>();
-  } catch (const c10::Error& e) {
-    throw BadData("checkpoint '" + file.string() +
-                  "' does not fit this method and configuration (" + e.what_without_backtrace() +
-                  ")");
-  }
+  return detail::read_checkpoint(file, model, opt, device);
 }
 
 }  // namespace
@@ -208,7 +180,8 @@ TrainResult Trainer::fit(const CellData& train, torch::nn::Module& model,
     const bool last = epoch + 1 == options_.epochs;
     if (!options_.checkpoint_dir.empty() && options_.checkpoint_every > 0 &&
         ((epoch + 1) % options_.checkpoint_every == 0 || last))
-      save_checkpoint(options_.checkpoint_dir, model, *optimizer, epoch);
+      detail::write_checkpoint(fs::path(options_.checkpoint_dir) / kCheckpointFile, model,
+                               *optimizer, epoch);
   }
   model.eval();
   return result;

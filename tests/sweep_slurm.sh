@@ -4,7 +4,7 @@
 #   tests/sweep_slurm.sh BUILD_DIR SOURCE_DIR [smoke|comparison]
 # smoke: three PCA runs, then a resume that submits nothing. comparison: the README's method
 # comparison (configs/experiments/method_comparison.toml) with one seed, so every method under
-# both protocols (22 runs), and its report.
+# both protocols (28 runs), and its report.
 set -euo pipefail
 build=$(cd "$1" && pwd) repo=$(cd "$2" && pwd) mode=${3:-smoke}
 if ! command -v sbatch > /dev/null || ! sinfo -h > /dev/null 2>&1; then
@@ -23,8 +23,8 @@ if [[ $mode == comparison ]]; then
     "$repo/configs/experiments/method_comparison.toml" > "$out/method_comparison.toml"
   "${host[@]}" sweep "$out/method_comparison.toml" --executor slurm --output "$out" |
     tee "$out/sweep.txt"
-  grep -q "22 runs: 22 ok (0 of them complete before), 0 failed" "$out/sweep.txt"
-  [[ $(grep -c ",ok," "$out/method_comparison/results.csv") == 22 ]]
+  grep -q "28 runs: 28 ok (0 of them complete before), 0 failed" "$out/sweep.txt"
+  [[ $(grep -c ",ok," "$out/method_comparison/results.csv") == 28 ]]
   "${host[@]}" report "$out/method_comparison" --output "$out/report" | tee "$out/report.txt"
   [[ -s $out/report/report.html ]]
   echo "method comparison through Slurm: OK"

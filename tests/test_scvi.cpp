@@ -91,7 +91,8 @@ TEST(CountLikelihoods, DistributionsSumToOneWithTheirMoments) {
 TEST(CountLikelihoods, ZeroInflationAndMixtureMatchTheFormulas) {
   const long double mu = 3.5, theta = 0.8, pi = 1.3;
   // A zero: a structural zero or an NB zero; a positive count: only the NB part.
-  const long double zero = std::log(sigmoid(pi) + sigmoid(-pi) * std::exp(hand_log_nb(0, mu, theta)));
+  const long double zero =
+      std::log(sigmoid(pi) + sigmoid(-pi) * std::exp(hand_log_nb(0, mu, theta)));
   const long double four = std::log(sigmoid(-pi)) + hand_log_nb(4, mu, theta);
   EXPECT_NEAR(lk::log_zinb(d(0), d(mu), d(theta), d(pi)).item<double>(), double(zero), 1e-9);
   EXPECT_NEAR(lk::log_zinb(d(4), d(mu), d(theta), d(pi)).item<double>(), double(four), 1e-9);
@@ -115,10 +116,10 @@ TEST(CountLikelihoods, GradientsMatchFiniteDifferences) {
                           "NB d/dmu");
   expect_gradient_matches([&](const torch::Tensor& t) { return lk::log_nb(x, mu, t); }, theta,
                           "NB d/dtheta");
-  expect_gradient_matches([&](const torch::Tensor& p) { return lk::log_zinb(x, mu, theta, p); },
-                          pi, "ZINB d/dpi");
-  expect_gradient_matches([&](const torch::Tensor& m) { return lk::log_zinb(x, m, theta, pi); },
-                          mu, "ZINB d/dmu");
+  expect_gradient_matches([&](const torch::Tensor& p) { return lk::log_zinb(x, mu, theta, p); }, pi,
+                          "ZINB d/dpi");
+  expect_gradient_matches([&](const torch::Tensor& m) { return lk::log_zinb(x, m, theta, pi); }, mu,
+                          "ZINB d/dmu");
   expect_gradient_matches(
       [&](const torch::Tensor& m) { return lk::log_nb_mixture(x, mu, m, theta, pi); }, mu * 4,
       "mixture d/dmu2");
@@ -301,17 +302,53 @@ TEST(LossTrainer, LearningRateFactorsGiveSubmodulesTheirOwnRate) {
   EXPECT_NEAR((toy.critic->bias - critic_before).abs().item<double>(), 0.05, 1e-6);
 }
 
+// The trainer's Adam updates every parameter in one pass; it must follow LibTorch's Adam.
+TEST(LossTrainer, ItsAdamStepsAsLibTorchsAdam) {
+  Recorder rec;
+  scssl::HostContext host(rec.services.api());
+  scssl::TrainOptions train;
+  train.epochs = 3;
+  train.batch_size = 5;
+  train.learning_rate = 0.05;
+  train.weight_decay = 0.01;
+  scssl::LossTrainerOptions o;
+  o.adam_eps = 0.01;
+  scssl::LossTrainer trainer(host, train, {0}, o);
+  torch::manual_seed(3);
+  const torch::Tensor target = torch::randn({3, 4}), start = torch::randn({3, 4});
+  struct Weights : torch::nn::Module {
+    torch::Tensor w;
+  } model;
+  model.w = model.register_parameter("w", start.clone());
+  // A loss whose gradient does not depend on the batch: 2 x 3 steps of Adam from `start`.
+  trainer.fit(ten_cells(), model, [&](const scssl::CellBatch&) {
+    return scssl::StepLoss{(model.w - target).pow(3).abs().sum(), {}};
+  });
+  torch::Tensor w = start.clone().requires_grad_();
+  torch::optim::Adam reference({w}, torch::optim::AdamOptions(0.05).eps(0.01).weight_decay(0.01));
+  for (int step = 0; step < 6; ++step) {
+    reference.zero_grad();
+    (w - target).pow(3).abs().sum().backward();
+    reference.step();
+  }
+  EXPECT_TRUE(torch::allclose(model.w, w.detach(), 1e-5, 1e-6))
+      << (model.w - w).abs().max().item<double>();
+  EXPECT_FALSE(torch::allclose(model.w, start));
+}
+
 // ---- raw counts and scVI through the host ------------------------------------------------------
 
 namespace {
 
-std::string scvi_run(const std::string& sets, const std::string& config = "configs/methods/scvi.toml") {
+std::string scvi_run(const std::string& sets,
+                     const std::string& config = "configs/methods/scvi.toml") {
   static const std::string out = scssl::test::temp_dir("scvi");
-  return scssl::test::run_config(config, out,
-                                 " --set run.threads=1 --set evaluation.evaluators=[]"
-                                 " --set evaluation.query_batches=[] --set method.epochs_rule=config"
-                                 " --set train.epochs=6 " +
-                                     sets);
+  return scssl::test::run_config(
+      config, out,
+      " --set run.threads=1 --set evaluation.evaluators=[]"
+      " --set evaluation.query_batches=[] --set method.epochs_rule=config"
+      " --set train.epochs=6 " +
+          sets);
 }
 
 }  // namespace
@@ -344,7 +381,8 @@ TEST(ScviTraining, AResumedRunEqualsAnUninterruptedOne) {
   const std::string common = "--set train.checkpoint_every=1 --set run.seed=2";
   const std::string straight = scvi_run(common);
   const std::string first = scvi_run(common + " --set train.epochs=3");
-  const std::string resumed = scvi_run(common + " --set train.resume_from=" + first + "/checkpoints");
+  const std::string resumed =
+      scvi_run(common + " --set train.resume_from=" + first + "/checkpoints");
   EXPECT_TRUE(scssl::test::run_embedding(straight).equal(scssl::test::run_embedding(resumed)));
   EXPECT_EQ(scssl::test::run_series(resumed).size(), 3u);
 }
@@ -368,10 +406,10 @@ TEST(ScviTraining, CellsWithoutCountsAreLeftOutOfTrainingButEmbedded) {
 TEST(ScviTraining, RefusesValuesThatAreNotCountsSayingWhereItLooked) {
   const std::string path = scssl::test::edited_copy(
       "kang_not_counts", [](std::vector<float>& v, auto&, auto&) { v[10] = 0.5f; }, kKang);
-  auto r = run_command(scssl::test::host_command(
-      "run " + scssl::test::repo_file("configs/methods/scvi.toml") + " --output " +
-      scssl::test::temp_dir("scvi-refuse") + " --set dataset.path=" + path +
-      " --set evaluation.evaluators=[]"));
+  auto r = run_command(
+      scssl::test::host_command("run " + scssl::test::repo_file("configs/methods/scvi.toml") +
+                                " --output " + scssl::test::temp_dir("scvi-refuse") +
+                                " --set dataset.path=" + path + " --set evaluation.evaluators=[]"));
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("method 'scvi' needs raw counts, but modality 'RNA' read from X "
                           "(dataset.layer = \"\") holds 0.500000"),

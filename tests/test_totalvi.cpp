@@ -277,8 +277,9 @@ TEST(TotalviTraining, RefusesRnaOnlyDataInTheHostAndInThePlugin) {
 TEST(TotalviTraining, WithoutProteinsTheQueryEmbeddingIgnoresItsProteins) {
   const scssl::CellData data = triana_with_counts();
   const scssl::Column& batches = data.require_batches("the test");
-  const auto query_code = std::find(batches.categories.begin(), batches.categories.end(),
-                                    "PBMC_200AB") - batches.categories.begin();
+  const auto query_code =
+      std::find(batches.categories.begin(), batches.categories.end(), "PBMC_200AB") -
+      batches.categories.begin();
   const int64_t genes = static_cast<int64_t>(data.modalities[0].features.size());
   // The file's features are the RNA genes, then the proteins: reverse each query cell's proteins.
   const std::string changed = scssl::test::edited_copy(
@@ -287,9 +288,9 @@ TEST(TotalviTraining, WithoutProteinsTheQueryEmbeddingIgnoresItsProteins) {
           const std::vector<int64_t>& indices) {
         for (int64_t cell = 0; cell < data.n_cells(); ++cell) {
           if (batches.codes[cell].item<int32_t>() != query_code) continue;
-          auto first = std::find_if(indices.begin() + indptr[cell],
-                                    indices.begin() + indptr[cell + 1],
-                                    [&](int64_t j) { return j >= genes; });
+          auto first =
+              std::find_if(indices.begin() + indptr[cell], indices.begin() + indptr[cell + 1],
+                           [&](int64_t j) { return j >= genes; });
           std::reverse(v.begin() + (first - indices.begin()), v.begin() + indptr[cell + 1]);
         }
       },
@@ -306,7 +307,7 @@ TEST(TotalviTraining, WithoutProteinsTheQueryEmbeddingIgnoresItsProteins) {
   const torch::Tensor q = torch::tensor(query);
   const std::string moved = " --set dataset.path=" + changed;
   const std::string rna_only = " --set method.embed_proteins=false";
-  EXPECT_TRUE(embedding(rna_only).index_select(0, q).equal(
-      embedding(rna_only + moved).index_select(0, q)));
+  EXPECT_TRUE(
+      embedding(rna_only).index_select(0, q).equal(embedding(rna_only + moved).index_select(0, q)));
   EXPECT_FALSE(embedding("").index_select(0, q).equal(embedding(moved).index_select(0, q)));
 }

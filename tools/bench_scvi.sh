@@ -62,7 +62,7 @@ for n in "${sizes[@]}"; do
     # shellcheck disable=SC2086
     "$host" --quiet run "$repo/configs/bench/scvi_synthetic.toml" --output "$out" \
       --set dataset.n_cells="$n" --set run.threads="$threads" --set train.epochs="$epochs" \
-      ${model_sets[$model]} > "$out/stdout"
+      ${model_sets[$model]} > "$out/stdout" 2>> "$out/warnings"
     dir=$(sed -n 's/^run folder: //p' "$out/stdout")
     read -r sec cps peak <<<"$(measure "$dir")"
     if [[ $model == default ]]; then f=$(floor "$n" 2000 1 10 1); else f=$(floor "$n" 2000 8 30 0); fi
@@ -95,7 +95,7 @@ for model in default study; do
   # shellcheck disable=SC2086
   "$host" --quiet run "$out/peer_file.toml" --output "$out" \
     --set run.threads="$threads" --set train.epochs="$epochs" \
-    ${model_sets[$model]} > "$out/stdout"
+    ${model_sets[$model]} > "$out/stdout" 2>> "$out/warnings"
   read -r sec cps peak <<<"$(measure "$(sed -n 's/^run folder: //p' "$out/stdout")")"
   printf "%-10s %-8s %-14s %-10s %s\n" scssl-host "$model" "$sec" "$cps" "$peak"
   if [[ $model == default ]]; then args=(); else args=(--n-layers 8 --n-latent 30 --likelihood nb); fi

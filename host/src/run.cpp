@@ -123,12 +123,13 @@ void check_requirements(uint64_t needs, const std::string& who, const CellData& 
   if ((needs & SCSSL_NEEDS_SECOND_MODALITY) && data.modalities.size() < 2)
     throw BadData(who + " needs two modalities (e.g. RNA and ADT), but the data set has " +
                   std::to_string(data.modalities.size()));
-  if (needs & SCSSL_NEEDS_RAW_COUNTS)
-    for (const auto& m : data.modalities)
+  if (needs & SCSSL_NEEDS_RAW_COUNTS) {
+    for (const auto& m : data.modalities) {
       if (m.counts.empty())
         throw BadData(who + " needs raw counts, but modality '" + m.name + "' has none");
-      else
-        check_counts_are_counts(m, who, data, counts_from);
+      check_counts_are_counts(m, who, data, counts_from);
+    }
+  }
 }
 
 // Settings that can only be checked against the data (per-modality preprocessing sections);

@@ -25,8 +25,8 @@ class FcLayersImpl : public torch::nn::Module {
       : n_batch_(n_batch), inject_all_(inject_all), dropout_(dropout) {
     for (int64_t i = 0; i < layers; ++i) {
       const int64_t width = (i == 0 ? in : hidden) + (injects(i) ? n_batch : 0);
-      linears_.push_back(register_module("linear" + std::to_string(i),
-                                         torch::nn::Linear(width, hidden)));
+      linears_.push_back(
+          register_module("linear" + std::to_string(i), torch::nn::Linear(width, hidden)));
       norms_.push_back(register_module(
           "norm" + std::to_string(i),
           torch::nn::BatchNorm1d(torch::nn::BatchNorm1dOptions(hidden).momentum(0.01).eps(1e-3))));
@@ -68,13 +68,13 @@ class ScviNetImpl : public torch::nn::Module {
  public:
   explicit ScviNetImpl(const ScviShape& s)
       : shape_(s),
-        encoder_(register_module("encoder", FcLayers(s.genes, s.hidden, s.layers,
-                                                     s.encode_batch ? s.n_batch : 1,
-                                                     s.deep_injection, s.dropout))),
+        encoder_(register_module(
+            "encoder", FcLayers(s.genes, s.hidden, s.layers, s.encode_batch ? s.n_batch : 1,
+                                s.deep_injection, s.dropout))),
         z_mean_(register_module("z_mean", torch::nn::Linear(s.hidden, s.latent))),
         z_var_(register_module("z_var", torch::nn::Linear(s.hidden, s.latent))),
-        decoder_(register_module("decoder", FcLayers(s.latent, s.hidden, s.layers, s.n_batch,
-                                                     s.deep_injection, 0.0))),
+        decoder_(register_module(
+            "decoder", FcLayers(s.latent, s.hidden, s.layers, s.n_batch, s.deep_injection, 0.0))),
         scale_(register_module("scale", torch::nn::Linear(s.hidden, s.genes))) {
     if (s.zinb) dropout_logit_ = register_module("dropout", torch::nn::Linear(s.hidden, s.genes));
     // scvi-tools draws the log inverse dispersions from N(0, 1).
@@ -91,8 +91,8 @@ class ScviNetImpl : public torch::nn::Module {
   }
 
   Posterior encode(const torch::Tensor& counts, const torch::Tensor& one_hot) {
-    const torch::Tensor h = encoder_->forward(torch::log1p(counts),
-                                              shape_.encode_batch ? one_hot : torch::Tensor());
+    const torch::Tensor h =
+        encoder_->forward(torch::log1p(counts), shape_.encode_batch ? one_hot : torch::Tensor());
     return {z_mean_->forward(h), torch::exp(z_var_->forward(h)) + 1e-4};
   }
 
@@ -108,9 +108,9 @@ class ScviNetImpl : public torch::nn::Module {
     // here (the trainer leaves them out).
     const torch::Tensor rate = library * torch::softmax(scale_->forward(h), 1);
     const torch::Tensor theta = torch::exp(log_theta_);
-    const torch::Tensor log_p = shape_.zinb ? lk::log_zinb(counts, rate, theta,
-                                                           dropout_logit_->forward(h))
-                                            : lk::log_nb(counts, rate, theta);
+    const torch::Tensor log_p = shape_.zinb
+                                    ? lk::log_zinb(counts, rate, theta, dropout_logit_->forward(h))
+                                    : lk::log_nb(counts, rate, theta);
     return {-log_p.sum(1), lk::kl_standard_normal(q.mean, q.var).sum(1)};
   }
 
@@ -255,9 +255,10 @@ class Scvi final : public scssl::IMethod {
   void load(const std::string& directory) override {
     scssl::SavedModel saved(directory, "scvi");
     const auto& v = saved.shape();
-    if (v.size() != 8) throw scssl::BadData("scvi: '" + directory + "/model.pt' is not an scvi model");
-    net_ = ScviNet(ScviShape{v[0], v[1], v[2], v[3], v[4], v[5] != 0, v[6] != 0, v[7] != 0,
-                             dropout_});
+    if (v.size() != 8)
+      throw scssl::BadData("scvi: '" + directory + "/model.pt' is not an scvi model");
+    net_ =
+        ScviNet(ScviShape{v[0], v[1], v[2], v[3], v[4], v[5] != 0, v[6] != 0, v[7] != 0, dropout_});
     saved.load_into(*net_);
   }
 

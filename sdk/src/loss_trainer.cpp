@@ -199,10 +199,10 @@ LossTrainer::LossTrainer(HostContext& host, const TrainOptions& train, std::vect
   if (options_.learning_rate <= 0) options_.learning_rate = train_.learning_rate;
 }
 
-CellBatch LossTrainer::batch_of(const CellData& data, const torch::Tensor& cell_ids) const {
+CellBatch LossTrainer::batch_of(const CellData& data, const torch::Tensor& domains,
+                                const torch::Tensor& cell_ids) const {
   CellBatch batch;
   batch.cell_ids = cell_ids;
-  const torch::Tensor domains = batch_codes(data);
   if (domains.defined()) batch.domains = domains.index_select(0, cell_ids).to(device_);
   for (int m : modalities_) {
     if (options_.values)
@@ -308,6 +308,7 @@ LossTrainResult LossTrainer::fit(const CellData& data, torch::nn::Module& model,
   }
 
   const int64_t epochs = options_.epochs;
+  const torch::Tensor domains = batch_codes(data);
   const bool has_validation = validation_cells.size(0) > 0;
   for (int64_t epoch = first_epoch; epoch < epochs; ++epoch) {
     const double schedule =
@@ -337,8 +338,8 @@ LossTrainResult LossTrainer::fit(const CellData& data, torch::nn::Module& model,
     EpochSums train_sums;
     const auto start = std::chrono::steady_clock::now();
     for (int64_t s = 0; s < steps; ++s) {
-      CellBatch batch =
-          batch_of(data, order.slice(0, s * batch_size, std::min(n_train, (s + 1) * batch_size)));
+      CellBatch batch = batch_of(
+          data, domains, order.slice(0, s * batch_size, std::min(n_train, (s + 1) * batch_size)));
       batch.epoch = epoch;
       batch.epochs = epochs;
       batch.step = epoch * steps + s;
@@ -367,8 +368,9 @@ LossTrainResult LossTrainer::fit(const CellData& data, torch::nn::Module& model,
       torch::NoGradGuard no_grad;
       for (int64_t begin = 0; begin < validation_cells.size(0); begin += batch_size) {
         CellBatch batch =
-            batch_of(data, validation_cells.slice(
-                               0, begin, std::min(validation_cells.size(0), begin + batch_size)));
+            batch_of(data, domains,
+                     validation_cells.slice(
+                         0, begin, std::min(validation_cells.size(0), begin + batch_size)));
         batch.epoch = epoch;
         batch.epochs = epochs;
         batch.step = epoch * steps;

@@ -102,11 +102,14 @@ class LossTrainer {
   LossTrainResult fit(const CellData& data, torch::nn::Module& model,
                       const std::function<StepLoss(const CellBatch&)>& loss);
 
-  // The batch of the given cells (rows of `data`) as fit() builds it, for embedding and tests.
-  CellBatch batch_of(const CellData& data, const torch::Tensor& cell_ids) const;
   torch::Device device() const { return device_; }
 
  private:
+  // The batch of the given cells (rows of `data`); `domains` are the batch codes of every cell
+  // (undefined without a batch column), taken once per fit() rather than once per batch.
+  CellBatch batch_of(const CellData& data, const torch::Tensor& domains,
+                     const torch::Tensor& cell_ids) const;
+
   HostContext& host_;
   TrainOptions train_;
   std::vector<int> modalities_;

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "../plugins/methods/scbutterfly/scbutterfly_parts.hpp"
+#include "scssl/nn.hpp"
 #include "support.hpp"
 
 using scssl::test::run_command;
@@ -55,7 +56,7 @@ TEST(ScButterflyParts, SoftTargetsFollowScButterflysBands) {
 TEST(ScButterflyParts, GradientReversalNegatesAndScalesTheGradientItReadsLate) {
   const torch::Tensor x = torch::tensor({1.0f, 2.0f}).requires_grad_(true);
   const torch::Tensor scale = torch::zeros({}, torch::kFloat64);
-  const torch::Tensor y = scbutterfly::reverse_gradient(x, scale);
+  const torch::Tensor y = scssl::nn::reverse_gradient(x, scale);
   EXPECT_TRUE(y.equal(x.detach()));
   // Set after the forward pass, as the plugin's threshold does: the backward pass reads 3.
   scale.fill_(3.0);
@@ -64,7 +65,7 @@ TEST(ScButterflyParts, GradientReversalNegatesAndScalesTheGradientItReadsLate) {
 
   // A scale of 0 lets no gradient through.
   const torch::Tensor x2 = torch::tensor({1.0f, 2.0f}).requires_grad_(true);
-  scbutterfly::reverse_gradient(x2, torch::zeros({}, torch::kFloat64)).sum().backward();
+  scssl::nn::reverse_gradient(x2, torch::zeros({}, torch::kFloat64)).sum().backward();
   EXPECT_TRUE(x2.grad().equal(torch::zeros({2})));
 }
 

@@ -350,6 +350,8 @@ LossTrainResult LossTrainer::fit(const CellData& data, torch::nn::Module& model,
                       std::to_string(epoch + 1) + "; try a smaller learning rate");
       optimizer.zero_grad();
       step.loss.backward();
+      if (options_.clip_grad_norm > 0)
+        torch::nn::utils::clip_grad_norm_(model.parameters(), options_.clip_grad_norm);
       optimizer.step();
       if (options_.after_step) options_.after_step(batch);
       train_sums.add(step, batch.cell_ids.size(0));

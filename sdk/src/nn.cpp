@@ -4,12 +4,13 @@
 
 namespace scssl::nn {
 
-DomainBatchNormImpl::DomainBatchNormImpl(int64_t features, int64_t n_domains, bool affine)
-    : features_(features), affine_(affine) {
+DomainBatchNormImpl::DomainBatchNormImpl(int64_t features, int64_t n_domains, bool affine,
+                                         double eps)
+    : features_(features), affine_(affine), eps_(eps) {
   norms_ = register_module("norms", torch::nn::ModuleList());
   for (int64_t d = 0; d < std::max<int64_t>(1, n_domains); ++d)
     norms_->push_back(torch::nn::BatchNorm1d(
-        torch::nn::BatchNorm1dOptions(features).affine(affine).momentum(0.1).eps(1e-5)));
+        torch::nn::BatchNorm1dOptions(features).affine(affine).momentum(0.1).eps(eps)));
   seen_ = register_buffer("seen", torch::zeros({std::max<int64_t>(1, n_domains)}, torch::kUInt8));
 }
 
@@ -38,7 +39,7 @@ torch::Tensor DomainBatchNormImpl::average_of_seen(const torch::Tensor& part) {
   }
   return torch::batch_norm(part, affine_ ? weight / n : torch::Tensor(),
                            affine_ ? bias / n : torch::Tensor(), mean / n, var / n, false, 0.1,
-                           1e-5, false);
+                           eps_, false);
 }
 
 torch::Tensor DomainBatchNormImpl::forward(const torch::Tensor& x, const torch::Tensor& domains) {
@@ -58,7 +59,7 @@ torch::Tensor DomainBatchNormImpl::forward(const torch::Tensor& x, const torch::
       seen_[domain] = 1;
       // A lone row has no batch statistics; normalise it with the running ones instead.
       y = part.size(0) < 2 ? torch::batch_norm(part, bn->weight, bn->bias, bn->running_mean,
-                                               bn->running_var, false, 0.1, 1e-5, false)
+                                               bn->running_var, false, 0.1, eps_, false)
                            : bn->forward(part);
     } else if (known && seen_[domain].item<uint8_t>() != 0) {
       y = norms_[domain]->as<torch::nn::BatchNorm1d>()->forward(part);

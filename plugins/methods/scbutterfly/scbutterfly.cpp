@@ -15,6 +15,7 @@
 
 #include "scbutterfly_parts.hpp"
 #include "scssl/loss_trainer.hpp"
+#include "scssl/nn.hpp"
 #include "scssl/training.hpp"
 
 namespace {
@@ -519,7 +520,7 @@ class ScButterfly final : public scssl::IMethod {
     auto judged = [&](NetBlock& discriminator, const torch::Tensor& encoded,
                       const torch::Tensor& translated) {
       const torch::Tensor shown =
-          scbutterfly::reverse_gradient(torch::where(real, encoded, translated), scale);
+          scssl::nn::reverse_gradient(torch::where(real, encoded, translated), scale);
       return F::binary_cross_entropy(discriminator(shown).view(-1), targets);
     };
     const torch::Tensor discriminator = judged(n->discriminator->adt, h_adt, rna_to_adt) +

@@ -56,6 +56,8 @@ struct LossTrainerOptions {
   double learning_rate = 0;  // 0: TrainOptions::learning_rate
   double adam_eps = 1e-8;
   bool amsgrad = false;
+  // > 0: before each step the gradients are scaled down to at most this total L2 norm.
+  double clip_grad_norm = 0;
   // Learning-rate factors of named submodules (a prefix of the parameter names, e.g. "critic"):
   // their parameters form their own Adam group with learning_rate * factor.
   std::vector<std::pair<std::string, double>> learning_rate_factors;

@@ -1,5 +1,5 @@
-// Network pieces every SSL method shares (docs/method-spec.md §0.2-0.3): the encoder ("backbone"),
-// domain-specific batch normalisation, and heads built from lightly-style blocks.
+// Network pieces the methods share (docs/method-spec.md §0.2-0.3): the encoder ("backbone"),
+// domain-specific batch normalisation, heads built from lightly-style blocks, gradient reversal.
 #pragma once
 
 #include <torch/torch.h>
@@ -8,12 +8,34 @@
 
 namespace scssl::nn {
 
+// Identity on the way forward; on the way back the gradient is multiplied by -scale. `scale` is a
+// one-element tensor read when the gradient flows, not when the function is applied, so the
+// caller may set it after seeing the discriminator loss (scButterfly lets the adversarial term
+// reach the generator only while that loss is below a threshold). No gradient flows to `scale`.
+class GradientReversal : public torch::autograd::Function<GradientReversal> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& scale) {
+    ctx->saved_data["scale"] = scale;
+    return x.clone();
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grad) {
+    const double scale = ctx->saved_data["scale"].toTensor().item<double>();
+    return {grad[0] * -scale, torch::Tensor()};
+  }
+};
+
+inline torch::Tensor reverse_gradient(const torch::Tensor& x, const torch::Tensor& scale) {
+  return GradientReversal::apply(x, scale);
+}
+
 // BatchNorm1d, or one BatchNorm1d per batch (domain-specific BN) when n_domains > 1. Rows whose
 // domain was never seen in training (e.g. a held-out query batch) are normalised in evaluation
 // with the average of the trained domains' running statistics and affine weights.
 class DomainBatchNormImpl : public torch::nn::Module {
  public:
-  DomainBatchNormImpl(int64_t features, int64_t n_domains, bool affine = true);
+  DomainBatchNormImpl(int64_t features, int64_t n_domains, bool affine = true, double eps = 1e-5);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& domains);
 
  private:
@@ -21,6 +43,7 @@ class DomainBatchNormImpl : public torch::nn::Module {
 
   int64_t features_;
   bool affine_;
+  double eps_;
   torch::nn::ModuleList norms_;
   torch::Tensor seen_;  // 1 for every domain that had rows in a training batch
 };

@@ -10,6 +10,7 @@
 
 #include "../plugins/methods/geneformer/geneformer_model.hpp"
 #include "../plugins/methods/geneformer/geneformer_tokenizer.hpp"
+#include "scssl/gene_tokens.hpp"
 #include "scssl/preprocess.hpp"
 #include "scssl/tensor_file.hpp"
 #include "support.hpp"
@@ -182,18 +183,26 @@ TEST(GeneformerNetwork, BothCheckpointFilesReproducePyTorchsForwardPass) {
   torch::NoGradGuard no_grad;
   const scssl::TensorFile& f = forward_file();
   const torch::Tensor ids = expected(f, "input_ids"), mask = expected(f, "attention_mask");
-  for (const char* weights : {"pytorch_model.bin", "model.safetensors"}) {
+  // Both files through the fused inference kernel, one also through the layers that train.
+  struct Case {
+    const char* weights;
+    bool fused;
+  };
+  for (const Case c : {Case{"pytorch_model.bin", true}, Case{"model.safetensors", true},
+                       Case{"model.safetensors", false}}) {
+    const std::string weights = std::string(c.weights) + (c.fused ? " (fused)" : " (own layers)");
     geneformer::Model model(fixture_shape());
-    scssl::load_tensors(*model, scssl::read_tensor_file(kFixture + "/" + weights),
+    scssl::load_tensors(*model, scssl::read_tensor_file(kFixture + "/" + c.weights),
                         official_names());
     model->eval();
+    model->fused_inference = c.fused;
     const std::vector<torch::Tensor> hidden = model->forward(ids, mask);
     ASSERT_EQ(hidden.size(), 3u);
     for (size_t i = 0; i < hidden.size(); ++i)
       expect_close_at_tokens(hidden[i], expected(f, "hidden_states." + std::to_string(i)), mask,
-                             std::string(weights) + " hidden_states." + std::to_string(i));
+                             weights + " hidden_states." + std::to_string(i));
     expect_close_at_tokens(model->mlm_logits(hidden[2]), expected(f, "mlm_logits"), mask,
-                           std::string(weights) + " mlm_logits");
+                           weights + " mlm_logits");
     // EmbExtractor's cell embedding: the second-to-last layer, mean over the tokens.
     const torch::Tensor m = mask.to(torch::kFloat32).unsqueeze(2);
     EXPECT_TRUE(
@@ -211,13 +220,13 @@ TEST(GeneformerNetwork, PassesOfBoundedAttentionSizeGiveTheSameStates) {
   // alone (5^2 = 25; with row 3, 2 x 25), row 3 cut to its own length.
   const torch::Tensor mask = torch::tensor(
       {{1, 1, 1, 0, 0}, {1, 0, 0, 0, 0}, {1, 1, 1, 1, 1}, {1, 1, 0, 0, 0}}, torch::kInt64);
-  const std::vector<geneformer::Pass> p = geneformer::split_passes(mask, 1, 25);
+  const std::vector<scssl::TokenPass> p = scssl::attention_passes(mask, 1, 25);
   ASSERT_EQ(p.size(), 3u);
   EXPECT_TRUE(p[0].begin == 0 && p[0].end == 2 && p[0].length == 3);
   EXPECT_TRUE(p[1].begin == 2 && p[1].end == 3 && p[1].length == 5);
   EXPECT_TRUE(p[2].begin == 3 && p[2].end == 4 && p[2].length == 2);
-  EXPECT_EQ(geneformer::split_passes(mask, 1, 1000, 3).size(), 2u);  // at most 3 cells a pass
-  EXPECT_EQ(geneformer::split_passes(torch::zeros({2, 4}, torch::kInt64), 4).front().length, 1);
+  EXPECT_EQ(scssl::attention_passes(mask, 1, 1000, 3).size(), 2u);  // at most 3 cells a pass
+  EXPECT_EQ(scssl::attention_passes(torch::zeros({2, 4}, torch::kInt64), 4).front().length, 1);
   // The fixture's cells (lengths 16, 11, 6, 14) in passes {0}, {1, 2} cut to 11, {3} cut to 14
   // give PyTorch's states.
   torch::NoGradGuard no_grad;
@@ -227,10 +236,10 @@ TEST(GeneformerNetwork, PassesOfBoundedAttentionSizeGiveTheSameStates) {
   scssl::load_tensors(*model, scssl::read_tensor_file(kFixture + "/model.safetensors"),
                       official_names());
   model->eval();
-  const std::vector<geneformer::Pass> passes = geneformer::split_passes(am, 4, 4 * 16 * 16);
+  const std::vector<scssl::TokenPass> passes = scssl::attention_passes(am, 4, 4 * 16 * 16);
   ASSERT_EQ(passes.size(), 3u);
   EXPECT_EQ(passes[1].length, 11);
-  for (const geneformer::Pass& q : passes) {
+  for (const scssl::TokenPass& q : passes) {
     const auto part = [&](const torch::Tensor& v) {
       return v.slice(0, q.begin, q.end).slice(1, 0, q.length);
     };

@@ -164,8 +164,16 @@ TEST(ScgptNetwork, ItsForwardEqualsPyTorchsOnTheOfficialLayout) {
   const scssl::TensorFile f = scssl::read_tensor_file(kFixture + "/forward.safetensors");
   const torch::Tensor genes = expected(f, "gene_ids"), values = expected(f, "values");
   const torch::Tensor padding = expected(f, "src_key_padding_mask").to(torch::kBool);
-  for (const char* weights : {"best_model.pt", "best_model_flash.pt"}) {
-    scgpt::Model model = fixture_model(weights, true);
+  // Both files through the fused inference kernel, one also through the layers that train.
+  struct Case {
+    const char* weights;
+    bool fused;
+  };
+  for (const Case c : {Case{"best_model.pt", true}, Case{"best_model_flash.pt", true},
+                       Case{"best_model.pt", false}}) {
+    const std::string weights = std::string(c.weights) + (c.fused ? " (fused)" : " (own layers)");
+    scgpt::Model model = fixture_model(c.weights, true);
+    model->fused_inference = c.fused;
     const scgpt::Output out = model->forward(genes, values, padding);
     expect_close_at_tokens(out.hidden, expected(f, "transformer_output"), padding, weights);
     EXPECT_TRUE(torch::allclose(out.cell, expected(f, "cell_emb_raw"), 0, 1e-5)) << weights;

@@ -281,6 +281,60 @@ TEST(LossTrainer, StopsEarlyAndReducesTheLearningRateOnAPlateau) {
   EXPECT_EQ(rec.series["flat_validation_elbo"].size(), 7u);
 }
 
+TEST(LossTrainer, RestoreBestKeepsTheBestEpochsWeightsAlsoAfterAResume) {
+  // Each training step raises w by Adam's learning rate (0.01); the validation value
+  // (w - 0.021)^2 is lowest after epoch 2 (w = 0.02) of 5.
+  const auto fit = [](int64_t epochs, const std::string& checkpoints, const std::string& resume,
+                      Recorder& rec) {
+    scssl::HostContext host(rec.services.api());
+    scssl::TrainOptions train;
+    train.epochs = epochs;
+    train.batch_size = 10;
+    train.learning_rate = 0.01;
+    train.weight_decay = 0;
+    train.checkpoint_dir = checkpoints;
+    train.checkpoint_every = checkpoints.empty() ? 0 : 1;
+    train.resume_from = resume;
+    scssl::LossTrainerOptions o;
+    o.stage = "best";
+    o.train_fraction = 0.8;
+    o.restore_best = true;
+    scssl::LossTrainer trainer(host, train, {0}, o);
+    auto toy = std::make_shared<Toy>();
+    const scssl::LossTrainResult r = trainer.fit(ten_cells(), *toy, [&](const scssl::CellBatch& b) {
+      const torch::Tensor loss = b.training ? -toy->w.sum() : (toy->w - 0.021).pow(2).sum();
+      return scssl::StepLoss{loss + b.x[0].mean() * 0, {}};
+    });
+    return std::make_pair(r, toy->w.item<double>());
+  };
+  Recorder whole;
+  const auto [r, w] = fit(5, "", "", whole);
+  EXPECT_EQ(r.epochs_run, 5);
+  EXPECT_EQ(r.best_epoch, 1);
+  EXPECT_NEAR(w, 0.02, 1e-6);
+  EXPECT_TRUE(std::any_of(whole.logs.begin(), whole.logs.end(), [](const std::string& m) {
+    return m.find("kept the weights of epoch 2 of 5") != std::string::npos;
+  }));
+  // Stopped after 3 epochs (the best snapshot on disk), resumed to 5: the same weights.
+  const std::string dir = scssl::test::temp_dir("restore-best");
+  Recorder first, second;
+  EXPECT_NEAR(fit(3, dir, "", first).second, 0.02, 1e-6);
+  EXPECT_TRUE(std::filesystem::exists(dir + "/best-best.pt"));
+  const auto [resumed, resumed_w] = fit(5, dir, dir, second);
+  EXPECT_EQ(resumed.best_epoch, 1);
+  EXPECT_EQ(resumed_w, w);
+  // Without the snapshot the resumed run refuses, naming the file.
+  std::filesystem::remove(dir + "/best-best.pt");
+  Recorder third;
+  try {
+    fit(5, "", dir, third);
+    ADD_FAILURE() << "resumed without the best weights";
+  } catch (const scssl::BadData& e) {
+    EXPECT_NE(std::string(e.what()).find("best-best.pt' is missing"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(LossTrainer, LearningRateFactorsGiveSubmodulesTheirOwnRate) {
   Recorder rec;
   scssl::HostContext host(rec.services.api());

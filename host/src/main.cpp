@@ -4,9 +4,6 @@
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#if __has_include(<malloc.h>)
-#include <malloc.h>
-#endif
 
 #include <boost/program_options.hpp>
 
@@ -27,6 +24,7 @@
 #include "locations.hpp"
 #include "plugin_commands.hpp"
 #include "registry.hpp"
+#include "resources.hpp"
 #include "results.hpp"
 #include "run.hpp"
 
@@ -242,13 +240,7 @@ int forward(const std::string& command, const std::vector<std::string>& args, bo
 }  // namespace
 
 int main(int argc, char** argv) {
-#if defined(__GLIBC__) && defined(M_MMAP_THRESHOLD)
-  // Training allocates and frees the same few megabyte-sized tensors every step. glibc would map
-  // each from the kernel and unmap it again, and the page faults of touching it afresh took about
-  // a tenth of a VICReg epoch (docs/performance.md, "Training"); kept in the heap, they are reused.
-  mallopt(M_MMAP_THRESHOLD, 64 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
-#endif
+  reuse_freed_memory();
   crash::install_handlers();
   restart_with_native_blas_kernels(argv);
   cli::install_console_logger();

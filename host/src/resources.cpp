@@ -1,7 +1,12 @@
 #include "resources.hpp"
 
 #include <sys/resource.h>
+#if __has_include(<malloc.h>)
+#include <malloc.h>
+#endif
 
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -27,6 +32,17 @@ bool reset_peak() {
 }  // namespace
 
 double current_rss_mb() { return status_field_mb("VmRSS"); }
+
+void reuse_freed_memory() {
+#if defined(__GLIBC__) && defined(M_MMAP_THRESHOLD)
+  const char* policy = std::getenv("SCSSL_MALLOC");
+  if (policy && std::strcmp(policy, "system") == 0) return;
+  constexpr int kBlock = 1 << 30;
+  // Older glibc refuses thresholds above 32 MB; there no block is mapped on its own.
+  if (mallopt(M_MMAP_THRESHOLD, kBlock) == 0) mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, kBlock);
+#endif
+}
 
 double peak_rss_mb() {
   const double hwm = status_field_mb("VmHWM");

@@ -18,6 +18,13 @@ struct StageRecord {
 double current_rss_mb();
 double peak_rss_mb();
 
+// Keeps freed memory blocks of up to 1 GB in the process for the next allocation (glibc). By
+// default glibc maps every block above 32 MB from the kernel and unmaps it when freed, so that
+// the tensors a training step or a transformer layer allocates again and again are faulted in
+// and zeroed afresh each time (docs/performance.md, "Memory reuse"). SCSSL_MALLOC=system keeps
+// glibc's own policy. Call first thing in main().
+void reuse_freed_memory();
+
 class StageMeter {
  public:
   // Starts timing `name`; call finish() (or let the next begin()) close it.

@@ -27,6 +27,8 @@ struct StopState {
   double best_plateau = std::numeric_limits<double>::infinity();
   int64_t bad_plateau = 0;
   bool stopped = false;
+  double best_value = std::numeric_limits<double>::infinity();  // restore_best
+  int64_t best_epoch = -1;
 };
 
 constexpr const char* kCheckpointSuffix = "-checkpoint.pt";
@@ -55,15 +57,47 @@ uint64_t stage_hash(const std::string& stage) {
 }
 
 torch::Tensor to_tensor(const StopState& s) {
-  return torch::tensor({s.learning_rate, s.best_stop, double(s.bad_stop), s.best_plateau,
-                        double(s.bad_plateau), double(s.stopped)},
-                       torch::kFloat64);
+  return torch::tensor(
+      {s.learning_rate, s.best_stop, double(s.bad_stop), s.best_plateau, double(s.bad_plateau),
+       double(s.stopped), s.best_value, double(s.best_epoch)},
+      torch::kFloat64);
 }
 
 StopState from_tensor(const torch::Tensor& t) {
   const torch::Tensor v = t.to(torch::kCPU, torch::kFloat64).contiguous();
   const double* d = v.data_ptr<double>();
-  return {d[0], d[1], static_cast<int64_t>(d[2]), d[3], static_cast<int64_t>(d[4]), d[5] != 0};
+  StopState s{d[0], d[1], static_cast<int64_t>(d[2]), d[3], static_cast<int64_t>(d[4]), d[5] != 0};
+  if (v.numel() >= 8) {  // checkpoints written before restore_best existed have 6 values
+    s.best_value = d[6];
+    s.best_epoch = static_cast<int64_t>(d[7]);
+  }
+  return s;
+}
+
+// The model's parameters and buffers, copied (restore_best).
+std::vector<torch::Tensor> snapshot(const torch::nn::Module& model) {
+  std::vector<torch::Tensor> copy;
+  for (const torch::Tensor& p : model.parameters()) copy.push_back(p.detach().clone());
+  for (const torch::Tensor& b : model.buffers()) copy.push_back(b.detach().clone());
+  return copy;
+}
+
+void restore(torch::nn::Module& model, const std::vector<torch::Tensor>& copy) {
+  torch::NoGradGuard no_grad;
+  size_t i = 0;
+  for (torch::Tensor& p : model.parameters()) p.copy_(copy.at(i++));
+  for (torch::Tensor& b : model.buffers()) b.copy_(copy.at(i++));
+}
+
+fs::path best_path(const std::string& dir, const std::string& stage) {
+  return fs::path(dir) / (stage + "-best.pt");
+}
+
+// Written under a temporary name and renamed, as the checkpoints.
+void write_best(const fs::path& file, const std::vector<torch::Tensor>& copy) {
+  const fs::path partial = file.string() + ".partial";
+  torch::save(copy, partial.string());
+  fs::rename(partial, file);
 }
 
 // Sums of the loss and of every named term over the cells of an epoch's batches.
@@ -301,10 +335,30 @@ LossTrainResult LossTrainer::fit(const CellData& data, torch::nn::Module& model,
     }
   }
   result.epochs_run = first_epoch;
-  if (state.stopped) {
-    result.stopped_early = true;
+  std::vector<torch::Tensor> best;  // restore_best: the weights of state.best_epoch
+  if (options_.restore_best && state.best_epoch >= 0) {
+    const fs::path file = best_path(train_.resume_from, stage);
+    if (!fs::exists(file))
+      throw BadData(stage + ": '" + file.string() + "' is missing: it holds the weights of epoch " +
+                    std::to_string(state.best_epoch + 1) + ", the best so far");
+    torch::load(best, file.string());
+  }
+  const auto finish = [&] {
+    if (options_.restore_best && state.best_epoch >= 0) {
+      if (state.best_epoch + 1 != result.epochs_run) {
+        restore(model, best);
+        host_.info(stage + ": kept the weights of epoch " + std::to_string(state.best_epoch + 1) +
+                   " of " + std::to_string(result.epochs_run) + ", whose " + options_.monitor +
+                   " was the lowest (" + std::to_string(state.best_value) + ")");
+      }
+      result.best_epoch = state.best_epoch;
+    }
     model.eval();
     return result;
+  };
+  if (state.stopped) {
+    result.stopped_early = true;
+    return finish();
   }
 
   const int64_t epochs = options_.epochs;
@@ -428,6 +482,13 @@ LossTrainResult LossTrainer::fit(const CellData& data, torch::nn::Module& model,
         state.bad_plateau = 0;
       }
     }
+    if (options_.restore_best && value < state.best_value) {
+      state.best_value = value;
+      state.best_epoch = epoch;
+      best = snapshot(model);
+      if (!train_.checkpoint_dir.empty() && train_.checkpoint_every > 0)
+        write_best(best_path(train_.checkpoint_dir, stage), best);
+    }
     result.epochs_run = epoch + 1;
     const bool last = epoch + 1 == epochs || state.stopped;
     if (!train_.checkpoint_dir.empty() && train_.checkpoint_every > 0 &&
@@ -439,8 +500,7 @@ LossTrainResult LossTrainer::fit(const CellData& data, torch::nn::Module& model,
       break;
     }
   }
-  model.eval();
-  return result;
+  return finish();
 }
 
 }  // namespace scssl

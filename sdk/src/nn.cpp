@@ -1,8 +1,45 @@
 #include "scssl/nn.hpp"
 
+#include <torch/version.h>
+
 #include <cmath>
+#include <string>
 
 namespace scssl::nn {
+
+namespace {
+
+// LibTorch warns once per process that nested tensors are a prototype, which says nothing to
+// someone embedding cells; every other warning goes on to the handler that was installed. The
+// handler's signature and namespace changed in LibTorch 2.
+#if TORCH_VERSION_MAJOR >= 2
+namespace warnings = c10::WarningUtils;
+#else
+namespace warnings = c10::Warning;
+#endif
+
+class QuietNestedTensorNote : public c10::WarningHandler {
+ public:
+  QuietNestedTensorNote() : next_(warnings::get_warning_handler()) {}
+#if TORCH_VERSION_MAJOR >= 2
+  void process(const c10::Warning& warning) override {
+    if (!is_note(warning.msg())) next_->process(warning);
+  }
+#else
+  void process(const c10::SourceLocation& where, const std::string& message,
+               bool verbatim) override {
+    if (!is_note(message)) next_->process(where, message, verbatim);
+  }
+#endif
+
+ private:
+  static bool is_note(const std::string& message) {
+    return message.find("nested tensors is in prototype") != std::string::npos;
+  }
+  c10::WarningHandler* next_;
+};
+
+}  // namespace
 
 DomainBatchNormImpl::DomainBatchNormImpl(int64_t features, int64_t n_domains, bool affine,
                                          double eps)
@@ -118,6 +155,32 @@ double cosine_momentum(double base, int64_t epoch, int64_t epochs) {
   // Spans `epochs` and reaches 1 only after the last one; lightly divides by epochs - 1 instead
   // (docs/method-spec.md §0.7, "Differences").
   return 1.0 - (1.0 - base) * (std::cos(pi * epoch / epochs) + 1.0) / 2.0;
+}
+
+bool fused_inference_possible(const torch::nn::Module& module) {
+  return !module.is_training() && !torch::GradMode::is_enabled();
+}
+
+std::vector<torch::Tensor> fused_post_norm_layers(const torch::Tensor& x,
+                                                  const torch::Tensor& padding,
+                                                  const std::vector<PostNormLayer>& layers) {
+  TORCH_CHECK(!torch::GradMode::is_enabled(), "fused_post_norm_layers: inference only");
+  const bool ragged = padding.defined() && padding.any().item<bool>();
+  TORCH_CHECK(!ragged || !padding.all(1).any().item<bool>(),
+              "fused_post_norm_layers: a row without tokens");
+  // The kernel's masks changed meaning between LibTorch versions; nested tensors need none.
+  QuietNestedTensorNote quiet;
+  const warnings::WarningHandlerGuard guard(&quiet);
+  torch::Tensor h = ragged ? at::_nested_tensor_from_mask(x, padding.logical_not()) : x;
+  std::vector<torch::Tensor> outputs;
+  for (const PostNormLayer& l : layers) {
+    h = at::_transformer_encoder_layer_fwd(
+        h, x.size(2), l.heads, l.qkv_weight, l.qkv_bias, l.out_weight, l.out_bias, l.gelu,
+        /*norm_first=*/false, l.eps, l.norm1_weight, l.norm1_bias, l.norm2_weight, l.norm2_bias,
+        l.ff1_weight, l.ff1_bias, l.ff2_weight, l.ff2_bias);
+    outputs.push_back(ragged ? at::nested_to_padded_tensor(h, 0.0, x.sizes()) : h);
+  }
+  return outputs;
 }
 
 }  // namespace scssl::nn

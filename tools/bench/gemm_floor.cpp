@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "blas_kernels.hpp"
+#include "resources.hpp"
 
 namespace {
 
@@ -31,7 +32,9 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // The same OpenBLAS kernels as scssl-host, which may restart itself to get them.
+  // The same memory policy and OpenBLAS kernels as scssl-host, which may restart itself to get
+  // them.
+  scssl::host::reuse_freed_memory();
   scssl::host::restart_with_native_blas_kernels(argv);
   if (argc != 5 && argc != 6) return usage();
   const int64_t gram = argc == 6 ? std::atoll(argv[5]) : 0;

@@ -185,6 +185,7 @@ class Geneformer final : public scssl::IMethod {
         scssl::ParamSpec("emb_mode", SCSSL_PARAM_STRING, "cell",
                          "cell: mean over the gene tokens; cls: the <cls> token (V2 dictionaries)")
             .one_of({"cell", "cls"}),
+        scssl::fused_attention_param(),
     };
   }
 
@@ -196,7 +197,8 @@ class Geneformer final : public scssl::IMethod {
         max_length_(p.get_int("max_length")),
         mask_ratio_(p.get_float("mask_ratio")),
         emb_layer_(p.get_int("emb_layer")),
-        emb_cls_(p.get_string("emb_mode") == "cls") {
+        emb_cls_(p.get_string("emb_mode") == "cls"),
+        fused_attention_(p.get_bool("fused_attention")) {
     shape_.hidden = p.get_int("d_model");
     shape_.layers = p.get_int("n_layers");
     shape_.heads = p.get_int("n_heads");
@@ -248,7 +250,7 @@ class Geneformer final : public scssl::IMethod {
       // cells run in passes of a bounded attention size; each cell's result is the same.
       const torch::Device device = trainer.device();
       std::vector<torch::Tensor> rows, targets;
-      for (const geneformer::Pass& p : geneformer::split_passes(t.attention_mask, shape_.heads)) {
+      for (const scssl::TokenPass& p : scssl::attention_passes(t.attention_mask, shape_.heads)) {
         const auto part = [&](const torch::Tensor& v) {
           return v.slice(0, p.begin, p.end).slice(1, 0, p.length).to(device);
         };
@@ -274,6 +276,7 @@ class Geneformer final : public scssl::IMethod {
     const geneformer::GenePanel panel = gene_panel(data.modalities[rna].features);
     const int64_t layer = shape_.layers + emb_layer_;  // EmbExtractor's layer_to_quant
     net_->eval();
+    net_->fused_inference = fused_attention_;
     torch::NoGradGuard no_grad;
     const torch::Device device = net_->word_embeddings->weight.device();
     std::vector<torch::Tensor> parts;
@@ -283,7 +286,7 @@ class Geneformer final : public scssl::IMethod {
       const int64_t end = std::min(data.n_cells(), begin + kChunk);
       const geneformer::Tokens t =
           geneformer::tokenize(torch::expm1(x.slice_dense(begin, end)), panel, tokens_);
-      for (const geneformer::Pass& p : geneformer::split_passes(t.attention_mask, shape_.heads)) {
+      for (const scssl::TokenPass& p : scssl::attention_passes(t.attention_mask, shape_.heads)) {
         const torch::Tensor ids = t.ids.slice(0, p.begin, p.end).slice(1, 0, p.length);
         const torch::Tensor mask = t.attention_mask.slice(0, p.begin, p.end).slice(1, 0, p.length);
         const torch::Tensor h = net_->forward(ids.to(device), mask.to(device), layer)[layer].cpu();
@@ -534,6 +537,7 @@ class Geneformer final : public scssl::IMethod {
   double mask_ratio_;
   int64_t emb_layer_;
   bool emb_cls_;
+  bool fused_attention_;
   bool coverage_reported_ = false;
   uint64_t seed_ = 0;
   int64_t mask_id_ = 1;

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "scssl/nn.hpp"
+
 namespace geneformer {
 
 // config.json's hidden_act values this network supports.
@@ -118,6 +120,25 @@ class LayerImpl : public torch::nn::Module {
     return output_norm->forward(torch::dropout(f, s_.hidden_dropout, train) + a);
   }
 
+  // The same layer for scssl::nn::fused_post_norm_layers (ReLU or erf GELU only).
+  scssl::nn::PostNormLayer fused() const {
+    return {torch::cat({query->weight, key->weight, value->weight}),
+            torch::cat({query->bias, key->bias, value->bias}),
+            attention_dense->weight,
+            attention_dense->bias,
+            attention_norm->weight,
+            attention_norm->bias,
+            intermediate->weight,
+            intermediate->bias,
+            output_dense->weight,
+            output_dense->bias,
+            output_norm->weight,
+            output_norm->bias,
+            s_.heads,
+            s_.act == Activation::Gelu,
+            s_.layer_norm_eps};
+  }
+
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr}, attention_dense{nullptr},
       intermediate{nullptr}, output_dense{nullptr};
   torch::nn::LayerNorm attention_norm{nullptr}, output_norm{nullptr};
@@ -194,6 +215,16 @@ class ModelImpl : public torch::nn::Module {
                                        .mul(std::numeric_limits<float>::lowest())
                                        .view({ids.size(0), 1, 1, l});
     const auto last = upto < 0 ? s_.layers : std::min(upto, s_.layers);
+    const bool fusable = s_.act == Activation::Relu || s_.act == Activation::Gelu;
+    if (fused_inference && fusable && scssl::nn::fused_inference_possible(*this) &&
+        !attention_mask.eq(0).all(1).any().item<bool>()) {
+      std::vector<scssl::nn::PostNormLayer> fused;
+      for (int64_t i = 0; i < last; ++i) fused.push_back(layers_[static_cast<size_t>(i)]->fused());
+      for (torch::Tensor& h :
+           scssl::nn::fused_post_norm_layers(hidden.back(), attention_mask.eq(0), fused))
+        hidden.push_back(std::move(h));
+      return hidden;
+    }
     for (int64_t i = 0; i < last; ++i)
       hidden.push_back(layers_[static_cast<size_t>(i)]->forward(hidden.back(), additive));
     return hidden;
@@ -207,6 +238,10 @@ class ModelImpl : public torch::nn::Module {
 
   const ModelShape& shape() const { return s_; }
 
+  // Embedding (evaluation mode, no gradients) through LibTorch's fused inference kernel on nested
+  // tensors, which skips the padding; false, or an activation the kernel lacks: the layers that
+  // train.
+  bool fused_inference = true;
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr},
       token_type_embeddings{nullptr};
   torch::nn::LayerNorm embedding_norm{nullptr}, transform_norm{nullptr};

@@ -126,35 +126,6 @@ inline Tokens tokenize(const torch::Tensor& normalised, const GenePanel& p,
   return t;
 }
 
-// Rows [begin, end) of a batch run through the network together, cut to their longest
-// sequence (`length`, at least 1; tokens are contiguous from position 0).
-struct Pass {
-  int64_t begin, end, length;
-};
-
-// Splits a batch into forward passes whose attention matrices (cells x heads x length^2 floats)
-// stay within `budget` floats: on CPU, temporaries of more than 32 MB are mapped afresh from the
-// system at every allocation, which costs more than the arithmetic (about 3x on the pretrain
-// config); shorter passes also carry less padding. Consecutive rows, greedily.
-inline std::vector<Pass> split_passes(const torch::Tensor& attention_mask, int64_t heads,
-                                      int64_t budget = int64_t{4} << 20, int64_t max_cells = 64) {
-  const torch::Tensor lengths = attention_mask.sum(1).to(torch::kCPU, torch::kInt64).contiguous();
-  const int64_t* n = lengths.data_ptr<int64_t>();
-  std::vector<Pass> passes;
-  for (int64_t b = 0; b < lengths.size(0);) {
-    Pass p{b, b + 1, std::max<int64_t>(n[b], 1)};
-    while (p.end < lengths.size(0) && p.end - p.begin < max_cells) {
-      const int64_t l = std::max(p.length, n[p.end]);
-      if ((p.end - p.begin + 1) * heads * l * l > budget) break;
-      p.length = l;
-      ++p.end;
-    }
-    passes.push_back(p);
-    b = p.end;
-  }
-  return passes;
-}
-
 struct MaskedTokens {
   torch::Tensor input;   // int64 [B, L]: the corrupted ids
   torch::Tensor labels;  // int64 [B, L]: the original id at chosen positions, -100 elsewhere

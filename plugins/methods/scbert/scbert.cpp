@@ -176,12 +176,7 @@ class Scbert final : public scssl::IMethod {
     torch::NoGradGuard no_grad;
     const torch::Device device = net_->token_emb->weight.device();
     const scbert::ModelShape& s = net_->shape();
-    // About 2^20 floats (4 MiB) for the widest [cells, L, ...] tensors of a forward pass.
-    const int64_t widest =
-        std::max(s.heads * std::max(s.nb_features, s.dim_head), s.ff_mult * s.dim);
-    const int64_t chunk = embed_batch_size_ > 0
-                              ? embed_batch_size_
-                              : std::max<int64_t>(1, (int64_t{1} << 20) / (s.seq_len * widest));
+    const int64_t chunk = embed_batch_size_ > 0 ? embed_batch_size_ : scbert::embed_chunk(s);
     const int64_t bin_num = s.num_tokens - 2;
     std::vector<torch::Tensor> parts;
     for (int64_t begin = 0; begin < data.n_cells(); begin += chunk) {

@@ -307,6 +307,12 @@ class ModelImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Model);
 
+// Cells per embedding pass: about 2^20 floats (4 MiB) for the widest [cells, L, ...] tensors.
+inline int64_t embed_chunk(const ModelShape& s) {
+  const int64_t widest = std::max(s.heads * std::max(s.nb_features, s.dim_head), s.ff_mult * s.dim);
+  return std::max<int64_t>(1, (int64_t{1} << 20) / (s.seq_len * widest));
+}
+
 // The cell embedding: the mean of the encodings over the gene positions (all but the appended
 // last token).
 inline torch::Tensor gene_mean(const torch::Tensor& encodings) {

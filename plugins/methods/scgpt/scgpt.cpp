@@ -118,6 +118,7 @@ class Scgpt final : public scssl::IMethod {
             .at_least(0),
         {"dsbn", SCSSL_PARAM_BOOL, "true",
          "fine_tune: batch normalisation of the tokens per batch (domain-specific)"},
+        scssl::fused_attention_param(),
     };
   }
 
@@ -133,7 +134,8 @@ class Scgpt final : public scssl::IMethod {
         ecs_threshold_(p.get_float("ecs_threshold")),
         ecs_weight_(p.get_float("ecs_weight")),
         dab_weight_(p.get_float("dab_weight")),
-        dsbn_(p.get_bool("dsbn")) {
+        dsbn_(p.get_bool("dsbn")),
+        fused_attention_(p.get_bool("fused_attention")) {
     shape_.d_model = p.get_int("d_model");
     shape_.layers = p.get_int("n_layers");
     shape_.heads = p.get_int("n_heads");
@@ -187,6 +189,7 @@ class Scgpt final : public scssl::IMethod {
     // seen with the average of those it has).
     const torch::Tensor domains = shape_.dsbn ? scssl::batch_codes(data) : torch::Tensor();
     net_->eval();
+    net_->fused_inference = fused_attention_;
     torch::NoGradGuard no_grad;
     const torch::Device device = net_->encoder->embedding->weight.device();
     std::vector<torch::Tensor> parts;
@@ -198,11 +201,21 @@ class Scgpt final : public scssl::IMethod {
           tokenize(x.rows_dense(ids), ids, gene_ids, scssl::mix_seed(seed_, 0xe3b));
       const torch::Tensor batch =
           domains.defined() ? domains.index_select(0, ids).to(device) : torch::Tensor();
-      const torch::Tensor cell =
-          net_->forward(t.genes.to(device), t.values.to(device), t.padding.to(device), batch).cell;
-      parts.push_back(torch::nn::functional::normalize(
-                          cell, torch::nn::functional::NormalizeFuncOptions().dim(1))
-                          .cpu());
+      // Passes of bounded attention size: 64 cells of an official model's 1200 tokens would
+      // need 3 GB of attention scores at once.
+      for (const scssl::TokenPass& p :
+           scssl::attention_passes(t.padding.logical_not(), shape_.heads)) {
+        const auto part = [&](const torch::Tensor& v) {
+          return v.slice(0, p.begin, p.end).slice(1, 0, p.length).to(device);
+        };
+        const torch::Tensor cell =
+            net_->forward(part(t.genes), part(t.values), part(t.padding),
+                          batch.defined() ? batch.slice(0, p.begin, p.end) : batch)
+                .cell;
+        parts.push_back(torch::nn::functional::normalize(
+                            cell, torch::nn::functional::NormalizeFuncOptions().dim(1))
+                            .cpu());
+      }
     }
     return torch::cat(parts);
   }
@@ -314,7 +327,8 @@ class Scgpt final : public scssl::IMethod {
     scssl::LossTrainerOptions o;
     o.train_fraction = 0.9;
     o.monitor = "mse";
-    o.adam_eps = 1e-4;  // scGPT's, with mixed precision
+    o.restore_best = true;  // scGPT keeps the model of the lowest validation MSE
+    o.adam_eps = 1e-4;      // scGPT's, with mixed precision
     o.clip_grad_norm = 1.0;
     train_masked(train, options, o, 0xf7e);
   }
@@ -484,6 +498,7 @@ class Scgpt final : public scssl::IMethod {
   bool gepc_;
   double ecs_threshold_, ecs_weight_, dab_weight_;
   bool dsbn_;
+  bool fused_attention_;
   double dropout_ = 0.2;
   bool coverage_reported_ = false;
   uint64_t seed_ = 0;

@@ -143,6 +143,25 @@ class EncoderLayerImpl : public torch::nn::Module {
     return norm2->forward(x + torch::dropout(ff, dropout_, train));
   }
 
+  // The same layer for scssl::nn::fused_post_norm_layers.
+  scssl::nn::PostNormLayer fused(int64_t heads) const {
+    return {self_attn->in_proj_weight,
+            self_attn->in_proj_bias,
+            self_attn->out_proj->weight,
+            self_attn->out_proj->bias,
+            norm1->weight,
+            norm1->bias,
+            linear1->weight,
+            linear1->bias,
+            linear2->weight,
+            linear2->bias,
+            norm2->weight,
+            norm2->bias,
+            heads,
+            /*gelu=*/false,
+            1e-5};
+  }
+
   SelfAttention self_attn;
   torch::nn::Linear linear1, linear2;
   torch::nn::LayerNorm norm1, norm2;
@@ -274,7 +293,13 @@ class ModelImpl : public torch::nn::Module {
     torch::Tensor h = out.gene_tokens + value_encoder->forward(values);
     // Every cell's tokens with its own batch's statistics ([B, d, L] per feature).
     if (!dsbn.is_empty()) h = dsbn->forward(h.transpose(1, 2), domains).transpose(1, 2);
-    for (auto& layer : layers_) h = layer->forward(h, padding);
+    if (fused_inference && scssl::nn::fused_inference_possible(*this)) {
+      std::vector<scssl::nn::PostNormLayer> fused;
+      for (const auto& layer : layers_) fused.push_back(layer->fused(shape_.heads));
+      h = scssl::nn::fused_post_norm_layers(h, padding, fused).back();
+    } else {
+      for (auto& layer : layers_) h = layer->forward(h, padding);
+    }
     out.hidden = h;
     out.cell = h.select(1, 0);
     return out;
@@ -296,6 +321,9 @@ class ModelImpl : public torch::nn::Module {
 
   const ModelShape& shape() const { return shape_; }
 
+  // Embedding (evaluation mode, no gradients) through LibTorch's fused inference kernel on nested
+  // tensors, which skips the padding; false: the layers that train.
+  bool fused_inference = true;
   GeneEncoder encoder;
   ValueEncoder value_encoder;
   std::shared_ptr<torch::nn::Module> transformer_encoder;

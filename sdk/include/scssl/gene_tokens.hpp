@@ -5,10 +5,13 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "scssl/cell_data.hpp"
+#include "scssl/params.hpp"
 #include "scssl/training.hpp"
 
 namespace scssl {
@@ -36,6 +39,45 @@ inline std::vector<uint64_t> cell_seeds(const torch::Tensor& cell_ids, uint64_t 
   std::vector<uint64_t> seeds(static_cast<size_t>(ids.numel()));
   for (size_t i = 0; i < seeds.size(); ++i) seeds[i] = mix_seed(seed, static_cast<uint64_t>(p[i]));
   return seeds;
+}
+
+// The `fused_attention` parameter of the plugins whose layers scssl::nn::fused_post_norm_layers
+// can run.
+inline ParamSpec fused_attention_param() {
+  return {"fused_attention", SCSSL_PARAM_BOOL, "true",
+          "embed through LibTorch's fused inference kernel, skipping the padding (false: the "
+          "layers that train; the same embedding within float rounding)"};
+}
+
+// Rows [begin, end) of a batch of token sequences that run through a transformer together, cut
+// to their longest sequence (`length`, at least 1; tokens are contiguous from position 0).
+struct TokenPass {
+  int64_t begin, end, length;
+};
+
+// Splits a batch into forward passes whose attention matrices (cells x heads x length^2 floats)
+// stay within `budget` floats: on CPU, temporaries of more than 32 MB are mapped afresh from the
+// system at every allocation, which costs more than the arithmetic (about 3x on Geneformer's
+// pretrain config); shorter passes also carry less padding. Consecutive rows, greedily.
+// `tokens` [B, L]: non-zero at tokens.
+inline std::vector<TokenPass> attention_passes(const torch::Tensor& tokens, int64_t heads,
+                                               int64_t budget = int64_t{4} << 20,
+                                               int64_t max_cells = 64) {
+  const torch::Tensor lengths = tokens.ne(0).sum(1).to(torch::kCPU, torch::kInt64).contiguous();
+  const int64_t* n = lengths.data_ptr<int64_t>();
+  std::vector<TokenPass> passes;
+  for (int64_t b = 0; b < lengths.size(0);) {
+    TokenPass p{b, b + 1, std::max<int64_t>(n[b], 1)};
+    while (p.end < lengths.size(0) && p.end - p.begin < max_cells) {
+      const int64_t l = std::max(p.length, n[p.end]);
+      if ((p.end - p.begin + 1) * heads * l * l > budget) break;
+      p.length = l;
+      ++p.end;
+    }
+    passes.push_back(p);
+    b = p.end;
+  }
+  return passes;
 }
 
 }  // namespace scssl

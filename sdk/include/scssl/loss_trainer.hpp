@@ -78,6 +78,10 @@ struct LossTrainerOptions {
   double plateau_factor = 0.6;
   double plateau_threshold = 0;  // absolute improvement that counts
   double min_learning_rate = 0;
+  // At the end of the stage the model gets back the weights of the epoch with the lowest watched
+  // value (the validation value where there is one), as the methods that keep their best model
+  // do; with checkpoints that snapshot is saved too (<stage>-best.pt), so a resumed run ends alike.
+  bool restore_best = false;
   // Called after every optimizer step (momentum updates, cluster targets); may be empty.
   std::function<void(const CellBatch&)> after_step;
   // Called at the start of every epoch before its first batch (e.g. DEC's target refresh);
@@ -90,6 +94,7 @@ struct LossTrainResult {
   std::vector<double> validation_loss;  // per epoch, empty without validation cells
   int64_t epochs_run = 0;               // including epochs restored from a checkpoint
   bool stopped_early = false;
+  int64_t best_epoch = -1;  // restore_best: the epoch (0-based) whose weights the model holds
 };
 
 class LossTrainer {

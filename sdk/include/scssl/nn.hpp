@@ -84,4 +84,29 @@ void momentum_update(torch::nn::Module& to, const torch::nn::Module& from, doubl
 // Cosine schedule from `base` at epoch 0 towards 1 at `epochs` (MoCo/BYOL, stepped per epoch).
 double cosine_momentum(double base, int64_t epoch, int64_t epochs);
 
+// The weights of one post-norm transformer encoder layer (torch.nn.TransformerEncoderLayer with
+// norm_first = false, a BERT layer): self-attention with the [q; k; v] input projection packed,
+// add and LayerNorm, feed-forward (ReLU or erf GELU), add and LayerNorm.
+struct PostNormLayer {
+  torch::Tensor qkv_weight, qkv_bias, out_weight, out_bias;
+  torch::Tensor norm1_weight, norm1_bias;
+  torch::Tensor ff1_weight, ff1_bias, ff2_weight, ff2_bias;
+  torch::Tensor norm2_weight, norm2_bias;
+  int64_t heads = 1;
+  bool gelu = false;
+  double eps = 1e-5;  // of both LayerNorms
+};
+
+// True where the fused layers below may stand in for a module's own: evaluation mode, gradients
+// off (the kernel has no backward and no dropout).
+bool fused_inference_possible(const torch::nn::Module& module);
+
+// `layers` applied in turn to x [B, L, d] through LibTorch's fused inference kernel
+// (_transformer_encoder_layer_fwd); returns every layer's output [B, L, d]. `padding` [B, L]
+// (true at padding, after the tokens of each row; undefined: none) is dropped by running on
+// nested tensors, so padding costs nothing and its outputs are 0. Every row needs a token.
+std::vector<torch::Tensor> fused_post_norm_layers(const torch::Tensor& x,
+                                                  const torch::Tensor& padding,
+                                                  const std::vector<PostNormLayer>& layers);
+
 }  // namespace scssl::nn

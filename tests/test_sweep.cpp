@@ -115,6 +115,26 @@ TEST(Sweep, RunsTheGridLocallyAndResumes) {
       << third.output;
   EXPECT_EQ(json_file(killed + ".previous/run.json")["status"], "running");
   EXPECT_EQ(json_file(killed + "/run.json")["status"], "ok");
+
+  // Every run was isolated (run.isolate is on in sweeps); turned off, the run ids stay the same.
+  for (size_t i = 1; i < rows.size(); ++i)
+    EXPECT_NE(read_text(dir + "/smoke/runs/" + rows[i][0] + "/config.resolved.toml")
+                  .find("isolate = true"),
+              std::string::npos);
+  std::string text = read_text(file);
+  text.replace(text.find("set = ["), 7, "set = [\"run.isolate=false\", ");
+  std::ofstream(dir + "/not-isolated.toml") << text;
+  auto fourth = run_command(scssl::test::host_command(
+      "sweep " + dir + "/not-isolated.toml --dry-run --output " + dir + "/not-isolated"));
+  ASSERT_EQ(fourth.exit_code, 0) << fourth.output;
+  const auto planned = csv_rows(dir + "/not-isolated/smoke/results.csv");
+  ASSERT_EQ(planned.size(), rows.size());
+  for (size_t i = 1; i < rows.size(); ++i) {
+    EXPECT_EQ(planned[i][0], rows[i][0]);
+    EXPECT_NE(read_text(dir + "/not-isolated/smoke/configs/" + rows[i][0] + ".toml")
+                  .find("isolate = false"),
+              std::string::npos);
+  }
 }
 
 // `protocols` runs every grid point and seed under each protocol: the scIB evaluators in the

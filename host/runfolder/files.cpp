@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -36,12 +38,24 @@ void write_atomically(const std::string& path,
   }
 }
 
+namespace {
+
+// "cannot write 'PATH': <the system's reason>", with what a full disk means.
+[[noreturn]] void cannot_write(const std::string& path, int error) {
+  const bool full = error == ENOSPC || error == EFBIG;
+  throw IoError("cannot write '" + path + "': " + std::strerror(error) +
+                (full ? " (the disk is full or a file-size limit was reached)" : ""));
+}
+
+}  // namespace
+
 void write_file_atomic(const std::string& path, const std::string& content) {
   write_atomically(path, [&](const std::string& tmp) {
+    errno = 0;
     std::ofstream out(tmp, std::ios::binary);
-    out << content;
-    out.flush();
-    if (!out) throw IoError("cannot write '" + path + "'");
+    if (out) out << content << std::flush;
+    if (out) out.close();
+    if (!out) cannot_write(path, errno ? errno : EIO);
   });
 }
 

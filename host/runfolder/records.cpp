@@ -196,6 +196,8 @@ void from_json(const Json& j, RunStatus& s) {
 void to_json(Json& j, const RunRecord& r) {
   j = Json{{"status", r.status},
            {"error", member_or_null(r.error)},
+           {"stage", member_or_null(r.stage)},
+           {"plugin", member_or_null(r.plugin)},
            {"name", r.name},
            {"config", r.config},
            {"command", r.command},
@@ -217,6 +219,8 @@ void to_json(Json& j, const RunRecord& r) {
 void from_json(const Json& j, RunRecord& r) {
   r.status = j.at("status").get<RunStatus>();
   r.error = optional_member<std::string>(j, "error");
+  r.stage = optional_member<std::string>(j, "stage");
+  r.plugin = optional_member<std::string>(j, "plugin");
   r.name = value_or<std::string>(j, "name", "");
   r.config = value_or<std::string>(j, "config", "");
   r.command = value_or<std::string>(j, "command", "");

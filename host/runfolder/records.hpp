@@ -84,6 +84,9 @@ struct Versions {
 struct RunRecord {
   RunStatus status = RunStatus::running;
   std::optional<std::string> error;  // set when failed
+  // While running: the stage under way and the plugin whose stage it is; when failed: where it
+  // failed. Unset when the run ended well, or when the stage belongs to no plugin.
+  std::optional<std::string> stage, plugin;
   std::string name, config, command;
   int64_t seed = 0, threads = 0;
   std::string started, finished;  // ISO 8601 local time with offset

@@ -413,7 +413,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   };
 
   const toml::table& run = section("run");
-  r.only(run, "run", {"name", "output_dir", "seed", "threads", "write_h5ad", "save_model"});
+  r.only(run, "run",
+         {"name", "output_dir", "seed", "threads", "write_h5ad", "save_model", "isolate"});
   cfg.name = r.get(run, "run", "name", cfg.name);
   if (cfg.name.empty() || cfg.name.find('/') != std::string::npos || cfg.name[0] == '.')
     r.fail("run.name", run.get("name"),
@@ -427,6 +428,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
     r.fail("run.threads", run.get("threads"), "must be 0 (default: one OpenMP thread) or more");
   cfg.write_h5ad = r.get(run, "run", "write_h5ad", cfg.write_h5ad);
   cfg.save_model = r.get(run, "run", "save_model", cfg.save_model);
+  if (run.get("isolate")) cfg.isolate = r.get(run, "run", "isolate", false);
 
   if (!root.get("dataset")) r.fail("dataset", nullptr, "section is missing");
   cfg.dataset = r.plugin(section("dataset"), "dataset", SCSSL_KIND_DATASET, registry, {});
@@ -609,6 +611,7 @@ std::string RunConfig::resolved_toml() const {
                                  {"threads", threads},
                                  {"write_h5ad", write_h5ad},
                                  {"save_model", save_model}});
+  if (isolate) root["run"].as_table()->insert("isolate", *isolate);
   root.insert("dataset", plugin_table(dataset, true));
   toml::table pre = preprocess_table(preprocess);
   for (const auto& [m, o] : preprocess_by_modality) pre.insert(m, preprocess_table(o));

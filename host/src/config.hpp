@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,10 @@ struct RunConfig {
   int threads = 0;  // OpenMP threads; 0: one (OpenBLAS uses every core on its own)
   bool write_h5ad = true;
   bool save_model = false;
+  // Runs the pipeline in a child process (docs/reliability.md). Unset: the command's default,
+  // off for `run` and `evaluate`, on in sweeps; unset leaves it out of the resolved TOML, so
+  // that sweep run ids do not depend on it.
+  std::optional<bool> isolate;
 
   PluginChoice dataset;
   PreprocessOptions preprocess;                                     // for every modality...

@@ -1,7 +1,10 @@
 #include "crash_guard.hpp"
 
+#include <execinfo.h>
 #include <fcntl.h>
+#include <link.h>
 #include <signal.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,6 +22,63 @@ constexpr size_t kRecordCapacity = 1 << 16;
 
 // The call under way on this thread, as text ready to be written from the handler.
 thread_local char t_call[kDescriptionCapacity] = "";
+// The untrusted file being read on this thread ("" for none).
+thread_local char t_reading[kPathCapacity] = "";
+
+// The code of the HDF5 library in memory, found once at installation, so that the handler can
+// tell a crash inside it with comparisons alone.
+struct CodeRange {
+  uintptr_t begin = 0, end = 0;
+};
+constexpr int kMaxRanges = 8;
+CodeRange g_hdf5_code[kMaxRanges];
+int g_hdf5_ranges = 0;
+
+int note_hdf5_code(dl_phdr_info* info, size_t, void*) {
+  if (!info->dlpi_name || !strstr(info->dlpi_name, "libhdf5")) return 0;
+  for (int i = 0; i < info->dlpi_phnum && g_hdf5_ranges < kMaxRanges; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+    const uintptr_t begin = info->dlpi_addr + ph.p_vaddr;
+    g_hdf5_code[g_hdf5_ranges++] = {begin, begin + ph.p_memsz};
+  }
+  return 0;
+}
+
+// The faulting instruction's address, where this platform's context says it.
+uintptr_t faulting_pc(const void* context) {
+  const auto* uc = static_cast<const ucontext_t*>(context);
+#if defined(__x86_64__)
+  return static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
+#elif defined(__aarch64__)
+  return static_cast<uintptr_t>(uc->uc_mcontext.pc);
+#else
+  (void)uc;
+  return 0;
+#endif
+}
+
+bool in_hdf5_code(uintptr_t pc) {
+  for (int i = 0; i < g_hdf5_ranges; ++i)
+    if (pc >= g_hdf5_code[i].begin && pc < g_hdf5_code[i].end) return true;
+  return false;
+}
+
+// Whether the crash is HDF5's: the faulting instruction, or one of the two calls above it (HDF5
+// copies with the C library's memcpy), lies in HDF5's code. backtrace() was called once when the
+// handler was installed, so here it only walks the stack.
+bool inside_hdf5(uintptr_t pc) {
+  if (in_hdf5_code(pc)) return true;
+  void* frames[32];
+  const int n = backtrace(frames, 32);
+  for (int i = 0; i < n; ++i)
+    if (reinterpret_cast<uintptr_t>(frames[i]) == pc) {
+      for (int j = i + 1; j < n && j <= i + 2; ++j)
+        if (in_hdf5_code(reinterpret_cast<uintptr_t>(frames[j]))) return true;
+      break;
+    }
+  return false;
+}
 
 // The armed record: written by arm_record() under a lock, read by the handler only after a crash.
 // Two buffers, swapped atomically, so the handler never sees one half-written.
@@ -67,20 +127,33 @@ std::string json_safe(std::string text) {
   return text;
 }
 
-void on_fatal_signal(int sig) {
+// The description of the crash, in pieces written one after the other to `fd`.
+void describe(int fd, int sig, bool in_hdf5) {
   const char* where = t_call[0] ? t_call : "the host itself (no plugin call was under way)";
-  write_all(STDERR_FILENO, "scssl-host: the process crashed (");
-  write_all(STDERR_FILENO, signal_name(sig));
-  write_all(STDERR_FILENO, ") inside ");
-  write_all(STDERR_FILENO, where);
+  write_all(fd, in_hdf5 ? "the HDF5 library crashed (" : "crashed (");
+  write_all(fd, signal_name(sig));
+  write_all(fd, ")");
+  if (t_reading[0]) {
+    write_all(fd, " while reading ");
+    write_all(fd, t_reading);
+    if (in_hdf5)
+      write_all(fd,
+                " (HDF5 1.10 has known crashes on corrupt files: the file is probably corrupt)");
+  }
+  write_all(fd, " inside ");
+  write_all(fd, where);
+}
+
+void on_fatal_signal(int sig, siginfo_t*, void* context) {
+  const bool in_hdf5 = inside_hdf5(faulting_pc(context));
+  write_all(STDERR_FILENO, "scssl-host: ");
+  if (!in_hdf5) write_all(STDERR_FILENO, "the process ");
+  describe(STDERR_FILENO, sig, in_hdf5);
   if (ArmedRecord* r = g_armed.load()) {
     const int fd = open(r->tmp_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd >= 0) {
       write_all(fd, r->before);
-      write_all(fd, "crashed (");
-      write_all(fd, signal_name(sig));
-      write_all(fd, ") inside ");
-      write_all(fd, where);
+      describe(fd, sig, in_hdf5);
       write_all(fd, r->after);
       close(fd);
       if (rename(r->tmp_path, r->path) == 0) {
@@ -105,9 +178,12 @@ void install_handlers() {
     ss.ss_sp = alternate_stack;
     ss.ss_size = sizeof alternate_stack;
     sigaltstack(&ss, nullptr);
+    dl_iterate_phdr(note_hdf5_code, nullptr);
+    void* warm_up[1];
+    backtrace(warm_up, 1);  // loads the unwinder now, not inside the handler
     struct sigaction action {};
-    action.sa_handler = on_fatal_signal;
-    action.sa_flags = SA_ONSTACK;
+    action.sa_sigaction = on_fatal_signal;
+    action.sa_flags = SA_ONSTACK | SA_SIGINFO;
     sigemptyset(&action.sa_mask);
     for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) sigaction(sig, &action, nullptr);
   });
@@ -120,6 +196,12 @@ PluginCall::PluginCall(const std::string& label, const std::string& path, const 
 }
 
 PluginCall::~PluginCall() { snprintf(t_call, sizeof t_call, "%s", previous_.c_str()); }
+
+ReadingFile::ReadingFile(const std::string& path) : previous_(t_reading) {
+  snprintf(t_reading, sizeof t_reading, "%s", json_safe(path).c_str());
+}
+
+ReadingFile::~ReadingFile() { snprintf(t_reading, sizeof t_reading, "%s", previous_.c_str()); }
 
 void arm_record(const std::string& path, const std::string& json) {
   const size_t at = json.find(kPlaceholder);

@@ -25,6 +25,20 @@ class PluginCall {
   std::string previous_;
 };
 
+// Marks the reading of an untrusted file on this thread for as long as it lives, so that a crash
+// meanwhile is described as one while reading it, and one inside the HDF5 library as such (HDF5
+// 1.10 crashes on some corrupt files; docs/reliability.md).
+class ReadingFile {
+ public:
+  explicit ReadingFile(const std::string& path);
+  ~ReadingFile();
+  ReadingFile(const ReadingFile&) = delete;
+  ReadingFile& operator=(const ReadingFile&) = delete;
+
+ private:
+  std::string previous_;
+};
+
 // The text that stands for the crash description inside an armed record.
 inline constexpr const char* kPlaceholder = "@@scssl-crash-description@@";
 

@@ -21,12 +21,14 @@
 #include "cli.hpp"
 #include "config.hpp"
 #include "crash_guard.hpp"
+#include "isolation.hpp"
 #include "locations.hpp"
 #include "plugin_commands.hpp"
 #include "registry.hpp"
 #include "resources.hpp"
 #include "results.hpp"
 #include "run.hpp"
+#include "runfolder/files.hpp"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -83,8 +85,11 @@ const char* kRunUsage =
     "One run end to end: data set, preprocessing, augmentations, method, evaluators. Prints the\n"
     "metrics and the run folder (docs/run-folder.md).";
 
-int cmd_run(Plugins& plugins, const std::vector<std::string>& args, bool quiet,
-            const std::string& command_line) {
+// With run.isolate, the pipeline runs in a child process (this program again, with the same
+// words); the parent waits and, when a signal ended the child, says so in the run folder's
+// run.json. `argv` is every word after the program name.
+int cmd_run(Plugins& plugins, const std::vector<std::string>& argv,
+            const std::vector<std::string>& args, bool quiet, const std::string& command_line) {
   po::options_description opts("run options");
   std::string config;
   std::vector<std::string> sets;
@@ -100,6 +105,21 @@ int cmd_run(Plugins& plugins, const std::vector<std::string>& args, bool quiet,
   quiet = quiet || vm["quiet"].as<bool>();
   RunConfig cfg = load_run_config(config, sets, plugins.get());
   if (!output.empty()) cfg.output_dir = output;
+  if (isolation::is_child()) {
+    cfg.isolate = true;
+  } else if (cfg.isolate.value_or(false)) {
+    // The folder is made here, so that the parent knows it; the child claims it, empty.
+    const std::string dir = run_dir.empty()
+                                ? runfolder::create_run_directory(cfg.output_dir, cfg.name)
+                                : runfolder::claim_run_directory(run_dir);
+    std::vector<std::string> child_args = argv;
+    if (run_dir.empty()) child_args.insert(child_args.end(), {"--run-dir", dir});
+    const isolation::ChildEnd end = isolation::run_child(child_args);
+    if (end.signal == 0) return end.exit_code;
+    spdlog::error("{}; recorded in {}", record_child_end(dir, cfg, end), dir + "/run.json");
+    return 128 + end.signal;
+  }
+  cfg.isolate = cfg.isolate.value_or(false);
   RunOutcome outcome = execute_run(cfg, {command_line, !quiet, run_dir});
   std::cout << "\n"
             << metrics_table(outcome.metrics) << "\nrun folder: " << outcome.run_dir << "\n";
@@ -142,7 +162,8 @@ const char* kEvaluateUsage =
     "one\n"
     "run-style result folder per embedding and comparison.csv (docs/evaluation.md).";
 
-int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& args, bool quiet,
+int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& argv,
+                 const std::vector<std::string>& args, bool quiet,
                  const std::string& command_line) {
   po::options_description opts("evaluate options");
   std::string data, config, output, name, batch_key, label_key, unintegrated;
@@ -202,6 +223,20 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& args, bool qu
 
   RunConfig cfg = load_run_config(config, overrides, registry, ConfigUse::Evaluate);
   if (!output.empty()) cfg.output_dir = output;
+  if (isolation::is_child()) {
+    cfg.isolate = true;
+  } else if (cfg.isolate.value_or(false)) {
+    // The child's crash handler records a crash in the result folder's run.json; the parent only
+    // says how the child ended.
+    const isolation::ChildEnd end = isolation::run_child(argv);
+    if (end.signal == 0) return end.exit_code;
+    spdlog::error(
+        "the evaluation's process was ended by {} (its result folder's run.json says "
+        "where, unless the signal was SIGKILL)",
+        isolation::signal_name(end.signal));
+    return 128 + end.signal;
+  }
+  cfg.isolate = cfg.isolate.value_or(false);
   EvaluationOutcome outcome =
       execute_evaluation(cfg, {embeddings, unintegrated, min_max}, {command_line, !quiet, ""});
   for (size_t i = 0; i < embeddings.size(); ++i) {
@@ -323,8 +358,9 @@ int main(int argc, char** argv) {
       if (file.empty()) throw po::error("validate takes one plugin file");
       return cmd_validate(file);
     }
-    if (command == "run") return cmd_run(plugins, args, quiet, command_line);
-    if (command == "evaluate") return cmd_evaluate(plugins, args, quiet, command_line);
+    const std::vector<std::string> all_words(argv + 1, argv + argc);
+    if (command == "run") return cmd_run(plugins, all_words, args, quiet, command_line);
+    if (command == "evaluate") return cmd_evaluate(plugins, all_words, args, quiet, command_line);
     throw po::error("unknown command '" + command + "' (see scssl-host --help)");
   });
 }

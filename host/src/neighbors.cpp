@@ -13,14 +13,6 @@
 
 namespace scssl::host {
 
-bool hnsw_available() {
-#ifdef SCSSL_HAVE_HNSWLIB
-  return true;
-#else
-  return false;
-#endif
-}
-
 #ifdef SCSSL_HAVE_HNSWLIB
 Neighbors knn_self_hnsw(const torch::Tensor& input, int64_t k) {
   torch::Tensor x = input.to(torch::kCPU, torch::kFloat32).contiguous();

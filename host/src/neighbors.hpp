@@ -33,8 +33,15 @@ struct BackendPrediction {
   double exact_seconds = std::nan(""), hnsw_seconds = std::nan("");
 };
 
-// Whether this build has the approximate backend.
-bool hnsw_available();
+// Whether this build has the approximate backend (SCSSL_HAVE_HNSWLIB, a public definition of
+// the engine, so that everything built with it agrees).
+inline bool hnsw_available() {
+#ifdef SCSSL_HAVE_HNSWLIB
+  return true;
+#else
+  return false;
+#endif
+}
 
 // Self-first neighbour lists from an HNSW index: the candidates' distances are recomputed exactly
 // and sorted with ties by the smaller index, so only recall can differ from knn_self. Insertion is

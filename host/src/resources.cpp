@@ -58,6 +58,7 @@ void StageMeter::begin(const std::string& name) {
   stages_.push_back({name});
   start_ = std::chrono::steady_clock::now();
   open_ = true;
+  if (on_begin) on_begin(name);
 }
 
 const StageRecord& StageMeter::finish() {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,8 @@ class StageMeter {
   void begin(const std::string& name);
   const StageRecord& finish();
   const std::vector<StageRecord>& stages() const { return stages_; }
+  // Called with the stage's name as each stage begins (the run records where it is).
+  std::function<void(const std::string&)> on_begin;
 
  private:
   bool open_ = false;

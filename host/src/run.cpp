@@ -5,11 +5,13 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/spdlog.h>
 #include <torch/version.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <set>
@@ -145,6 +147,47 @@ void check_config_against_data(const RunConfig& cfg, const CellData& data) {
   }
 }
 
+// Says what the data set's label and batch columns mean for the scores: cells without a value,
+// and a column with a single category (docs/reliability.md).
+void describe_columns(const RunConfig& cfg, const CellData& data) {
+  struct Role {
+    const Column* column;
+    const std::string& key;
+    const char *noun, *plural;
+    uint64_t need;
+    const char* single;  // what one category means
+  };
+  const Role roles[] = {
+      {data.labels(), data.label_key, "label", "labels", SCSSL_NEEDS_LABELS,
+       "the bio-conservation metrics have no cell types to tell apart: those undefined for one "
+       "type report NaN, and the others measure nothing useful"},
+      {data.batches(), data.batch_key, "batch", "batches", SCSSL_NEEDS_BATCH,
+       "there is no batch effect to correct: the batch-correction metrics undefined for one batch "
+       "report NaN, and the others measure nothing useful"}};
+  for (const Role& role : roles) {
+    if (!role.column || !role.column->categorical) continue;
+    const torch::Tensor codes = role.column->codes;
+    const int64_t missing = (codes < 0).sum().item<int64_t>();
+    if (missing > 0) {
+      std::string users;
+      for (const auto& e : cfg.evaluators)
+        if (e.plugin->requirements() & role.need)
+          users += (users.empty() ? "" : ", ") + e.plugin->name();
+      spdlog::warn(
+          "{} of {} cells have no {} (obs column '{}'): they are trained on and embedded like "
+          "every cell, and {} leave them out of the scores, as docs/metrics.md says for each",
+          missing, data.n_cells(), role.noun, role.key,
+          users.empty()
+              ? std::string("the evaluators that use ") + role.plural
+              : "the evaluators that use " + std::string(role.plural) + " (" + users + ")");
+    }
+    const torch::Tensor present = std::get<0>(at::_unique(codes.masked_select(codes >= 0)));
+    if (present.numel() == 1)
+      spdlog::warn("obs column '{}' (the {}) has one category, '{}': {}", role.key, role.plural,
+                   role.column->categories[present.item<int32_t>()], role.single);
+  }
+}
+
 runfolder::PluginRecord plugin_record(const LoadedPlugin& p) {
   return {kind_name(p.kind()), p.name(), p.meta.version, p.path};
 }
@@ -202,7 +245,15 @@ CellData load_and_preprocess(const RunConfig& cfg, HostServices& services, Stage
                              runfolder::DataSummary& info, QuerySplit& split, bool hold_out,
                              bool fit_on_reference) {
   meter.begin("load");
-  CellData data = load_dataset(*cfg.dataset.plugin, cfg.dataset.params, services);
+  const std::string source =
+      cfg.dataset.params.has("path") ? cfg.dataset.params.get_string("path") : std::string();
+  CellData data = [&] {
+    const crash::ReadingFile reading(source);
+    return load_dataset(*cfg.dataset.plugin, cfg.dataset.params, services);
+  }();
+  if (data.n_cells() == 0)
+    throw BadData(cfg.dataset.plugin->label() + (source.empty() ? "" : " (" + source + ")") +
+                  ": the data set has no cells");
   spdlog::info("loaded {} cells: {}", data.n_cells(), [&] {
     std::string s;
     for (const auto& m : data.modalities)
@@ -212,6 +263,7 @@ CellData load_and_preprocess(const RunConfig& cfg, HostServices& services, Stage
   meter.finish();
 
   check_config_against_data(cfg, data);
+  describe_columns(cfg, data);
   split = split_query(data, cfg.query_batches);
   if (!hold_out) split = split_query(data, {});
   info.n_reference = split.reference_ids.size(0);
@@ -358,6 +410,23 @@ CellData with_predicted_modality(const RunConfig& cfg, Method& method, const Cel
   return query;
 }
 
+// The plugin whose code a stage runs ("<kind> plugin '<name>'"), if one does.
+std::optional<std::string> stage_plugin(const RunConfig& cfg, const std::string& stage) {
+  const std::string evaluate = "evaluate:";
+  if (stage == "load") return cfg.dataset.plugin->label();
+  if ((stage == "fit" || stage == "embed") && cfg.method.plugin) return cfg.method.plugin->label();
+  if (stage == "augmentations_prepare" && !cfg.augmentations.empty()) {
+    std::string names;
+    for (const auto& a : cfg.augmentations)
+      names += (names.empty() ? "" : ", ") + a.choice.plugin->label();
+    return names;
+  }
+  if (stage.rfind(evaluate, 0) == 0)
+    for (const auto& e : cfg.evaluators)
+      if (e.plugin->name() == stage.substr(evaluate.size())) return e.plugin->label();
+  return std::nullopt;
+}
+
 // run.json: what ran, with which plugins and versions, how it ended, and the cost of each stage
 // (docs/run-folder.md).
 struct RunRecord {
@@ -367,6 +436,8 @@ struct RunRecord {
   std::optional<runfolder::EmbeddingRecord> embedding;
   std::optional<runfolder::NeighborRecord> neighbors;
   std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
+  std::string stage;                  // the stage begun last
+  std::optional<std::string> plugin;  // whose stage it is
 
   // The record as it stands: `status` running while the run goes on, then ok or failed (`error`).
   runfolder::RunRecord typed(const RunConfig& cfg, const RunSettings& settings,
@@ -376,6 +447,10 @@ struct RunRecord {
     runfolder::RunRecord r;
     r.status = status;
     if (error) r.error = *error;
+    if (status != runfolder::RunStatus::ok && !stage.empty()) {
+      r.stage = stage;
+      r.plugin = plugin;
+    }
     r.name = name;
     r.config = cfg.config_path;
     r.command = settings.command_line;
@@ -416,6 +491,19 @@ struct RunRecord {
         typed(cfg, settings, meter, runfolder::RunStatus::failed, &placeholder);
     crash::arm_record((dir / "run.json").string(), runfolder::dump_json(json));
   }
+
+  // From now on every stage of `meter` is recorded as it begins: run.json says running with the
+  // stage and its plugin (what a parent process reports if this one is killed; docs/reliability.md)
+  // and the crash record is armed with it.
+  void track(StageMeter& meter, const fs::path& dir, const RunConfig& cfg,
+             const RunSettings& settings) {
+    meter.on_begin = [this, &meter, dir, &cfg, &settings](const std::string& name) {
+      stage = name;
+      plugin = stage_plugin(cfg, name);
+      write(dir, cfg, settings, meter, runfolder::RunStatus::running);
+      arm_crash_record(dir, cfg, settings, meter);
+    };
+  }
 };
 
 // Run-wide settings: the log file, progress display, thread count and seed.
@@ -450,6 +538,7 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
   StageMeter meter;
   record.write(dir, cfg, settings, meter, runfolder::RunStatus::running);
   record.arm_crash_record(dir, cfg, settings, meter);
+  record.track(meter, dir, cfg, settings);
   std::ostringstream history;  // series recorded by plugins (e.g. the training loss per epoch)
   history << "series,step,value\n";
   services.on_record = [&history](const std::string& series, int64_t step, double value) {
@@ -500,9 +589,13 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
     services.on_augmentation_count = [&](int modality) { return pipeline.count(modality); };
     meter.finish();
 
+    if (cfg.train.epochs == 0)
+      spdlog::warn(
+          "train.epochs is 0: method '{}' runs no training epoch, so a method that learns its "
+          "embedding embeds with its untrained, randomly initialised weights",
+          method.name());
     TrainOptions options = cfg.train;
     if (options.checkpoint_every > 0) options.checkpoint_dir = (dir / "checkpoints").string();
-    record.arm_crash_record(dir, cfg, settings, meter);
     meter.begin("fit");
     {
       const BlasThreads for_augmentation(leave_one_core);
@@ -536,6 +629,7 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
       const std::string& source = cfg.dataset.params.get_string("path");
       if (fs::path(source).extension() == ".h5ad") {
         h5ad_copy = (dir / fs::path(source).filename()).string();
+        const crash::ReadingFile reading(source);
         write_h5ad_with_embedding(source, h5ad_copy, key, embedding);
       }
     }
@@ -547,7 +641,6 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
     meter.finish();
     if (cfg.save_model) method.save((dir / "model").string());
 
-    record.arm_crash_record(dir, cfg, settings, meter);
     out.metrics = score_embedding(evaluators, cfg, data, embedding, unintegrated, services, meter,
                                   record.neighbors);
     write_file_atomic((dir / "metrics.json").string(), runfolder::metrics_json(out.metrics));
@@ -566,6 +659,42 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
   crash::disarm_record();
   if (failure) std::rethrow_exception(failure);
   return out;
+}
+
+std::string record_child_end(const std::string& run_dir, const RunConfig& cfg,
+                             const isolation::ChildEnd& end) {
+  const fs::path file = fs::path(run_dir) / "run.json";
+  runfolder::RunRecord r;
+  bool have = false;
+  try {
+    r = runfolder::read_run_record(file.string());
+    have = true;
+  } catch (const std::exception&) {
+    // Never written, or cut off: the record is made afresh below.
+  }
+  if (have && r.status == runfolder::RunStatus::failed && r.error) return *r.error;
+  if (!have) {
+    r.name = cfg.name;
+    r.config = cfg.config_path;
+    r.seed = static_cast<int64_t>(cfg.seed);
+    r.host = hostname();
+  }
+  char peak[32];
+  std::snprintf(peak, sizeof peak, "%.0f", end.peak_rss_mb);
+  std::string text = "the run's process was ended by " + isolation::signal_name(end.signal) +
+                     (r.stage ? " during stage '" + *r.stage + "'" +
+                                    (r.plugin ? " (" + *r.plugin + ")" : std::string())
+                              : std::string(" before its first stage"));
+  if (end.signal == SIGKILL)
+    text += std::string("; SIGKILL cannot be caught: the kernel's out-of-memory killer sends it ") +
+            "when memory runs out (the process had reached " + peak +
+            " MB), and so can a user or a batch scheduler";
+  r.status = runfolder::RunStatus::failed;
+  r.error = text;
+  r.finished = iso_time(std::chrono::system_clock::now());
+  if (!(r.peak_rss_mb >= end.peak_rss_mb)) r.peak_rss_mb = end.peak_rss_mb;
+  runfolder::write_run_record(file.string(), r);
+  return text;
 }
 
 EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationRequest& request,
@@ -593,6 +722,8 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
   for (const auto& e : cfg.evaluators) summary.plugins.push_back(e.plugin);
   StageMeter setup;
   summary.write(dir, cfg, settings, setup, runfolder::RunStatus::running);
+  summary.arm_crash_record(dir, cfg, settings, setup);
+  summary.track(setup, dir, cfg, settings);
   try {
     // The whole input is read and checked before anything is scored.
     runfolder::DataSummary info;
@@ -600,14 +731,17 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
     CellData data = load_and_preprocess(cfg, services, setup, info, split, /*hold_out=*/true,
                                         /*fit_on_reference=*/false);
     auto read_key = [&](const std::string& key) {
+      const crash::ReadingFile reading(source);
       anndata::Matrix m = anndata::read_obsm(source, key);
       if (m.rows != data.n_cells())
         throw BadData(source + ": obsm['" + key + "'] has " + std::to_string(m.rows) +
                       " rows but the data set has " + std::to_string(data.n_cells()) + " cells");
       return torch::from_blob(m.values.data(), {m.rows, m.cols}, torch::kFloat32).clone();
     };
+    setup.begin("read_embeddings");
     std::vector<torch::Tensor> embeddings;
     for (const auto& key : request.obsm_keys) embeddings.push_back(read_key(key));
+    setup.finish();
     auto evaluators = make_evaluators(cfg, data, services);
     torch::Tensor unintegrated = request.unintegrated_key.empty()
                                      ? unintegrated_pca(cfg, data, setup)
@@ -626,6 +760,7 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
           runfolder::EmbeddingRecord{embeddings[i].size(1), std::nullopt, source, key};
       StageMeter meter;
       record.arm_crash_record(sub, cfg, settings, meter);
+      record.track(meter, sub, cfg, settings);
       try {
         spdlog::info("scoring obsm['{}'] ({} dimensions)", key, embeddings[i].size(1));
         out.metrics.push_back(score_embedding(evaluators, cfg, data, embeddings[i], unintegrated,

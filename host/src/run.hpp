@@ -7,6 +7,7 @@
 
 #include "adapters.hpp"
 #include "config.hpp"
+#include "isolation.hpp"
 #include "registry.hpp"
 #include "runfolder/metrics.hpp"
 
@@ -26,6 +27,14 @@ struct RunSettings {
 // Runs everything; on failure the run directory keeps what was written so far plus run.json with
 // status "failed" and the error, and the error is rethrown.
 RunOutcome execute_run(const RunConfig& config, const RunSettings& settings);
+
+// After the child process of an isolated run (run.isolate) was ended by a signal: the sentence
+// that says how, which run.json in `run_dir` then holds. A crash the child's own handler recorded
+// is kept as it wrote it; a run.json that still says running (SIGKILL, from the out-of-memory
+// killer or a user, cannot be caught) becomes failed, naming the signal and the stage and plugin
+// that were under way.
+std::string record_child_end(const std::string& run_dir, const RunConfig& config,
+                             const isolation::ChildEnd& end);
 
 // `scssl-host evaluate`: scores embeddings already stored in the data set's .h5ad (obsm keys).
 struct EvaluationRequest {

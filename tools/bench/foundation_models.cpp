@@ -51,14 +51,14 @@ double flops_per_cell(const std::string& model, const Spec& s, int64_t length) {
   if (model == "scbert") {
     const double inner = static_cast<double>(s.heads * s.dim_head);
     const double per_head = 2.0 * s.features * s.dim_head;  // one token's feature map
-    const double layer = 2 * l * d * inner * 4             // q, k, v, out
-                         + l * s.heads * per_head * 2      // q' and k'
-                         + 2 * l * s.heads * per_head      // k'^T v, then q' (k'^T v)
-                         + 2 * l * d * s.ff * 2;           // feed-forward
+    const double layer = 2 * l * d * inner * 4              // q, k, v, out
+                         + l * s.heads * per_head * 2       // q' and k'
+                         + 2 * l * s.heads * per_head       // k'^T v, then q' (k'^T v)
+                         + 2 * l * d * s.ff * 2;            // feed-forward
     return s.layers * layer;
   }
-  const double layer = 2 * l * d * d * 4      // q, k, v, out
-                       + 2 * 2 * l * l * d    // scores, weighted values
+  const double layer = 2 * l * d * d * 4        // q, k, v, out
+                       + 2 * 2 * l * l * d      // scores, weighted values
                        + 2 * l * d * s.ff * 2;  // feed-forward
   // scGPT's value encoder adds a d x d product per token.
   return s.layers * layer + (model == "scgpt" ? 2 * l * d * d : 0.0);
@@ -68,14 +68,22 @@ bool pick_spec(const std::string& model, const std::string& size, Spec& s) {
   // The CPU sizes are those of configs/methods/{scgpt,geneformer,scbert}.toml on Kang (1267 genes,
   // all kept); the official ones those of scGPT's whole-human model, Geneformer-V1-10M and
   // V2-104M, and panglao_pretrain.pth.
-  if (model == "scgpt" && size == "cpu") s = {128, 4, 4, 128, 513, 515};
-  else if (model == "scgpt" && size == "official") s = {512, 12, 8, 512, 1200, 60697};
-  else if (model == "geneformer" && size == "cpu") s = {128, 4, 4, 256, 512, 1269};
-  else if (model == "geneformer" && size == "v1-10m") s = {256, 6, 4, 512, 2048, 25426};
-  else if (model == "geneformer" && size == "v2-104m") s = {768, 12, 12, 3072, 4096, 20275};
-  else if (model == "scbert" && size == "cpu") s = {64, 2, 4, 256, 1268, 7, 16, 64};
-  else if (model == "scbert" && size == "official") s = {200, 6, 10, 800, 16907, 7, 64, 266};
-  else return false;
+  if (model == "scgpt" && size == "cpu")
+    s = {128, 4, 4, 128, 513, 515};
+  else if (model == "scgpt" && size == "official")
+    s = {512, 12, 8, 512, 1200, 60697};
+  else if (model == "geneformer" && size == "cpu")
+    s = {128, 4, 4, 256, 512, 1269};
+  else if (model == "geneformer" && size == "v1-10m")
+    s = {256, 6, 4, 512, 2048, 25426};
+  else if (model == "geneformer" && size == "v2-104m")
+    s = {768, 12, 12, 3072, 4096, 20275};
+  else if (model == "scbert" && size == "cpu")
+    s = {64, 2, 4, 256, 1268, 7, 16, 64};
+  else if (model == "scbert" && size == "official")
+    s = {200, 6, 10, 800, 16907, 7, 64, 266};
+  else
+    return false;
   return true;
 }
 
@@ -120,11 +128,16 @@ int main(int argc, char** argv) {
     }
     if (i + 1 == argc) return usage();
     const std::string value = argv[++i];
-    if (key == "--cells") cells = std::atoll(value.c_str());
-    else if (key == "--length") length = std::atoll(value.c_str());
-    else if (key == "--min-length") min_length = std::atoll(value.c_str());
-    else if (key == "--attention") attention = value;
-    else return usage();
+    if (key == "--cells")
+      cells = std::atoll(value.c_str());
+    else if (key == "--length")
+      length = std::atoll(value.c_str());
+    else if (key == "--min-length")
+      min_length = std::atoll(value.c_str());
+    else if (key == "--attention")
+      attention = value;
+    else
+      return usage();
   }
   if (length < 2 || (attention != "own" && attention != "fused")) return usage();
   if (ragged) min_length = length / 4;
@@ -196,7 +209,8 @@ int main(int argc, char** argv) {
   // The fused layers against the own ones on a few cells first, with unequal lengths.
   if (attention == "fused") {
     const int64_t short_length = std::min<int64_t>(length, 256);  // enough to see a difference
-    const Batch check = make_batch(4, std::max<int64_t>(2, short_length / 2), short_length, s.vocab);
+    const Batch check =
+        make_batch(4, std::max<int64_t>(2, short_length / 2), short_length, s.vocab);
     const double diff = (embed(check, "fused") - embed(check, "own")).abs().max().item<double>();
     std::printf("check: fused differs from own by at most %.2e\n", diff);
     if (!(diff < 1e-4)) return 1;
@@ -222,16 +236,18 @@ int main(int argc, char** argv) {
   }
   const auto pass_of = [&](const scssl::TokenPass& p) {
     return Batch{all.ids.slice(0, p.begin, p.end).slice(1, 0, p.length),
-                 all.padding.slice(0, p.begin, p.end).slice(1, 0, p.length), {}};
+                 all.padding.slice(0, p.begin, p.end).slice(1, 0, p.length),
+                 {}};
   };
   embed(pass_of(passes.front()), attention);  // warm up the BLAS's threads and buffers
   const auto start = Clock::now();
   for (const scssl::TokenPass& p : passes) embed(pass_of(p), attention);
   const double elapsed = seconds_since(start);
-  std::printf("%s %s attention=%s cells=%lld tokens=%lld-%lld passes=%zu: %.3f s, %.2f cells/s, "
-              "%.2f GFLOP/cell, %.1f GFLOP/s\n",
-              model.c_str(), size.c_str(), attention.c_str(), static_cast<long long>(cells),
-              static_cast<long long>(min_length), static_cast<long long>(length), passes.size(),
-              elapsed, cells / elapsed, flops / cells / 1e9, flops / 1e9 / elapsed);
+  std::printf(
+      "%s %s attention=%s cells=%lld tokens=%lld-%lld passes=%zu: %.3f s, %.2f cells/s, "
+      "%.2f GFLOP/cell, %.1f GFLOP/s\n",
+      model.c_str(), size.c_str(), attention.c_str(), static_cast<long long>(cells),
+      static_cast<long long>(min_length), static_cast<long long>(length), passes.size(), elapsed,
+      cells / elapsed, flops / cells / 1e9, flops / 1e9 / elapsed);
   return 0;
 }

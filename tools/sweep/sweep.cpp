@@ -614,12 +614,17 @@ SweepOutcome run_sweep(const SweepSpec& spec, const host::Registry& registry,
         throw InvalidArgument(spec.path + ": the run with " + (point.empty() ? "no axes" : point) +
                               " is not valid: " + message);
       }
-      // The id hashes everything that shapes the result, not where it is written.
+      // The id hashes everything that shapes the result, not where or how it is run.
       cfg.name = "run";
       cfg.output_dir = "";
       cfg.config_path.clear();
+      const std::optional<bool> isolate = cfg.isolate;
+      cfg.isolate.reset();
       PlannedRun run;
       run.id = short_hash(cfg.resolved_toml());
+      // Isolated unless the sweep says otherwise: a crash or an out-of-memory kill then costs one
+      // run, recorded in its run.json.
+      cfg.isolate = isolate.value_or(true);
       run.seed = seed;
       run.protocol = cfg.protocol;
       run.labels = {

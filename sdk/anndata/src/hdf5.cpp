@@ -36,7 +36,22 @@ std::string hdf5_detail() {
         return 0;
       },
       &messages);
-  return messages.empty() ? std::string() : messages.back();
+  if (messages.empty()) return {};
+  std::string d = messages.back();
+  // A failed system call comes as "file write failed: time = ..., filename = ..., errno = 28,
+  // error message = 'No space left on device', ..." over several lines: kept are what failed and
+  // the system's words.
+  const std::string said = "error message = '";
+  const size_t at = d.find(said), time = d.find(": time =");
+  if (at != std::string::npos && time != std::string::npos) {
+    const size_t end = d.find('\'', at + said.size());
+    const std::string why = d.substr(at + said.size(), end - at - said.size());
+    const bool full =
+        d.find("errno = 28,") != std::string::npos || d.find("errno = 27,") != std::string::npos;
+    d = d.substr(0, time) + ": " + why +
+        (full ? "; the disk is full or a file-size limit was reached" : "");
+  }
+  return d;
 }
 
 // Prefers what the guarded driver (guarded_driver.cpp) refused, which is more precise than HDF5's
@@ -488,6 +503,12 @@ void register_filters() {
 // ----------------------------------------------------------------------------------------
 
 void silence_hdf5_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+// HDF5 closes what is still open when the process exits. A file whose last flush failed (a full
+// disk) stays open after H5Fclose, and HDF5 1.10 crashes closing it again at exit, after our error
+// was reported. Every file is closed explicitly here, so the exit-time cleanup has nothing to do;
+// H5dont_atexit must come before the library's first use, hence a static initialiser.
+[[maybe_unused]] const bool kNoCleanupAtExit = H5dont_atexit() >= 0;
 
 Id& Id::operator=(Id&& o) noexcept {
   if (this != &o) {

@@ -69,7 +69,7 @@ export TMPDIR=$scratch  # where the targets write their input files
 classify() {
   local report=$1
   # The first frame of a stack that is not the sanitizer runtime or the C library.
-  first_frame() { grep -E '^ *#[0-9]+ ' | grep -vE ' in (malloc|calloc|realloc|free|operator new|__asan|__interceptor|__sanitizer|fuzzer::)|compiler-rt|/libc\.so|libclang_rt' | head -1; }
+  first_frame() { grep -E '^ *#[0-9]+ ' | grep -vE ' in (malloc|calloc|realloc|free|operator new|__asan|__interceptor|__sanitizer|fuzzer::)|compiler-rt|/libc\.so|libclang_rt|sysdeps' | head -1; }
   local fault alloc
   fault=$(sed -n '/ERROR: \(AddressSanitizer\|LeakSanitizer\|libFuzzer\)/,/^$/p' "$report" | first_frame)
   alloc=$(sed -n '/allocated by thread\|Direct leak\|Indirect leak/,/^$/p' "$report" | first_frame)

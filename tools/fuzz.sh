@@ -69,9 +69,9 @@ export TMPDIR=$scratch  # where the targets write their input files
 classify() {
   local report=$1
   # The first frame of a stack that is not the sanitizer runtime or the C library.
-  first_frame() { grep -E '^ *#[0-9]+ ' | grep -vE ' in (malloc|calloc|realloc|free|operator new|__asan|__interceptor|__sanitizer|fuzzer::)|compiler-rt|/libc\.so|libclang_rt|sysdeps' | head -1; }
+  first_frame() { grep -E '^ *#[0-9]+ ' | grep -vE ' in (malloc|calloc|realloc|free|operator new|__asan|__interceptor|__sanitizer|fuzzer::)|compiler-rt|/libc\.so|libclang_rt|sysdeps| in main | in __libc_start' | head -1; }
   local fault alloc
-  fault=$(sed -n '/ERROR: \(AddressSanitizer\|LeakSanitizer\|libFuzzer\)/,/^$/p' "$report" | first_frame)
+  fault=$(sed -n '/ERROR: \(AddressSanitizer\|LeakSanitizer\|libFuzzer\)/,$p' "$report" | first_frame)
   alloc=$(sed -n '/allocated by thread\|Direct leak\|Indirect leak/,/^$/p' "$report" | first_frame)
   # A leak report has no faulting stack, only the allocation's.
   if [[ ($fault == *libhdf5* || -z $fault) && ($alloc == *libhdf5* || -z $alloc) && -n $fault$alloc ]]; then
@@ -120,7 +120,7 @@ for t in "${targets[@]}"; do
   hdf5=0 ours=0
   for found in "$crashes"/*; do
     [[ -e $found ]] || continue
-    if "$build/bin/fuzz_$t" "$found" >"$found.report" 2>&1; then
+    if "$build/bin/fuzz_$t" -timeout=10 -rss_limit_mb=2560 "$found" >"$found.report" 2>&1; then
       # Fork mode can save the input a crashed job was on when an earlier one set the stage.
       echo "fuzz.sh: $t: $found does not fail when run alone; kept for inspection" >&2
       mkdir -p "$crashes/not-reproduced"

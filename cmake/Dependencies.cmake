@@ -4,6 +4,8 @@ find_package(Torch REQUIRED)
 find_package(Threads REQUIRED)
 find_package(Boost 1.71 REQUIRED COMPONENTS program_options)
 find_package(HDF5 REQUIRED COMPONENTS C)
+# zlib (which HDF5 needs anyway): the gzip-compressed text of 10x Genomics matrix folders (tenx).
+find_package(ZLIB REQUIRED)
 find_package(spdlog REQUIRED)
 
 # toml++ is header-only: use its CMake package when installed, else a folder of its headers.

@@ -71,6 +71,18 @@ inline std::string read_text(const std::string& path) {
   return ss.str();
 }
 
+// The message of the scssl::Error `fn` throws, checking its status; "(no error)" if none.
+inline std::string error_of(const std::function<void()>& fn,
+                            scssl_status status = SCSSL_ERR_BAD_DATA) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), status) << e.what();
+    return e.what();
+  }
+  return "(no error)";
+}
+
 struct CommandResult {
   int exit_code;
   std::string output;  // stdout and stderr together

@@ -46,16 +46,7 @@ bool contains(const std::string& text, const std::string& part) {
 #define EXPECT_CONTAINS(text, part) \
   EXPECT_TRUE(contains(text, part)) << "expected '" << (part) << "' in: " << (text)
 
-// The message of the scssl::Error `fn` throws, checking its status; "(no error)" if none.
-std::string error_of(const std::function<void()>& fn, scssl_status status = SCSSL_ERR_BAD_DATA) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.status(), status) << e.what();
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

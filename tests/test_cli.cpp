@@ -90,11 +90,18 @@ TEST(Cli, ValidateAcceptsAGoodPluginAndRefusesABrokenOne) {
   EXPECT_NE(bad.output.find("ABI 1"), std::string::npos) << bad.output;
 }
 
-// metrics.csv without its last column (the evaluators' wall times, which vary run to run).
+// metrics.csv without its sixth column (the evaluators' wall times, which vary run to run).
 std::string metric_values(const std::string& csv_path) {
   std::istringstream in(scssl::test::read_text(csv_path));
   std::string out;
-  for (std::string line; std::getline(in, line);) out += line.substr(0, line.rfind(',')) + "\n";
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> fields;
+    std::istringstream row(line);
+    for (std::string f; std::getline(row, f, ',');) fields.push_back(f);
+    if (fields.size() > 5) fields.erase(fields.begin() + 5);
+    for (const auto& f : fields) out += f + ",";
+    out += "\n";
+  }
   return out;
 }
 
@@ -404,6 +411,49 @@ TEST(Cli, EvaluateNamesAMissingObsmKeyAndTheKeysThereAre) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("obsm['X_scvi'] does not exist"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("X_batchcentered"), std::string::npos) << r.output;
+  EXPECT_TRUE(out.intact());
+}
+
+// `evaluate --graph`: the neighbours stored in obsp (scanpy's layout) instead of a search. The
+// fixture's graph is the exact 15-neighbour graph of X_pca, so the graph metrics agree with a
+// search; a metric needing more neighbours than stored is refused with both numbers.
+TEST(Cli, EvaluateTakesAStoredNeighbourGraph) {
+  OutputFolder out;
+  const std::string data = scssl::test::repo_file("tests/data/degenerate/embeddings.h5ad");
+  auto score = [&](const std::string& extra) {
+    auto r = run_command(scssl::test::host_command(
+        "--quiet evaluate " + data + " -e X_pca --evaluators graph_connectivity --output " +
+        out.dir + " " + extra));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::smatch m;
+    EXPECT_TRUE(std::regex_search(r.output, m, std::regex("results: (\\S+)"))) << r.output;
+    return m[1].str() + "/X_pca";
+  };
+  const std::string given = score("--graph distances"), searched = score("");
+  auto connectivity = [](const std::string& dir) {
+    for (const auto& m : scssl::test::json_file(dir + "/metrics.json"))
+      if (m["metric"] == "graph_connectivity") return m["value"].get<double>();
+    return -1.0;
+  };
+  EXPECT_DOUBLE_EQ(connectivity(given), connectivity(searched));
+  const auto record = scssl::test::json_file(given + "/run.json")["neighbors"];
+  EXPECT_EQ(record["backend"], "given");
+  EXPECT_EQ(record["chosen_by"], "obsp");
+  EXPECT_EQ(record["k"], 15);
+  EXPECT_EQ(schema_problems("run.schema.json", given + "/run.json"), "");
+
+  auto refused = [&](const std::string& args, const std::string& must_mention) {
+    auto r = run_command(scssl::test::host_command("--quiet evaluate " + data + " " + args +
+                                                   " --output " + out.dir));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(must_mention), std::string::npos) << r.output;
+  };
+  refused("-e X_pca --graph distances --evaluators ilisi",
+          "needs 90 neighbours per cell (the cell itself included), but");
+  refused("-e X_pca --graph distances --evaluators ilisi", "obsp['distances'] holds 15");
+  refused("-e X_pca --graph connectivities --evaluators ilisi",
+          "obsp['connectivities'] does not exist (obsp keys: distances)");
+  refused("-e X_pca -e X_duplicated --graph distances", "score them one at a time");
   EXPECT_TRUE(out.intact());
 }
 

@@ -34,14 +34,7 @@ CellData load(const std::string& path, const std::map<std::string, std::string>&
 // The message of the error loading throws (and checks that it is a scssl::Error of that status).
 std::string load_error(const std::string& path, const std::map<std::string, std::string>& overrides,
                        scssl_status status = SCSSL_ERR_BAD_DATA) {
-  try {
-    load(path, overrides);
-  } catch (const Error& e) {
-    EXPECT_EQ(e.status(), status) << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "loading " << path << " did not fail";
-  return "";
+  return test::error_of([&] { load(path, overrides); }, status);
 }
 
 std::string load_error(const std::string& path) { return load_error(path, {}); }

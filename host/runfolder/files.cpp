@@ -100,6 +100,18 @@ std::string csv_field(const std::string& s) {
   return out + "\"";
 }
 
+std::string csv_field_value(const std::string& field, const std::string& where) {
+  if (field.empty() || field.front() != '"') return field;
+  if (field.size() < 2 || field.back() != '"')
+    throw BadData(where + ": a quoted field is not closed");
+  std::string out;
+  for (size_t i = 1; i + 1 < field.size(); ++i) {
+    out += field[i];
+    if (field[i] == '"') ++i;  // "" stands for one quote
+  }
+  return out;
+}
+
 std::string csv_number(double v) {
   if (!std::isfinite(v)) return "nan";
   char buf[32];

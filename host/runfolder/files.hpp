@@ -26,6 +26,9 @@ std::string claim_run_directory(const std::string& dir);
 
 // A CSV field, quoted when it holds a comma, a quote or a line break.
 std::string csv_field(const std::string& s);
+// The inverse for one whole field (a quoted one may hold commas); BadData naming `where` when a
+// quote is not closed.
+std::string csv_field_value(const std::string& field, const std::string& where);
 // A number for a CSV file: 17 significant digits (round-trips a double), "nan" for NaN and
 // infinities, as pandas reads them.
 std::string csv_number(double v);

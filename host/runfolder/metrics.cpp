@@ -40,6 +40,7 @@ void to_json(Json& j, const MetricRecord& m) {
   j = Json{{"evaluator", m.evaluator},         {"metric", m.metric},
            {"group", group_name(m.group)},     {"higher_is_better", m.higher_is_better},
            {"value", number_or_null(m.value)}, {"seconds", number_or_null(m.seconds)}};
+  if (!m.note.empty()) j["note"] = m.note;
 }
 
 void from_json(const Json& j, MetricRecord& m) {
@@ -51,15 +52,17 @@ void from_json(const Json& j, MetricRecord& m) {
   m.higher_is_better = j.value("higher_is_better", true);
   m.value = number_or_nan(j, "value", what + " '" + m.metric + "'");
   m.seconds = number_or_nan(j, "seconds", what + " '" + m.metric + "'");
+  m.note = j.value("note", std::string());
 }
 
 std::string metrics_csv(const std::vector<MetricRecord>& metrics) {
   std::ostringstream out;
-  out << "evaluator,metric,group,higher_is_better,value,seconds\n";
+  out << "evaluator,metric,group,higher_is_better,value,seconds,note\n";
   for (const auto& m : metrics)
     out << m.evaluator << "," << m.metric << "," << group_name(m.group) << ","
         << (m.higher_is_better ? "true" : "false") << "," << csv_number(m.value) << ","
-        << (std::isfinite(m.seconds) ? csv_number(m.seconds) : "") << "\n";
+        << (std::isfinite(m.seconds) ? csv_number(m.seconds) : "") << "," << csv_field(m.note)
+        << "\n";
   return out.str();
 }
 
@@ -73,9 +76,15 @@ std::vector<MetricRecord> read_metrics_csv(const std::string& path) {
   for (int number = 2; std::getline(in, line); ++number) {
     if (line.empty()) continue;
     const std::string where = path + ": line " + std::to_string(number);
+    // The first six fields hold no comma; the note, last, is quoted.
     std::vector<std::string> f;
-    std::istringstream fields(line);
-    for (std::string s; std::getline(fields, s, ',');) f.push_back(s);
+    size_t start = 0;
+    for (int i = 0; i < 6 && start <= line.size(); ++i) {
+      const size_t comma = line.find(',', start);
+      const size_t end = comma == std::string::npos ? line.size() : comma;
+      f.push_back(line.substr(start, end - start));
+      start = end + 1;
+    }
     if (f.size() < 5) throw BadData(where + " has too few fields");
     char* end = nullptr;
     MetricRecord m;
@@ -86,6 +95,7 @@ std::vector<MetricRecord> read_metrics_csv(const std::string& path) {
     m.value = std::strtod(f[4].c_str(), &end);
     if (f[4].empty() || *end != '\0') throw BadData(where + ": '" + f[4] + "' is not a number");
     if (f.size() > 5 && !f[5].empty()) m.seconds = std::strtod(f[5].c_str(), nullptr);
+    if (start < line.size()) m.note = csv_field_value(line.substr(start), where);
     out.push_back(std::move(m));
   }
   return out;

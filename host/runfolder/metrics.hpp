@@ -24,13 +24,15 @@ struct MetricRecord {
   bool higher_is_better = true;
   double value = std::nan("");    // NaN where the metric could not be computed
   double seconds = std::nan("");  // wall time of the evaluator that reported it; NaN: not timed
+  std::string note;               // the evaluator's word on the value (why NaN); "" when none
 };
 
 void to_json(Json& j, const MetricRecord& m);
 void from_json(const Json& j, MetricRecord& m);
 
-// metrics.csv: evaluator,metric,group,higher_is_better,value,seconds (value "nan" when NaN,
-// seconds empty when not timed).
+// metrics.csv: evaluator,metric,group,higher_is_better,value,seconds,note (value "nan" when NaN,
+// seconds empty when not timed, note quoted and empty when none). Tables without the note column
+// (written before it existed) are read too.
 std::string metrics_csv(const std::vector<MetricRecord>& metrics);
 // The inverse; BadData naming the file and line.
 std::vector<MetricRecord> read_metrics_csv(const std::string& path);

@@ -61,9 +61,9 @@ struct EmbeddingRecord {
 };
 
 struct NeighborRecord {
-  std::string backend;  // "exact" or "hnsw"
+  std::string backend;  // "exact", "hnsw" or "given" (a stored graph)
   int64_t k = 0;
-  std::string chosen_by;  // "config", "size" or "measured" ("" in older run folders)
+  std::string chosen_by;  // "config", "size", "measured" or "obsp" ("" in older run folders)
   // With "measured": the predicted seconds of each backend (NaN otherwise).
   double predicted_exact_seconds = std::nan(""), predicted_hnsw_seconds = std::nan("");
 };

@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <map>
+
 #include <boost/dll/shared_library.hpp>
 
 #include "crash_guard.hpp"
@@ -271,32 +274,76 @@ std::vector<MetricValue> Evaluator::evaluate(const CellData& data, const torch::
   context.n_query_batches = static_cast<int64_t>(queries.size());
   context.query_batches = queries.data();
 
+  // Per-cell values and notes may come before or after their metric's value.
   struct Collector {
     const std::vector<MetricRule>* metrics;
     const std::string* evaluator;
+    int64_t n_cells;
     std::vector<MetricValue> values;
-    std::string unknown;
-  } collector{&metrics_, &name_, {}, {}};
+    std::map<std::string, torch::Tensor> per_cell;
+    std::map<std::string, std::string> notes;
+    std::string problem;  // the first thing the evaluator got wrong
+    bool declared(const char* name) {
+      for (const MetricRule& spec : *metrics)
+        if (spec.name == name) return true;
+      if (problem.empty())
+        problem = "reported metric '" + std::string(name) + "', which it does not declare";
+      return false;
+    }
+  } collector{&metrics_, &name_, data.n_cells(), {}, {}, {}, {}};
   scssl_metric_sink sink = make_sized<scssl_metric_sink>();
   sink.sink_data = &collector;
   sink.report = [](void* data, const char* name, double value) {
     auto* c = static_cast<Collector*>(data);
-    for (const MetricRule& spec : *c->metrics) {
-      if (spec.name == name) {
-        c->values.push_back({*c->evaluator, name, value,
-                             static_cast<scssl_metric_group>(spec.group), spec.higher_is_better});
-        return;
-      }
+    if (!c->declared(name)) return;
+    for (const MetricRule& spec : *c->metrics)
+      if (spec.name == name)
+        c->values.push_back({*c->evaluator,
+                             name,
+                             value,
+                             static_cast<scssl_metric_group>(spec.group),
+                             spec.higher_is_better,
+                             std::nan(""),
+                             {},
+                             {}});
+  };
+  sink.report_cells = [](void* data, const char* name, const DLTensor* values) {
+    auto* c = static_cast<Collector*>(data);
+    if (!c->declared(name)) return;
+    // No exception may cross back into the plugin: a problem is kept and raised afterwards.
+    try {
+      const torch::Tensor v = from_dl(*values, nullptr, "per-cell values").to(torch::kFloat64);
+      if (v.dim() != 1 || v.size(0) != c->n_cells)
+        throw BadData("its " + std::to_string(v.dim()) + "-d tensor of " +
+                      std::to_string(v.numel()) + " values is not one value per cell (" +
+                      std::to_string(c->n_cells) + ")");
+      c->per_cell[name] = v.clone();
+    } catch (const std::exception& e) {
+      if (c->problem.empty())
+        c->problem = "reported per-cell values of '" + std::string(name) +
+                     "' that cannot be used: " + e.what();
     }
-    c->unknown = name;
+  };
+  sink.note = [](void* data, const char* name, const char* text) {
+    auto* c = static_cast<Collector*>(data);
+    if (!c->declared(name)) return;
+    std::string line(text);  // one line in every result file
+    std::replace_if(
+        line.begin(), line.end(), [](char ch) { return ch == '\n' || ch == '\r'; }, ' ');
+    std::string& note = c->notes[name];
+    note += (note.empty() ? "" : " ") + line;
   };
   scssl_error error{};
   const crash::PluginCall call(label_, path_, "evaluate");
   check_status(table_.evaluate(instance_, &context, &sink, &error), error,
                "evaluating with '" + name_ + "'");
-  if (!collector.unknown.empty())
-    throw Error(SCSSL_ERR_INTERNAL, "evaluator '" + name_ + "' reported metric '" +
-                                        collector.unknown + "' that it does not declare");
+  if (!collector.problem.empty())
+    throw Error(SCSSL_ERR_INTERNAL, "evaluator '" + name_ + "' " + collector.problem);
+  for (MetricValue& v : collector.values) {
+    if (auto it = collector.per_cell.find(v.name); it != collector.per_cell.end())
+      v.per_cell = it->second;
+    if (auto it = collector.notes.find(v.name); it != collector.notes.end()) v.note = it->second;
+  }
   return std::move(collector.values);
 }
 

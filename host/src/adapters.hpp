@@ -103,6 +103,8 @@ struct MetricValue {
   scssl_metric_group group;
   bool higher_is_better;
   double seconds = std::nan("");  // wall time of the evaluator that reported it
+  torch::Tensor per_cell;         // float64 [n_cells] when the evaluator gave them (ABI 2.1)
+  std::string note;               // why it is NaN, or what it left out; "" when none
 };
 
 class Evaluator {

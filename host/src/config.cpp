@@ -526,8 +526,9 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   const toml::table& eval = section("evaluation");
   const StringList names = r.get(eval, "evaluation", "evaluators", StringList{});
   std::set<std::string> eval_known = {
-      "evaluators",       "query_batches",           "protocol",  "query_modality",
-      "query_modality_k", "unintegrated_components", "neighbors", "exact_max_cells"};
+      "evaluators",     "query_batches",    "protocol",
+      "query_modality", "query_modality_k", "unintegrated_components",
+      "neighbors",      "exact_max_cells",  "per_cell_scores"};
   for (const auto& n : names) eval_known.insert(n);
   // A section for an evaluator that is not in the list is most likely a list that left it out.
   for (const auto& [k, node] : eval) {
@@ -540,6 +541,7 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   }
   r.only(eval, "evaluation", eval_known);
   cfg.query_batches = r.get(eval, "evaluation", "query_batches", StringList{});
+  cfg.per_cell_scores = r.get(eval, "evaluation", "per_cell_scores", cfg.per_cell_scores);
   cfg.unintegrated_components =
       r.get(eval, "evaluation", "unintegrated_components", cfg.unintegrated_components);
   cfg.neighbors.backend = r.get(eval, "evaluation", "neighbors", cfg.neighbors.backend);
@@ -650,6 +652,8 @@ std::string RunConfig::resolved_toml() const {
   eval.insert("unintegrated_components", unintegrated_components);
   eval.insert("neighbors", neighbors.backend);
   eval.insert("exact_max_cells", neighbors.exact_max_cells);
+  // Only when on: it adds files, not a different result, so existing sweep run ids stay.
+  if (per_cell_scores) eval.insert("per_cell_scores", true);
   root.insert("evaluation", eval);
   std::ostringstream out;
   out << "# Resolved configuration: every setting of this run, defaults included.\n"

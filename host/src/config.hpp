@@ -74,6 +74,8 @@ struct RunConfig {
   std::vector<std::string> evaluator_order;             // every listed evaluator, as written
   int64_t unintegrated_components = 50;
   NeighborOptions neighbors;
+  // Write the evaluators' per-cell scores (per_cell.csv, and obs columns of the .h5ad copy).
+  bool per_cell_scores = false;
 
   const PreprocessOptions& preprocess_for(const std::string& modality) const;
   bool holds_out_query() const { return protocol == kQueryMapping; }

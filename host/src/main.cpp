@@ -166,9 +166,9 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& argv,
                  const std::vector<std::string>& args, bool quiet,
                  const std::string& command_line) {
   po::options_description opts("evaluate options");
-  std::string data, config, output, name, batch_key, label_key, unintegrated;
+  std::string data, config, output, name, batch_key, label_key, unintegrated, graph;
   std::vector<std::string> embeddings, evaluators, query, sets;
-  bool min_max = false;
+  bool min_max = false, per_cell = false;
   opts.add_options()("data", po::value(&data)->required(), "the .h5ad file")(
       "embedding,e", po::value(&embeddings)->composing()->required(),
       "obsm key to score (repeatable)")(
@@ -183,7 +183,12 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& argv,
       "unintegrated-key", po::value(&unintegrated),
       "obsm key of the unintegrated PCA (PCR's X_pre)")("min-max-scale", po::bool_switch(&min_max),
                                                         "also scale metrics across the embeddings")(
-      "name", po::value(&name), "name of the result folder (default: evaluate)")(
+      "graph", po::value(&graph),
+      "obsp key of a stored neighbour graph to use instead of searching (scanpy: distances)")(
+      "per-cell", po::bool_switch(&per_cell),
+      "also write per-cell scores: per_cell.csv and obs columns of an .h5ad copy "
+      "(evaluation.per_cell_scores)")("name", po::value(&name),
+                                      "name of the result folder (default: evaluate)")(
       "set", po::value(&sets)->composing(), "override one setting: section.key=value")(
       "output,o", po::value(&output), "folder for the result folder");
   po::positional_options_description pos;
@@ -198,6 +203,7 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& argv,
   overrides.push_back("dataset.path=" + toml_quote(data));
   if (vm.count("batch-key")) overrides.push_back("dataset.batch_key=" + toml_quote(batch_key));
   if (vm.count("label-key")) overrides.push_back("dataset.label_key=" + toml_quote(label_key));
+  if (per_cell) overrides.push_back("evaluation.per_cell_scores=true");
   if (vm.count("query-batches"))
     overrides.push_back("evaluation.query_batches=" + toml_list(split_commas(query)));
   if (config.empty() || vm.count("name"))
@@ -237,8 +243,8 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& argv,
     return 128 + end.signal;
   }
   cfg.isolate = cfg.isolate.value_or(false);
-  EvaluationOutcome outcome =
-      execute_evaluation(cfg, {embeddings, unintegrated, min_max}, {command_line, !quiet, ""});
+  EvaluationOutcome outcome = execute_evaluation(cfg, {embeddings, unintegrated, min_max, graph},
+                                                 {command_line, !quiet, ""});
   for (size_t i = 0; i < embeddings.size(); ++i) {
     std::cout << "\nobsm['" << embeddings[i] << "']\n" << metrics_table(outcome.metrics[i]);
     if (!outcome.scaled.empty())

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -117,9 +118,68 @@ void NeighborCache::choose_backend(int64_t k) {
   backend_ = prediction_.exact_seconds <= prediction_.hnsw_seconds ? "exact" : "hnsw";
 }
 
+Neighbors lists_from_graph(const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices,
+                           const std::vector<float>& distances, const std::string& source) {
+  const int64_t n = static_cast<int64_t>(indptr.size()) - 1;
+  // Entries of a row other than the cell itself, nearest first.
+  auto row = [&](int64_t i) {
+    std::vector<std::pair<float, int64_t>> entries;
+    for (int64_t p = indptr[i]; p < indptr[i + 1]; ++p) {
+      if (indices[p] == i) continue;
+      if (!(distances[p] >= 0))
+        throw BadData(source + ": cell " + std::to_string(i) + " has a negative distance (" +
+                      std::to_string(distances[p]) + ")");
+      entries.emplace_back(distances[p], indices[p]);
+    }
+    std::sort(entries.begin(), entries.end());
+    return entries;
+  };
+  int64_t fewest = std::numeric_limits<int64_t>::max();
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t count = 0;
+    for (int64_t p = indptr[i]; p < indptr[i + 1]; ++p) count += indices[p] != i;
+    if (count == 0)
+      throw BadData(source + ": cell " + std::to_string(i) +
+                    " has no neighbour (an empty row of the graph)");
+    fewest = std::min(fewest, count);
+  }
+  const int64_t k = n == 0 ? 0 : fewest + 1;
+  Neighbors lists{torch::empty({n, k}, torch::kInt64), torch::empty({n, k}, torch::kFloat32)};
+  int64_t* I = lists.indices.data_ptr<int64_t>();
+  float* D = lists.distances.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    const auto entries = row(i);
+    I[i * k] = i;
+    D[i * k] = 0;
+    for (int64_t j = 1; j < k; ++j) {
+      D[i * k + j] = entries[j - 1].first;
+      I[i * k + j] = entries[j - 1].second;
+    }
+  }
+  return lists;
+}
+
+void NeighborCache::use_given(Neighbors lists, const std::string& source) {
+  full_ = std::move(lists);
+  backend_ = "given";
+  chosen_by_ = "obsp";
+  given_source_ = source;
+  prefixes_.clear();
+  connectivities_.clear();
+}
+
 const Neighbors& NeighborCache::get(int64_t k) {
   const int64_t n = embedding_.size(0);
   k = std::min(k, n);
+  if (!given_source_.empty() && searched_k() < k)
+    throw BadData("this evaluator needs " + std::to_string(k) +
+                  " neighbours per cell (the cell itself included), but " + given_source_ +
+                  " holds " + std::to_string(searched_k()) +
+                  "; compute the graph with more neighbours (scanpy: sc.pp.neighbors(adata, "
+                  "n_neighbors=" +
+                  std::to_string(k) +
+                  ")), lower the evaluator's k, or leave "
+                  "--graph out to search");
   if (searched_k() < k) {
     const int64_t wanted = std::min(n, std::max(k, min_k_));
     if (backend_ == "auto") choose_backend(wanted);

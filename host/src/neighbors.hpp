@@ -48,18 +48,31 @@ inline bool hnsw_available() {
 // sequential, so one input gives one result.
 Neighbors knn_self_hnsw(const torch::Tensor& x, int64_t k);
 
+// Self-first neighbour lists from a stored cells x cells distance graph (scanpy's
+// obsp['distances']: each row the distances to that cell's neighbours, the cell itself left out):
+// each cell first at distance 0, then its stored neighbours by distance, ties by the smaller
+// index, cut to the fewest any cell has. BadData naming `source` for a cell without neighbours or
+// a negative distance.
+Neighbors lists_from_graph(const std::vector<int64_t>& indptr, const std::vector<int32_t>& indices,
+                           const std::vector<float>& distances, const std::string& source);
+
 class NeighborCache {
  public:
   explicit NeighborCache(torch::Tensor embedding, const NeighborOptions& options = {},
                          int64_t min_k = 90);
   const Neighbors& get(int64_t k);
+  // Serves `lists` (self first, as knn_self gives them) instead of searching: a graph stored with
+  // the data (`evaluate --graph`). A k above theirs is then a BadData naming `source`.
+  void use_given(Neighbors lists, const std::string& source);
   // The fuzzy connectivities of the k-neighbour lists, computed once per k.
   const SparseGraph& connectivities(int64_t k);
   // The k of the search done so far (0 if none), for the results.
   int64_t searched_k() const { return full_.indices.defined() ? full_.indices.size(1) : 0; }
-  // "exact" or "hnsw" once a search ran (before: the forced backend, or "auto").
+  // "exact" or "hnsw" once a search ran (before: the forced backend, or "auto"); "given" for
+  // lists from use_given.
   const std::string& backend() const { return backend_; }
-  // "config" (evaluation.neighbors), "size" (exact_max_cells or a small embedding) or "measured".
+  // "config" (evaluation.neighbors), "size" (exact_max_cells or a small embedding), "measured",
+  // or with given lists where they came from.
   const std::string& chosen_by() const { return chosen_by_; }
   const BackendPrediction& prediction() const { return prediction_; }
   // What evaluators share with each other about this embedding (scssl_host_api.share_result).
@@ -69,7 +82,7 @@ class NeighborCache {
   torch::Tensor embedding_;
   void choose_backend(int64_t k);
   int64_t min_k_, exact_max_cells_;
-  std::string backend_, chosen_by_;
+  std::string backend_, chosen_by_, given_source_;
   BackendPrediction prediction_;
   Neighbors full_;
   std::map<int64_t, Neighbors> prefixes_;

@@ -37,6 +37,7 @@ MetricRecord metric_record(const MetricValue& value) {
   m.higher_is_better = value.higher_is_better;
   m.value = value.value;
   m.seconds = value.seconds;
+  m.note = value.note;
   return m;
 }
 
@@ -49,14 +50,44 @@ void write_embedding_file(const std::string& path, const torch::Tensor& embeddin
   anndata::write_embedding_h5(path, e.data_ptr<float>(), e.size(0), e.size(1), cell_names);
 }
 
+std::string per_cell_csv(const std::vector<std::string>& cell_names, const CellScores& scores) {
+  std::string out = "cell";
+  for (const auto& name : scores.names) out += "," + runfolder::csv_field(name);
+  out += "\n";
+  std::vector<const double*> columns;
+  for (const auto& v : scores.values) columns.push_back(v.data_ptr<double>());
+  for (size_t i = 0; i < cell_names.size(); ++i) {
+    out += runfolder::csv_field(cell_names[i]);
+    for (const double* c : columns) out += "," + runfolder::csv_number(c[i]);
+    out += "\n";
+  }
+  return out;
+}
+
+namespace {
+std::vector<anndata::ObsColumn> obs_columns(const CellScores& scores, const std::string& prefix) {
+  std::vector<anndata::ObsColumn> columns;
+  for (size_t i = 0; i < scores.names.size(); ++i)
+    columns.push_back(
+        {prefix + scores.names[i], scores.values[i].data_ptr<double>(), scores.values[i].numel()});
+  return columns;
+}
+}  // namespace
+
 void write_h5ad_with_embedding(const std::string& source_h5ad, const std::string& target,
-                               const std::string& key, const torch::Tensor& embedding) {
+                               const std::string& key, const torch::Tensor& embedding,
+                               const CellScores& scores) {
   torch::Tensor e = embedding.to(torch::kCPU, torch::kFloat32).contiguous();
   if (e.dim() != 2)
     throw InvalidArgument(target + ": the embedding must be 2-d (cells x dimensions)");
   // The source is only read; the copy appears under `target` complete or not at all.
-  anndata::write_copy_with_obsm(source_h5ad, target, key, e.data_ptr<float>(), e.size(0),
-                                e.size(1));
+  anndata::write_copy_with_obsm(source_h5ad, target, key, e.data_ptr<float>(), e.size(0), e.size(1),
+                                obs_columns(scores, key + "_"));
+}
+
+void write_h5ad_with_scores(const std::string& source_h5ad, const std::string& target,
+                            const CellScores& scores) {
+  anndata::write_copy_with_obs(source_h5ad, target, obs_columns(scores, ""));
 }
 
 std::string comparison_csv(const std::vector<std::string>& embeddings,

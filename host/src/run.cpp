@@ -314,14 +314,16 @@ torch::Tensor unintegrated_pca(const RunConfig& cfg, const CellData& data, Stage
   return pcs;
 }
 
-// Scores one embedding: one neighbour search serves every evaluator; each metric carries its
-// evaluator's wall time; the study's aggregates follow. `searched` records the search.
+// Scores one embedding: one neighbour search (or the given lists) serves every evaluator; each
+// metric carries its evaluator's wall time; the study's aggregates follow. `searched` records the
+// search; `per_cell`, when given, receives the per-cell scores the evaluators report.
 std::vector<MetricRecord> score_embedding(std::vector<std::unique_ptr<Evaluator>>& evaluators,
                                           const RunConfig& cfg, const CellData& data,
                                           const torch::Tensor& embedding,
                                           const torch::Tensor& unintegrated, HostServices& services,
-                                          StageMeter& meter,
-                                          std::optional<runfolder::NeighborRecord>& searched) {
+                                          NeighborCache& neighbors, StageMeter& meter,
+                                          std::optional<runfolder::NeighborRecord>& searched,
+                                          CellScores* per_cell) {
   // No training loop competes with OpenBLAS here, so the evaluators' own loops get every core.
   struct ThreadsFor {
     int saved = torch::get_num_threads();
@@ -331,7 +333,6 @@ std::vector<MetricRecord> score_embedding(std::vector<std::unique_ptr<Evaluator>
                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   const BlasThreads for_evaluators(one_thread);
   std::vector<MetricRecord> metrics;
-  NeighborCache neighbors(embedding, cfg.neighbors);
   services.serve_neighbors(&neighbors);
   for (auto& evaluator : evaluators) {
     meter.begin("evaluate:" + evaluator->name());
@@ -340,6 +341,8 @@ std::vector<MetricRecord> score_embedding(std::vector<std::unique_ptr<Evaluator>
     spdlog::info("{}: {} metric(s) in {:.2f} s", evaluator->name(), values.size(), s.wall_seconds);
     for (auto& v : values) {
       v.seconds = s.wall_seconds;
+      if (!v.note.empty()) spdlog::warn("{}: {}", v.name, v.note);
+      if (per_cell && v.per_cell.defined()) per_cell->add(v.name, v.per_cell);
       metrics.push_back(metric_record(v));
     }
   }
@@ -624,15 +627,18 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
     meter.begin("write_embedding");
     const std::string key = "X_" + method.name();
     write_embedding_file((dir / "embedding.h5").string(), embedding, data.cell_names);
-    std::string h5ad_copy;
-    if (cfg.write_h5ad && cfg.dataset.params.has("path")) {
-      const std::string& source = cfg.dataset.params.get_string("path");
-      if (fs::path(source).extension() == ".h5ad") {
-        h5ad_copy = (dir / fs::path(source).filename()).string();
-        const crash::ReadingFile reading(source);
-        write_h5ad_with_embedding(source, h5ad_copy, key, embedding);
-      }
-    }
+    std::string h5ad_source;
+    if (cfg.write_h5ad && cfg.dataset.params.has("path") &&
+        fs::path(cfg.dataset.params.get_string("path")).extension() == ".h5ad")
+      h5ad_source = cfg.dataset.params.get_string("path");
+    const std::string h5ad_copy =
+        h5ad_source.empty() ? "" : (dir / fs::path(h5ad_source).filename()).string();
+    auto write_h5ad_copy = [&](const CellScores& scores) {
+      const crash::ReadingFile reading(h5ad_source);
+      write_h5ad_with_embedding(h5ad_source, h5ad_copy, key, embedding, scores);
+    };
+    // With per-cell scores the copy waits for them, so that it is written once.
+    if (!h5ad_copy.empty() && !cfg.per_cell_scores) write_h5ad_copy({});
     record.embedding = runfolder::EmbeddingRecord{
         embedding.size(1), "embedding.h5",
         h5ad_copy.empty() ? std::nullopt
@@ -641,8 +647,17 @@ RunOutcome execute_run(const RunConfig& cfg, const RunSettings& settings) {
     meter.finish();
     if (cfg.save_model) method.save((dir / "model").string());
 
-    out.metrics = score_embedding(evaluators, cfg, data, embedding, unintegrated, services, meter,
-                                  record.neighbors);
+    CellScores per_cell;
+    NeighborCache neighbors(embedding, cfg.neighbors);
+    out.metrics =
+        score_embedding(evaluators, cfg, data, embedding, unintegrated, services, neighbors, meter,
+                        record.neighbors, cfg.per_cell_scores ? &per_cell : nullptr);
+    if (cfg.per_cell_scores) {
+      meter.begin("write_per_cell");
+      write_file_atomic((dir / "per_cell.csv").string(), per_cell_csv(data.cell_names, per_cell));
+      if (!h5ad_copy.empty()) write_h5ad_copy(per_cell);
+      meter.finish();
+    }
     write_file_atomic((dir / "metrics.json").string(), runfolder::metrics_json(out.metrics));
     write_file_atomic((dir / "metrics.csv").string(), runfolder::metrics_csv(out.metrics));
   } catch (const std::exception& e) {
@@ -741,6 +756,20 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
     setup.begin("read_embeddings");
     std::vector<torch::Tensor> embeddings;
     for (const auto& key : request.obsm_keys) embeddings.push_back(read_key(key));
+    // A stored neighbour graph belongs to one embedding.
+    std::optional<Neighbors> given;
+    if (!request.graph_key.empty()) {
+      if (request.obsm_keys.size() != 1)
+        throw InvalidArgument("--graph gives the neighbours of one embedding, but " +
+                              std::to_string(request.obsm_keys.size()) +
+                              " are to be scored; score them one at a time");
+      const crash::ReadingFile reading(source);
+      const anndata::CsrArrays graph = anndata::read_obsp(source, request.graph_key);
+      given = lists_from_graph(graph.indptr, graph.indices, graph.values,
+                               source + ": obsp['" + request.graph_key + "']");
+      spdlog::info("neighbours from obsp['{}']: {} per cell (the cell itself included)",
+                   request.graph_key, given->indices.size(1));
+    }
     setup.finish();
     auto evaluators = make_evaluators(cfg, data, services);
     torch::Tensor unintegrated = request.unintegrated_key.empty()
@@ -749,6 +778,7 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
     summary.data = info;
 
     // One run-style folder per embedding, so that every tool reading runs reads these too.
+    CellScores per_cell;  // of every embedding, named <obsm key>_<metric> for the .h5ad copy
     for (size_t i = 0; i < embeddings.size(); ++i) {
       const std::string& key = request.obsm_keys[i];
       const fs::path sub = dir / key;
@@ -759,23 +789,40 @@ EvaluationOutcome execute_evaluation(const RunConfig& cfg, const EvaluationReque
       record.embedding =
           runfolder::EmbeddingRecord{embeddings[i].size(1), std::nullopt, source, key};
       StageMeter meter;
+      CellScores scores;
       record.arm_crash_record(sub, cfg, settings, meter);
       record.track(meter, sub, cfg, settings);
       try {
         spdlog::info("scoring obsm['{}'] ({} dimensions)", key, embeddings[i].size(1));
+        NeighborCache neighbors(embeddings[i], cfg.neighbors);
+        if (given) neighbors.use_given(*given, "obsp['" + request.graph_key + "']");
         out.metrics.push_back(score_embedding(evaluators, cfg, data, embeddings[i], unintegrated,
-                                              services, meter, record.neighbors));
+                                              services, neighbors, meter, record.neighbors,
+                                              cfg.per_cell_scores ? &scores : nullptr));
       } catch (const std::exception& e) {
         const std::string error = e.what();
         meter.finish();
         record.write(sub, cfg, settings, meter, runfolder::RunStatus::failed, &error);
         throw;
       }
+      if (cfg.per_cell_scores) {
+        write_file_atomic((sub / "per_cell.csv").string(), per_cell_csv(data.cell_names, scores));
+        for (size_t j = 0; j < scores.names.size(); ++j)
+          per_cell.add(key + "_" + scores.names[j], scores.values[j]);
+      }
       write_file_atomic((sub / "metrics.json").string(),
                         runfolder::metrics_json(out.metrics.back()));
       write_file_atomic((sub / "metrics.csv").string(), runfolder::metrics_csv(out.metrics.back()));
       record.write(sub, cfg, settings, meter, runfolder::RunStatus::ok);
       crash::disarm_record();
+    }
+    if (cfg.per_cell_scores) {
+      // The source with every embedding and its scores, ready for scanpy (docs/evaluation.md).
+      setup.begin("write_per_cell");
+      const std::string copy = (dir / fs::path(source).filename()).string();
+      const crash::ReadingFile reading(source);
+      write_h5ad_with_scores(source, copy, per_cell);
+      setup.finish();
     }
     if (request.min_max_scale) out.scaled = evaluation::min_max_scaled(out.metrics);
     write_file_atomic((dir / "comparison.csv").string(),

@@ -41,6 +41,7 @@ struct EvaluationRequest {
   std::vector<std::string> obsm_keys;
   std::string unintegrated_key;  // obsm key of scIB's X_pre; "": PCA of the preprocessed data
   bool min_max_scale = false;    // also scale each metric across the embeddings
+  std::string graph_key;         // obsp key of a stored neighbour graph; "": search
 };
 
 struct EvaluationOutcome {

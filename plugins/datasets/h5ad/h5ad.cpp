@@ -13,11 +13,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 
 #include "scssl/anndata/frame.hpp"
 #include "scssl/anndata/hdf5.hpp"
 #include "scssl/anndata/matrix.hpp"
+#include "scssl/anndata/to_cell_data.hpp"
 #include "scssl/plugin.hpp"
 
 namespace {
@@ -32,110 +32,11 @@ using scssl::anndata::Frame;
 using scssl::anndata::list_names;
 using scssl::anndata::UnsupportedColumn;
 using FrameColumn = scssl::anndata::Column;
-
-// ---- matrices ----------------------------------------------------------------------------------
-
-struct Csr {
-  torch::Tensor indptr;   // int64 [rows + 1]
-  torch::Tensor indices;  // int32 [nnz]
-  torch::Tensor values;   // float32 [nnz]
-  int64_t rows = 0, cols = 0;
-};
-
-// A tensor holding a copy of a vector (an empty vector's data() may be null, which from_blob
-// does not take).
-template <class T>
-torch::Tensor tensor_of(const std::vector<T>& v, torch::ScalarType type) {
-  torch::Tensor t = torch::empty({static_cast<int64_t>(v.size())}, type);
-  if (!v.empty()) std::memcpy(t.data_ptr(), v.data(), v.size() * sizeof(T));
-  return t;
-}
-
-// A tensor over a vector's storage, which it takes over: no copy of the (large) matrix arrays.
-template <class T>
-torch::Tensor adopt(std::vector<T>&& v, torch::ScalarType type) {
-  if (v.empty()) return torch::empty({0}, type);
-  auto* owned = new std::vector<T>(std::move(v));
-  return torch::from_blob(
-      owned->data(), {static_cast<int64_t>(owned->size())}, [owned](void*) { delete owned; },
-      torch::TensorOptions(type));
-}
-
-Csr read_matrix(const Group& root, const std::string& key, int64_t rows, int64_t cols) {
-  scssl::anndata::CsrArrays a = scssl::anndata::read_matrix(root, key, rows, cols);
-  Csr m;
-  m.rows = a.rows;
-  m.cols = a.cols;
-  m.indptr = adopt(std::move(a.indptr), torch::kInt64);
-  m.indices = adopt(std::move(a.indices), torch::kInt32);
-  m.values = adopt(std::move(a.values), torch::kFloat32);
-  return m;
-}
-
-// Splits a CSR matrix by columns into one CSR matrix per group (group[j] in [0, n_groups)),
-// keeping the column order within each group. One counting pass, one filling pass.
-std::vector<Csr> split_columns(Csr m, const std::vector<int32_t>& group, int32_t n_groups) {
-  std::vector<int32_t> local(group.size());
-  std::vector<int64_t> width(n_groups, 0);
-  for (size_t j = 0; j < group.size(); ++j) local[j] = static_cast<int32_t>(width[group[j]]++);
-  std::vector<Csr> out(n_groups);
-  const int64_t* p = m.indptr.data_ptr<int64_t>();
-  const int32_t* idx = m.indices.data_ptr<int32_t>();
-  const float* v = m.values.data_ptr<float>();
-  std::vector<int64_t*> ptr(n_groups);
-  for (int32_t g = 0; g < n_groups; ++g) {
-    out[g].rows = m.rows;
-    out[g].cols = width[g];
-    out[g].indptr = torch::zeros({m.rows + 1}, torch::kInt64);
-    ptr[g] = out[g].indptr.data_ptr<int64_t>();
-  }
-  for (int64_t r = 0; r < m.rows; ++r) {
-    for (int32_t g = 0; g < n_groups; ++g) ptr[g][r + 1] = ptr[g][r];
-    for (int64_t k = p[r]; k < p[r + 1]; ++k) ++ptr[group[idx[k]]][r + 1];
-  }
-  std::vector<int32_t*> oi(n_groups);
-  std::vector<float*> ov(n_groups);
-  std::vector<int64_t> pos(n_groups, 0);
-  for (int32_t g = 0; g < n_groups; ++g) {
-    out[g].indices = torch::empty({ptr[g][m.rows]}, torch::kInt32);
-    out[g].values = torch::empty({ptr[g][m.rows]}, torch::kFloat32);
-    oi[g] = out[g].indices.data_ptr<int32_t>();
-    ov[g] = out[g].values.data_ptr<float>();
-  }
-  for (int64_t k = 0; k < p[m.rows]; ++k) {
-    const int32_t g = group[idx[k]];
-    oi[g][pos[g]] = local[idx[k]];
-    ov[g][pos[g]++] = v[k];
-  }
-  return out;
-}
-
-// Every invariant Matrix::csr checks (indptr from 0, non-decreasing, ending at nnz; indices in
-// range; finite values; dtypes) was checked while reading, so the matrix is assembled directly
-// instead of walking millions of entries a second time.
-scssl::Matrix to_matrix(Csr m) {
-  scssl::Matrix x;
-  x.format = scssl::Matrix::Format::Csr;
-  x.rows = m.rows;
-  x.cols = m.cols;
-  x.indptr = std::move(m.indptr);
-  x.indices = std::move(m.indices);
-  x.values = std::move(m.values);
-  return x;
-}
-
-scssl::Column to_column(FrameColumn raw) {
-  scssl::Column c;
-  c.name = std::move(raw.name);
-  c.categorical = raw.categorical;
-  if (raw.categorical) {
-    c.codes = tensor_of(raw.codes, torch::kInt32);
-    c.categories = std::move(raw.categories);
-  } else {
-    c.values = tensor_of(raw.values, torch::kFloat64);
-  }
-  return c;
-}
+// The matrix arrays become tensors without a copy (scssl/anndata/to_cell_data.hpp).
+using scssl::anndata::CsrArrays;
+using scssl::anndata::split_columns;
+using scssl::anndata::to_column;
+using scssl::anndata::to_matrix;
 
 // ---- the plugin --------------------------------------------------------------------------------
 
@@ -249,9 +150,9 @@ class H5adDataset final : public scssl::IDataset {
       if (modality_names.empty()) modality_names.push_back("RNA");
     }
 
-    Csr matrix = read_matrix(root, matrix_key, obs.n_rows(), var.n_rows());
+    CsrArrays matrix = scssl::anndata::read_matrix(root, matrix_key, obs.n_rows(), var.n_rows());
     const int32_t n_modalities = static_cast<int32_t>(modality_names.size());
-    std::vector<Csr> parts;
+    std::vector<CsrArrays> parts;
     if (n_modalities == 1)
       parts.push_back(std::move(matrix));
     else

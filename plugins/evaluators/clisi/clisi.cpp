@@ -1,6 +1,6 @@
 // cLISI (docs/metrics.md §2.6): how pure each cell's 90-neighbourhood is in cell types. The median
 // LISI over cells, rescaled to (L - median) / (L - 1): 1 = every neighbourhood a single type.
-#include <limits>
+#include <cmath>
 
 #include "scssl/lisi.hpp"
 #include "scssl/plugin.hpp"
@@ -24,11 +24,16 @@ class Clisi final : public scssl::IEvaluator {
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column* labels = &ctx.data.require_labels("clisi");
     auto [indices, distances] = host_.neighbors(k_);
-    const double median = scssl::nanmedian(
-        scssl::lisi_per_cell(indices, distances, labels->codes, labels->categories.size()));
     const double n_labels = static_cast<double>(scssl::count_present(labels->codes));
-    sink.report("clisi", n_labels > 1 ? (n_labels - median) / (n_labels - 1)
-                                      : std::numeric_limits<double>::quiet_NaN());
+    if (n_labels < 2)
+      return sink.undefined("clisi", "cLISI needs two or more cell types; the data has " +
+                                         std::to_string(static_cast<int>(n_labels)));
+    // Scaled per cell: the metric is the median of the per-cell column.
+    const torch::Tensor scaled = (n_labels - scssl::lisi_per_cell(indices, distances, labels->codes,
+                                                                  labels->categories.size())) /
+                                 (n_labels - 1);
+    sink.report_cells("clisi", scaled);
+    sink.report("clisi", scssl::nanmedian(scaled));
   }
 
  private:

@@ -83,13 +83,20 @@ class GraphConnectivity final : public scssl::IEvaluator {
       if (code[i] >= 0) members[code[i]].push_back(i);
     double sum = 0;
     int64_t count = 0;
+    // Each cell carries its type's connected share.
+    torch::Tensor per_cell = torch::full({n}, std::nan(""), torch::kFloat64);
+    double* pc = per_cell.data_ptr<double>();
     for (const auto& cells : members) {
       if (cells.empty()) continue;
-      sum +=
+      const double share =
           static_cast<double>(largest_scc(cells, indices.data_ptr<int64_t>(), k, n)) / cells.size();
+      for (int64_t i : cells) pc[i] = share;
+      sum += share;
       ++count;
     }
-    sink.report("graph_connectivity", count ? sum / count : std::nan(""));
+    if (count == 0) return sink.undefined("graph_connectivity", "no cell has a cell type");
+    sink.report_cells("graph_connectivity", per_cell);
+    sink.report("graph_connectivity", sum / count);
   }
 
  private:

@@ -1,7 +1,7 @@
 // iLISI (docs/metrics.md §3.2): how well batches mix in each cell's 90-neighbourhood. The median
 // LISI over cells, rescaled to (median - 1) / (B - 1): 1 = every neighbourhood as mixed as B
 // batches allow.
-#include <limits>
+#include <cmath>
 
 #include "scssl/lisi.hpp"
 #include "scssl/plugin.hpp"
@@ -25,11 +25,16 @@ class Ilisi final : public scssl::IEvaluator {
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column* batches = &ctx.data.require_batches("ilisi");
     auto [indices, distances] = host_.neighbors(k_);
-    const double median = scssl::nanmedian(
-        scssl::lisi_per_cell(indices, distances, batches->codes, batches->categories.size()));
     const double n_batches = static_cast<double>(scssl::count_present(batches->codes));
-    sink.report("ilisi", n_batches > 1 ? (median - 1) / (n_batches - 1)
-                                       : std::numeric_limits<double>::quiet_NaN());
+    if (n_batches < 2)
+      return sink.undefined("ilisi", "iLISI needs two or more batches; the data has " +
+                                         std::to_string(static_cast<int>(n_batches)));
+    // Scaled per cell: the metric is the median of the per-cell column.
+    const torch::Tensor scaled =
+        (scssl::lisi_per_cell(indices, distances, batches->codes, batches->categories.size()) - 1) /
+        (n_batches - 1);
+    sink.report_cells("ilisi", scaled);
+    sink.report("ilisi", scssl::nanmedian(scaled));
   }
 
  private:

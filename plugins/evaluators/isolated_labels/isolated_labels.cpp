@@ -40,11 +40,8 @@ class IsolatedLabels final : public scssl::IEvaluator {
       keep.push_back(i);
       batches_of[label[i]].insert(batch[i]);
     }
-    if (keep.empty()) {
-      host_.warn("isolated_labels: no cell has both a label and a batch; reporting NaN");
-      sink.report("isolated_labels", std::numeric_limits<double>::quiet_NaN());
-      return;
-    }
+    if (keep.empty())
+      return sink.undefined("isolated_labels", "no cell has both a cell type and a batch");
     // Threshold = fewest batches of any label that has cells (categories without cells ignored).
     size_t threshold = std::numeric_limits<size_t>::max();
     for (const auto& b : batches_of)
@@ -68,12 +65,19 @@ class IsolatedLabels final : public scssl::IEvaluator {
     double total = 0;
     int64_t n_isolated = 0;
     std::string names;
+    std::vector<double> score_of(n_labels, std::nan(""));
     for (int64_t l = 0; l < n_labels; ++l) {
       if (batches_of[l].empty() || batches_of[l].size() > threshold) continue;
-      total += sum[l] / static_cast<double>(count[l]);
+      score_of[l] = sum[l] / static_cast<double>(count[l]);
+      total += score_of[l];
       ++n_isolated;
       names += (names.empty() ? "" : ", ") + labels->categories[l];
     }
+    // Each cell of an isolated type carries its type's score; other cells have none.
+    torch::Tensor per_cell = torch::full({ctx.data.n_cells()}, std::nan(""), torch::kFloat64);
+    double* pc = per_cell.data_ptr<double>();
+    for (int64_t i : keep) pc[i] = score_of[label[i]];
+    sink.report_cells("isolated_labels", per_cell);
     host_.debug("isolated_labels: threshold " + std::to_string(threshold) + " batch(es); " +
                 std::to_string(n_isolated) + " isolated label(s): " + names);
     sink.report("isolated_labels", total / static_cast<double>(n_isolated));

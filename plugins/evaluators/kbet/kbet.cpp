@@ -3,7 +3,9 @@
 // cells of each cell in that map, and a chi-square test of the batch counts among them against the
 // label's batch composition; the label's score is the share of cells the test accepts. The metric
 // is the mean over labels, skipping labels with fewer than 10 cells or a single batch. Cells
-// missing a label or a batch take no part.
+// missing a label or a batch take no part. With tested_cells, only a seeded sample of each label's
+// cells, stratified by batch, is tested; the diffusion map still uses all of them
+// (docs/metrics.md §1.6).
 #include <Eigen/Core>
 #include <Spectra/SymEigsSolver.h>
 #ifdef _OPENMP
@@ -25,6 +27,7 @@
 
 #include "scssl/knn.hpp"
 #include "scssl/plugin.hpp"
+#include "scssl/random.hpp"
 
 namespace {
 
@@ -238,12 +241,14 @@ torch::Tensor diffusion_embedding(const Graph& g, int64_t components) {
   return embedding;
 }
 
-// Share of cells whose batch counts among their `wanted` nearest cells (self included) pass the
-// chi-square test at level alpha. A neighbour list shorter than `wanted` (only for a subset of
-// exactly k0 = 10 cells) is completed with the subset's last cell, as scib-metrics does.
+// Share of the tested cells (the rows of `neighbours`) whose batch counts among their `wanted`
+// nearest cells (self included) pass the chi-square test at level alpha against the batch
+// composition of all m cells of batch_of. A neighbour list shorter than `wanted` (only for a
+// subset of exactly k0 = 10 cells) is completed with the subset's last cell, as scib-metrics does.
 double acceptance_rate(const torch::Tensor& neighbours, int64_t wanted,
                        const std::vector<int32_t>& batch_of, double alpha) {
-  const int64_t m = neighbours.size(0), found = neighbours.size(1);
+  const int64_t m = static_cast<int64_t>(batch_of.size()), tested = neighbours.size(0),
+                found = neighbours.size(1);
   std::vector<int32_t> rank(*std::max_element(batch_of.begin(), batch_of.end()) + 1, -1);
   std::vector<double> expected;
   for (int32_t b : batch_of) {
@@ -263,7 +268,7 @@ double acceptance_rate(const torch::Tensor& neighbours, int64_t wanted,
   const int64_t* nb = neighbours.data_ptr<int64_t>();
   std::vector<double> observed(n_batches);
   int64_t accepted = 0;
-  for (int64_t i = 0; i < m; ++i) {
+  for (int64_t i = 0; i < tested; ++i) {
     std::fill(observed.begin(), observed.end(), 0.0);
     for (int64_t j = 0; j < found; ++j) observed[rank[batch_of[nb[i * found + j]]]] += 1.0;
     observed[rank[batch_of[m - 1]]] += static_cast<double>(wanted - found);
@@ -272,7 +277,7 @@ double acceptance_rate(const torch::Tensor& neighbours, int64_t wanted,
       chi2 += (observed[b] - expected[b]) * (observed[b] - expected[b]) / expected[b];
     if (boost::math::gamma_q(half_dof, chi2 / 2.0) >= alpha) ++accepted;
   }
-  return static_cast<double>(accepted) / static_cast<double>(m);
+  return static_cast<double>(accepted) / static_cast<double>(tested);
 }
 
 class Kbet final : public scssl::IEvaluator {
@@ -288,7 +293,12 @@ class Kbet final : public scssl::IEvaluator {
             .below(1),
         ParamSpec("diffusion_components", SCSSL_PARAM_INT, "100",
                   "diffusion-map dimensions per label")
-            .at_least(1)};
+            .at_least(1),
+        ParamSpec("tested_cells", SCSSL_PARAM_INT, "0",
+                  "0: test every cell (exact); more: test about this many cells of each label, "
+                  "a sample stratified by batch")
+            .at_least(0),
+        ParamSpec("seed", SCSSL_PARAM_INT, "0", "seed of the tested sample").at_least(0)};
   }
   static uint64_t requirements() { return SCSSL_NEEDS_LABELS | SCSSL_NEEDS_BATCH; }
   static std::vector<scssl::MetricSpec> metrics() {
@@ -301,7 +311,9 @@ class Kbet final : public scssl::IEvaluator {
       : IEvaluator(host),
         k_(p.get_int("k")),
         alpha_(p.get_float("alpha")),
-        components_(p.get_int("diffusion_components")) {}
+        components_(p.get_int("diffusion_components")),
+        tested_cells_(p.get_int("tested_cells")),
+        seed_(p.get_int("seed")) {}
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column& labels = ctx.data.require_labels("kbet");
@@ -332,10 +344,12 @@ class Kbet final : public scssl::IEvaluator {
       double score = 0.0;
       Graph sub;
       std::vector<int32_t> batch_of;
+      std::vector<int64_t> tested;  // rows of `sub` to test; empty: every row
       int64_t k0 = 0, components = 0;
     };
     std::vector<LabelTask> tasks(cells_of.size());
     std::vector<LabelTask*> to_test;
+    int64_t eligible = 0, tested = 0;  // cells in the tested labels' maps, and of them tested
     for (size_t l = 0; l < cells_of.size(); ++l) {
       const std::vector<int64_t>& cells = cells_of[l];
       LabelTask& task = tasks[l];
@@ -388,6 +402,15 @@ class Kbet final : public scssl::IEvaluator {
       task.components = components;
       task.batch_of.resize(m);
       for (int64_t i = 0; i < m; ++i) task.batch_of[i] = batch[cells[kept[i]]];
+      if (tested_cells_ > 0 && m > tested_cells_) {
+        // One stream per label, so that a label's sample does not depend on the others.
+        task.tested = scssl::stratified_sample(
+            task.batch_of, tested_cells_,
+            scssl::splitmix64(static_cast<uint64_t>(seed_) ^ static_cast<uint64_t>(l)));
+        note << ", " << task.tested.size() << " cells tested";
+      }
+      eligible += m;
+      tested += task.tested.empty() ? m : static_cast<int64_t>(task.tested.size());
       to_test.push_back(&task);
     }
 
@@ -399,8 +422,15 @@ class Kbet final : public scssl::IEvaluator {
         LabelTask& task = *to_test[t];
         try {
           const torch::Tensor embedding = diffusion_embedding(task.sub, task.components);
+          // A tested cell is its own nearest (distance 0), as in the full self search.
           const torch::Tensor neighbours =
-              scssl::knn_self(embedding, task.k0 + 1).indices.contiguous();
+              task.tested.empty()
+                  ? scssl::knn_self(embedding, task.k0 + 1).indices.contiguous()
+                  : scssl::knn_exact(
+                        embedding,
+                        embedding.index_select(0, torch::tensor(task.tested, torch::kInt64)),
+                        task.k0 + 1)
+                        .indices.contiguous();
           task.score = acceptance_rate(neighbours, task.k0 + 1, task.batch_of, alpha_);
         } catch (const DiffusionFailed& e) {
           task.note << ", " << e.what();
@@ -426,19 +456,32 @@ class Kbet final : public scssl::IEvaluator {
 
     double total = 0;
     int64_t scored = 0;
-    for (const auto& task : tasks) {
+    // Each cell of a scored type carries its type's acceptance rate.
+    torch::Tensor per_cell = torch::full({ctx.data.n_cells()}, std::nan(""), torch::kFloat64);
+    double* pc = per_cell.data_ptr<double>();
+    for (size_t l = 0; l < tasks.size(); ++l) {
+      const LabelTask& task = tasks[l];
       if (!task.note.str().empty()) host_.debug(task.note.str());
       if (!task.scored) continue;
+      for (int64_t i : cells_of[l]) pc[i] = task.score;
       total += task.score;
       ++scored;
     }
-    sink.report("kbet", scored ? total / static_cast<double>(scored) : std::nan(""));
+    if (scored == 0)
+      return sink.undefined("kbet",
+                            "no cell type has 10 or more cells in two or more batches, so no "
+                            "type can be tested");
+    if (tested < eligible)
+      sink.note("kbet", scssl::sample_note("tested", tested, eligible,
+                                           "evaluation.kbet.tested_cells", seed_));
+    sink.report_cells("kbet", per_cell);
+    sink.report("kbet", total / static_cast<double>(scored));
   }
 
  private:
   int64_t k_;
   double alpha_;
-  int64_t components_;
+  int64_t components_, tested_cells_, seed_;
 };
 
 }  // namespace

@@ -84,6 +84,12 @@ class KnnAnnotation final : public scssl::IEvaluator {
                 std::to_string(query.size()) + " query cells; " +
                 std::to_string(query.size() - query_ex.size()) + " query cells of one-sided types");
 
+    if (query_ex.empty())
+      for (const char* name : {"macro_f1", "accuracy"})
+        sink.note(name, "no query cell has a cell type that the reference also has");
+    if (query.empty() || reference.empty())
+      for (const char* name : {"macro_f1_in", "accuracy_in"})
+        sink.note(name, "the reference or the query has no labelled cell");
     sink.report("macro_f1", ex.macro_f1);
     sink.report("accuracy", ex.accuracy);
     sink.report("macro_f1_in", in.macro_f1);

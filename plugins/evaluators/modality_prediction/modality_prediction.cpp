@@ -69,6 +69,11 @@ class ModalityPrediction final : public scssl::IEvaluator {
         ((a * b).sum(1) / (a.pow(2).sum(1) * b.pow(2).sum(1)).sqrt()).clamp(-1.0, 1.0);
     const bool any_nan = torch::isnan(r).any().item<bool>();
     const double nan = std::numeric_limits<double>::quiet_NaN();
+    if (any_nan)
+      for (const char* name : {"pearson_mean", "pearson_min", "pearson_max"})
+        sink.note(name,
+                  "a query cell's measured or predicted values are constant across the "
+                  "features, so its correlation is undefined (as the study reports it)");
     sink.report("pearson_mean", any_nan ? nan : r.mean().item<double>());
     sink.report("pearson_min", any_nan ? nan : r.min().item<double>());
     sink.report("pearson_max", any_nan ? nan : r.max().item<double>());

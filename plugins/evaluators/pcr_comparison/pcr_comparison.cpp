@@ -40,7 +40,6 @@ class PcrComparison final : public scssl::IEvaluator {
   PcrComparison(const scssl::ParamSet&, scssl::HostContext& host) : IEvaluator(host) {}
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
-    constexpr double nan = std::numeric_limits<double>::quiet_NaN();
     const scssl::Column* batches = &ctx.data.require_batches("pcr_comparison");
     const int64_t n = ctx.data.n_cells();
     if (!ctx.embedding.defined() || ctx.embedding.dim() != 2 || ctx.embedding.size(0) != n)
@@ -65,22 +64,18 @@ class PcrComparison final : public scssl::IEvaluator {
     // ratio of two rounding residues must not be reported as a score.
     const int64_t present =
         keep.numel() == 0 ? 0 : (torch::bincount(b, {}, n_batches) > 0).sum().item<int64_t>();
-    if (present < 2) {
-      host_.warn("pcr_comparison: fewer than two batches with cells; reporting NaN");
-      sink.report("pcr_comparison", nan);
-      return;
-    }
+    if (present < 2)
+      return sink.undefined("pcr_comparison",
+                            "fewer than two batches have cells, so batch explains no variance");
     const double pre =
         variance_share_of_batch(ctx.unintegrated.index_select(0, keep), b, n_batches);
     const double post = variance_share_of_batch(ctx.embedding.index_select(0, keep), b, n_batches);
     host_.debug("pcr_comparison: pcr_pre " + std::to_string(pre) + ", pcr_post " +
                 std::to_string(post));
-    if (pre == 0) {
-      host_.warn(
-          "pcr_comparison: batch explains no variance of the unintegrated data; reporting NaN");
-      sink.report("pcr_comparison", nan);
-      return;
-    }
+    if (pre == 0)
+      return sink.undefined("pcr_comparison",
+                            "batch explains no variance of the unintegrated data, so there is "
+                            "nothing to remove");
     sink.report("pcr_comparison", std::max(0.0, (pre - post) / pre));
   }
 };

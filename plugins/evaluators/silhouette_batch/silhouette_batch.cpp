@@ -4,11 +4,14 @@
 // A label is skipped when its cells come from one batch (nothing to mix) or when every cell is its
 // own batch (silhouette undefined: sklearn needs 2 <= clusters <= cells - 1). If every label is
 // skipped (e.g. a single batch in the data) the metric is NaN. Cells missing a label or a batch
-// take no part.
+// take no part. With max_cells, on a seeded sample stratified by cell type and batch
+// (docs/metrics.md §1.6).
+#include <algorithm>
 #include <limits>
 #include <set>
 
 #include "scssl/plugin.hpp"
+#include "scssl/random.hpp"
 #include "scssl/silhouette.hpp"
 
 namespace {
@@ -21,7 +24,16 @@ class SilhouetteBatch final : public scssl::IEvaluator {
              "mean over cell types of mean (1 - |silhouette with batch as cluster|)"}};
   }
 
-  SilhouetteBatch(const scssl::ParamSet&, scssl::HostContext& host) : IEvaluator(host) {}
+  static std::vector<scssl::ParamSpec> parameters() {
+    return {scssl::ParamSpec("max_cells", SCSSL_PARAM_INT, "0",
+                             "0: every cell with a type and a batch (exact); more: a sample of "
+                             "about this many cells, stratified by cell type and batch")
+                .at_least(0),
+            scssl::ParamSpec("seed", SCSSL_PARAM_INT, "0", "seed of the sample").at_least(0)};
+  }
+
+  SilhouetteBatch(const scssl::ParamSet& p, scssl::HostContext& host)
+      : IEvaluator(host), max_cells_(p.get_int("max_cells")), seed_(p.get_int("seed")) {}
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column* labels = &ctx.data.require_labels("silhouette_batch");
@@ -33,11 +45,23 @@ class SilhouetteBatch final : public scssl::IEvaluator {
     const int32_t* label = labels->codes.data_ptr<int32_t>();
     const int32_t* batch = batches->codes.data_ptr<int32_t>();
     const size_t n_labels = labels->categories.size();
-    std::vector<std::vector<int64_t>> cells_of(n_labels);
+    const int32_t n_batches = static_cast<int32_t>(batches->categories.size());
+    std::vector<int32_t> stratum(ctx.data.n_cells(), -1);
     for (int64_t i = 0; i < ctx.data.n_cells(); ++i)
-      if (label[i] >= 0 && batch[i] >= 0) cells_of[label[i]].push_back(i);
+      if (label[i] >= 0 && batch[i] >= 0) stratum[i] = label[i] * n_batches + batch[i];
+    const std::vector<int64_t> rows =
+        scssl::stratified_sample(stratum, max_cells_, static_cast<uint64_t>(seed_));
+    const int64_t eligible =
+        std::count_if(stratum.begin(), stratum.end(), [](int32_t s) { return s >= 0; });
+    if (static_cast<int64_t>(rows.size()) < eligible)
+      sink.note("silhouette_batch",
+                scssl::sample_note("computed", static_cast<int64_t>(rows.size()), eligible,
+                                   "evaluation.silhouette_batch.max_cells", seed_));
+    std::vector<std::vector<int64_t>> cells_of(n_labels);
+    for (int64_t i : rows) cells_of[label[i]].push_back(i);
 
     torch::Tensor batch64 = batches->codes.to(torch::kInt64);
+    torch::Tensor per_cell = torch::full({ctx.data.n_cells()}, std::nan(""), torch::kFloat64);
     double total = 0;
     int64_t scored = 0;
     for (size_t l = 0; l < n_labels; ++l) {
@@ -54,16 +78,22 @@ class SilhouetteBatch final : public scssl::IEvaluator {
       torch::Tensor ids = torch::tensor(cells, torch::kInt64);
       torch::Tensor s = scssl::silhouette_samples(ctx.embedding.index_select(0, ids),
                                                   batch64.index_select(0, ids));
-      total += (1.0 - s.abs()).mean().item<double>();
+      const torch::Tensor score = 1.0 - s.abs();
+      per_cell.index_copy_(0, ids, score);
+      total += score.mean().item<double>();
       ++scored;
     }
-    if (scored == 0) {
-      host_.warn("silhouette_batch: no cell type occurs in two or more batches; reporting NaN");
-      sink.report("silhouette_batch", std::numeric_limits<double>::quiet_NaN());
-      return;
-    }
+    if (scored == 0)
+      return sink.undefined("silhouette_batch",
+                            "no cell type has cells in two or more batches (and fewer batches "
+                            "than cells), so no type can be scored");
+    // The metric is the mean over types of each type's mean of this column.
+    sink.report_cells("silhouette_batch", per_cell);
     sink.report("silhouette_batch", total / static_cast<double>(scored));
   }
+
+ private:
+  int64_t max_cells_, seed_;
 };
 
 }  // namespace

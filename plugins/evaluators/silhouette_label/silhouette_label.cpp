@@ -1,9 +1,11 @@
 // Silhouette label (docs/metrics.md §2.2): how well cell types separate in the embedding. The exact
 // all-pairs silhouette with the labels as clusters, averaged over cells, rescaled from [-1, 1] to
-// [0, 1]: (mean s_i + 1) / 2. Cells without a label take no part.
-#include <limits>
+// [0, 1]: (mean s_i + 1) / 2. Cells without a label take no part. With max_cells, on a seeded
+// sample stratified by cell type (docs/metrics.md §1.6).
+#include <cmath>
 
 #include "scssl/plugin.hpp"
+#include "scssl/random.hpp"
 #include "scssl/silhouette.hpp"
 
 namespace {
@@ -16,7 +18,16 @@ class SilhouetteLabel final : public scssl::IEvaluator {
              "(mean silhouette with cell types as clusters + 1) / 2 (scib-metrics 0.5.1)"}};
   }
 
-  SilhouetteLabel(const scssl::ParamSet&, scssl::HostContext& host) : IEvaluator(host) {}
+  static std::vector<scssl::ParamSpec> parameters() {
+    return {scssl::ParamSpec("max_cells", SCSSL_PARAM_INT, "0",
+                             "0: every labelled cell (exact); more: a sample of about this many "
+                             "cells, stratified by cell type")
+                .at_least(0),
+            scssl::ParamSpec("seed", SCSSL_PARAM_INT, "0", "seed of the sample").at_least(0)};
+  }
+
+  SilhouetteLabel(const scssl::ParamSet& p, scssl::HostContext& host)
+      : IEvaluator(host), max_cells_(p.get_int("max_cells")), seed_(p.get_int("seed")) {}
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column* labels = &ctx.data.require_labels("silhouette_label");
@@ -24,16 +35,29 @@ class SilhouetteLabel final : public scssl::IEvaluator {
         ctx.embedding.size(0) != ctx.data.n_cells())
       throw scssl::BadData("silhouette_label: the embedding must have one row per cell");
     torch::Tensor codes = labels->codes.to(torch::kInt64);
-    torch::Tensor keep = torch::nonzero(codes >= 0).squeeze(1);
-    if (keep.numel() == 0) {
-      host_.warn("silhouette_label: no cell has a label; reporting NaN");
-      sink.report("silhouette_label", std::numeric_limits<double>::quiet_NaN());
-      return;
-    }
-    torch::Tensor s =
-        scssl::shared_silhouette_samples(host_, ctx.embedding, keep, codes.index_select(0, keep));
-    sink.report("silhouette_label", (s.mean().item<double>() + 1.0) / 2.0);
+    const torch::Tensor codes32 = labels->codes.to(torch::kInt32).contiguous();
+    const std::vector<int64_t> rows = scssl::stratified_sample(
+        {codes32.data_ptr<int32_t>(), codes32.data_ptr<int32_t>() + codes32.numel()}, max_cells_,
+        static_cast<uint64_t>(seed_));
+    if (rows.empty()) return sink.undefined("silhouette_label", "no cell has a cell type");
+    const torch::Tensor keep = torch::tensor(rows, torch::kInt64);
+    const int64_t labelled = (codes >= 0).sum().item<int64_t>();
+    if (keep.numel() < labelled)
+      sink.note("silhouette_label",
+                scssl::sample_note("computed", keep.numel(), labelled,
+                                   "evaluation.silhouette_label.max_cells", seed_));
+    const torch::Tensor width =
+        (scssl::shared_silhouette_samples(host_, ctx.embedding, keep, codes.index_select(0, keep)) +
+         1.0) /
+        2.0;
+    sink.report_cells("silhouette_label",
+                      torch::full({ctx.data.n_cells()}, std::nan(""), torch::kFloat64)
+                          .index_copy_(0, keep, width));
+    sink.report("silhouette_label", width.mean().item<double>());
   }
+
+ private:
+  int64_t max_cells_, seed_;
 };
 
 }  // namespace

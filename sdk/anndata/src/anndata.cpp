@@ -210,6 +210,19 @@ Matrix read_obsm(const std::string& h5ad_path, const std::string& key) {
   return read_finite_matrix(obsm.dataset(key), where);
 }
 
+CsrArrays read_obsp(const std::string& h5ad_path, const std::string& key) {
+  File f = File::open(h5ad_path);
+  const Group& root = f.root();
+  const std::string where = h5ad_path + ": obsp['" + key + "']";
+  if (root.kind("obsp") != Kind::Group)
+    throw BadData(where + " does not exist (the file has no obsp)");
+  const Group obsp = root.group("obsp");
+  if (obsp.kind(key) == Kind::Missing)
+    throw BadData(where + " does not exist (obsp keys: " + list_names(obsp.children()) + ")");
+  const int64_t n = n_obs_of(root);
+  return read_matrix(root, "obsp/" + key, n, n);
+}
+
 Matrix read_embedding_h5(const std::string& path, std::vector<std::string>* cell_names) {
   File f = File::open(path);
   const Dataset d = f.root().dataset(kEmbeddingDataset);
@@ -248,24 +261,38 @@ void write_embedding_h5(const std::string& path, const float* data, int64_t rows
   });
 }
 
-void write_copy_with_obsm(const std::string& source_h5ad, const std::string& target,
-                          const std::string& key, const float* data, int64_t rows, int64_t cols) {
-  if (key.empty() || key.find('/') != std::string::npos || key == "." || key == "..")
-    throw InvalidArgument(target + ": obsm key '" + key + "' must be a non-empty name without '/'");
-  check_shape(target, data, rows, cols);
+namespace {
+
+// Checks the source before anything is copied or opened for writing (through the guarded
+// read-only driver: HDF5's writable drivers do not check what they read), copies it to a hidden
+// temporary, lets `edit` change the copy and publishes it under `target`.
+void write_edited_copy(const std::string& source_h5ad, const std::string& target, int64_t rows,
+                       const std::string& what, const std::vector<ObsColumn>& obs,
+                       const std::function<void(const Group& root)>& edit) {
   {
-    // Checked through the guarded read-only driver before anything is copied or opened for
-    // writing (HDF5's writable drivers do not check what they read).
     File f = File::open(source_h5ad);
     const int64_t n_obs = n_obs_of(f.root());
-    if (rows != n_obs)
-      throw BadData(source_h5ad + ": obsm['" + key + "'] would have " + std::to_string(rows) +
+    if (rows >= 0 && rows != n_obs)
+      throw BadData(source_h5ad + ": " + what + " would have " + std::to_string(rows) +
                     " rows but the file has " + std::to_string(n_obs) + " cells");
     const Kind obsm = f.root().kind("obsm");
-    if (obsm != Kind::Missing && obsm != Kind::Group)
+    if (rows >= 0 && obsm != Kind::Missing && obsm != Kind::Group)
       throw BadData(source_h5ad +
                     ": 'obsm' is stored in the pre-0.7 layout (a compound dataset); rewrite the "
                     "file with a current anndata before adding keys");
+    for (const ObsColumn& c : obs) {
+      if (c.name.empty() || c.name.find('/') != std::string::npos || c.name == "_index")
+        throw InvalidArgument(target + ": obs column '" + c.name +
+                              "' must be a non-empty name without '/'");
+      if (c.size != n_obs || (c.size > 0 && c.values == nullptr))
+        throw InvalidArgument(target + ": obs column '" + c.name + "' has " +
+                              std::to_string(c.size) + " values but the file has " +
+                              std::to_string(n_obs) + " cells");
+    }
+    if (!obs.empty() && f.root().kind("obs") != Kind::Group)
+      throw BadData(source_h5ad +
+                    ": 'obs' is not stored as a group (the pre-0.7 layout or missing); rewrite "
+                    "the file with a current anndata before adding columns");
   }
   write_new_file(target, [&](const std::string& tmp) {
     std::error_code ec;
@@ -274,7 +301,32 @@ void write_copy_with_obsm(const std::string& source_h5ad, const std::string& tar
     // The copy inherits the source's permissions; a read-only input must still be writable here.
     fs::permissions(tmp, fs::perms::owner_write, fs::perm_options::add, ec);
     File f = File::open(tmp, File::Mode::ReadWrite);
-    const Group& root = f.root();
+    edit(f.root());
+    if (!obs.empty()) {
+      const Group frame = f.root().group("obs");
+      std::vector<std::string> order = frame.has_attr("column-order")
+                                           ? frame.attr_strings("column-order")
+                                           : std::vector<std::string>{};
+      for (const ObsColumn& c : obs) {
+        frame.remove(c.name);  // the copy's own column, replaced without following it
+        set_encoding(frame.write(c.name, NumType::Float64, c.values, {c.size}), "array", "0.2.0");
+        if (std::find(order.begin(), order.end(), c.name) == order.end()) order.push_back(c.name);
+      }
+      frame.set_attr("column-order", order);
+    }
+    f.flush();
+  });
+}
+
+}  // namespace
+
+void write_copy_with_obsm(const std::string& source_h5ad, const std::string& target,
+                          const std::string& key, const float* data, int64_t rows, int64_t cols,
+                          const std::vector<ObsColumn>& obs) {
+  if (key.empty() || key.find('/') != std::string::npos || key == "." || key == "..")
+    throw InvalidArgument(target + ": obsm key '" + key + "' must be a non-empty name without '/'");
+  check_shape(target, data, rows, cols);
+  write_edited_copy(source_h5ad, target, rows, "obsm['" + key + "']", obs, [&](const Group& root) {
     Group obsm;
     if (root.has_group("obsm")) {
       obsm = root.group("obsm");
@@ -284,8 +336,12 @@ void write_copy_with_obsm(const std::string& source_h5ad, const std::string& tar
     }
     obsm.remove(key);  // the copy's own entry, replaced without following it
     set_encoding(obsm.write(key, NumType::Float32, data, {rows, cols}), "array", "0.2.0");
-    f.flush();
   });
+}
+
+void write_copy_with_obs(const std::string& source_h5ad, const std::string& target,
+                         const std::vector<ObsColumn>& obs) {
+  write_edited_copy(source_h5ad, target, -1, "", obs, [](const Group&) {});
 }
 
 }  // namespace scssl::anndata

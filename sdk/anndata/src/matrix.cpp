@@ -214,4 +214,44 @@ CsrArrays read_matrix(const Group& root, const std::string& key, int64_t rows, i
   return format == "csr_matrix" ? read_csr(g, rows, cols) : read_csc(g, rows, cols);
 }
 
+std::vector<CsrArrays> split_columns(CsrArrays m, const std::vector<int32_t>& group,
+                                     int32_t n_groups) {
+  std::vector<int32_t> local(group.size());
+  std::vector<int64_t> width(static_cast<size_t>(n_groups), 0);
+  for (size_t j = 0; j < group.size(); ++j)
+    local[j] = group[j] < 0 ? -1 : static_cast<int32_t>(width[group[j]]++);
+  std::vector<CsrArrays> out(static_cast<size_t>(n_groups));
+  for (int32_t g = 0; g < n_groups; ++g) {
+    out[g].rows = m.rows;
+    out[g].cols = width[g];
+    out[g].indptr.assign(static_cast<size_t>(m.rows) + 1, 0);
+  }
+  const int64_t* p = m.indptr.data();
+  for (int64_t r = 0; r < m.rows; ++r) {
+    for (int32_t g = 0; g < n_groups; ++g) out[g].indptr[r + 1] = out[g].indptr[r];
+    for (int64_t k = p[r]; k < p[r + 1]; ++k)
+      if (const int32_t g = group[m.indices[k]]; g >= 0) ++out[g].indptr[r + 1];
+  }
+  for (auto& part : out) {
+    part.indices.resize(static_cast<size_t>(part.indptr[m.rows]));
+    part.values.resize(part.indices.size());
+  }
+  std::vector<int64_t> pos(static_cast<size_t>(n_groups), 0);
+  const int64_t nnz = m.indptr.empty() ? 0 : m.indptr.back();
+  for (int64_t k = 0; k < nnz; ++k) {
+    const int32_t j = m.indices[k], g = group[j];
+    if (g < 0) continue;
+    out[g].indices[pos[g]] = local[j];
+    out[g].values[pos[g]++] = m.values[k];
+  }
+  m = CsrArrays();
+  return out;
+}
+
+CsrArrays read_csr_arrays(const Group& g, int64_t rows, int64_t cols) {
+  if (cols > std::numeric_limits<int32_t>::max())
+    g.fail("has more columns than 32-bit indices can address");
+  return read_csr(g, rows, cols);
+}
+
 }  // namespace scssl::anndata

@@ -54,7 +54,7 @@ extern "C" {
 #endif
 
 #define SCSSL_ABI_VERSION 2u
-#define SCSSL_ABI_MINOR 0u
+#define SCSSL_ABI_MINOR 1u
 #define SCSSL_MAGIC 0x4c535353u /* "SSSL": first field of every info struct */
 #define SCSSL_ENTRY_POINT "scssl_plugin_entry"
 #define SCSSL_NOTE_SECTION ".scssl_plugin" /* ELF section holding the description as text */
@@ -382,6 +382,14 @@ typedef struct scssl_metric_sink {
   /* Calling thread. name must be one of the evaluator's metric specs; NaN marks "not defined
    * for this data". */
   void (*report)(void* sink_data, const char* name, double value);
+  /* Since ABI 2.1 (check with SCSSL_HAS_FIELD). Calling thread. The per-cell values behind metric
+   * `name`: float64 [n_cells] (dense, CPU) in the data's cell order, NaN for a cell the metric
+   * gives no value; a per-label score gives every cell of the label the label's value. The host
+   * copies them and writes them when per-cell scores are asked for (docs/evaluation.md). */
+  void (*report_cells)(void* sink_data, const char* name, const DLTensor* values);
+  /* Since ABI 2.1. Calling thread. One sentence on metric `name`, kept with its value in the
+   * result files: why it is NaN, or what it left out (docs/metrics.md, "Degenerate data"). */
+  void (*note)(void* sink_data, const char* name, const char* text);
 } scssl_metric_sink;
 
 typedef struct scssl_evaluator_table {

@@ -19,6 +19,7 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -98,6 +99,24 @@ class MetricSink {
   explicit MetricSink(const scssl_metric_sink* sink) : sink_(sink) {}
   void report(const std::string& name, double value) const {
     sink_->report(sink_->sink_data, name.c_str(), value);
+  }
+  // The per-cell values behind `name`: float [n_cells], NaN where a cell has none. A host older
+  // than ABI 2.1 has no place for them; they are then dropped.
+  void report_cells(const std::string& name, const torch::Tensor& values) const {
+    if (!SCSSL_HAS_FIELD(sink_, scssl_metric_sink, report_cells) || !sink_->report_cells) return;
+    const torch::Tensor v = values.to(torch::kCPU, torch::kFloat64).contiguous();
+    const DLTensor dl = to_dl(v);
+    sink_->report_cells(sink_->sink_data, name.c_str(), &dl);
+  }
+  // One sentence on `name` for the result files: why it is NaN, or what it left out.
+  void note(const std::string& name, const std::string& text) const {
+    if (!SCSSL_HAS_FIELD(sink_, scssl_metric_sink, note) || !sink_->note) return;
+    sink_->note(sink_->sink_data, name.c_str(), text.c_str());
+  }
+  // NaN for `name`, with the reason.
+  void undefined(const std::string& name, const std::string& why) const {
+    note(name, why);
+    report(name, std::numeric_limits<double>::quiet_NaN());
   }
 
  private:

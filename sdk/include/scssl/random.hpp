@@ -3,8 +3,11 @@
 // feed. One seed gives the same numbers on every platform and standard library.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace scssl {
 
@@ -54,6 +57,60 @@ double uniform(Rng& rng) {
 template <class Rng>
 int64_t uniform_below(Rng& rng, int64_t n) {
   return static_cast<int64_t>(((rng() >> 32) * static_cast<uint64_t>(n)) >> 32);
+}
+
+// A seeded stratified sample of the rows with strata[i] >= 0 (rows with -1 take no part): about
+// `size` rows in all, each stratum's share proportional to its size (largest remainders), and at
+// least one row of every stratum. Returns the chosen rows in ascending order; every eligible row
+// when size <= 0 or size >= their count. docs/metrics.md §1.6.
+inline std::vector<int64_t> stratified_sample(const std::vector<int32_t>& strata, int64_t size,
+                                              uint64_t seed) {
+  std::vector<std::vector<int64_t>> rows_of;
+  for (int64_t i = 0; i < static_cast<int64_t>(strata.size()); ++i) {
+    if (strata[i] < 0) continue;
+    if (static_cast<size_t>(strata[i]) >= rows_of.size()) rows_of.resize(strata[i] + 1);
+    rows_of[strata[i]].push_back(i);
+  }
+  int64_t eligible = 0;
+  for (const auto& r : rows_of) eligible += static_cast<int64_t>(r.size());
+  std::vector<int64_t> chosen;
+  if (size <= 0 || size >= eligible) {
+    for (const auto& r : rows_of) chosen.insert(chosen.end(), r.begin(), r.end());
+    std::sort(chosen.begin(), chosen.end());
+    return chosen;
+  }
+  // Proportional quotas, the remainder to the largest fractional parts (ties: lower stratum).
+  const size_t n_strata = rows_of.size();
+  std::vector<int64_t> quota(n_strata);
+  std::vector<std::pair<double, size_t>> fraction;
+  int64_t given = 0;
+  for (size_t s = 0; s < n_strata; ++s) {
+    const double exact = static_cast<double>(size) * static_cast<double>(rows_of[s].size()) /
+                         static_cast<double>(eligible);
+    quota[s] = static_cast<int64_t>(exact);
+    given += quota[s];
+    fraction.emplace_back(-(exact - static_cast<double>(quota[s])), s);
+  }
+  std::sort(fraction.begin(), fraction.end());
+  for (size_t j = 0; given < size && j < fraction.size(); ++j, ++given) ++quota[fraction[j].second];
+  Xoshiro256 rng(seed);
+  for (size_t s = 0; s < n_strata; ++s) {
+    std::vector<int64_t>& rows = rows_of[s];
+    const int64_t n = static_cast<int64_t>(rows.size());
+    const int64_t take = std::min(n, std::max<int64_t>(quota[s], n > 0 ? 1 : 0));
+    // Partial Fisher-Yates: the first `take` rows become a uniform sample without replacement.
+    for (int64_t j = 0; j < take; ++j) std::swap(rows[j], rows[j + uniform_below(rng, n - j)]);
+    chosen.insert(chosen.end(), rows.begin(), rows.begin() + take);
+  }
+  std::sort(chosen.begin(), chosen.end());
+  return chosen;
+}
+
+// The note a metric computed on such a sample carries in the result files.
+inline std::string sample_note(const std::string& what, int64_t taken, int64_t eligible,
+                               const std::string& setting, uint64_t seed) {
+  return what + " on a stratified sample of " + std::to_string(taken) + " of " +
+         std::to_string(eligible) + " cells (" + setting + ", seed " + std::to_string(seed) + ")";
 }
 
 // Standard normal draws by Marsaglia & Tsang's ziggurat (J. Stat. Softw. 5(8), 2000) with 128

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "scssl/anndata/matrix.hpp"
 #include "scssl/params.hpp"
 
 namespace scssl::anndata {
@@ -62,6 +63,10 @@ Categories read_obs_categories(const std::string& h5ad_path, const std::string& 
 // non-finite value is BadData.
 Matrix read_obsm(const std::string& h5ad_path, const std::string& key);
 
+// obsp/<key>, a cells x cells matrix (sparse as scanpy stores its neighbour graph, or dense), as
+// CSR. A missing key names the keys the file has.
+CsrArrays read_obsp(const std::string& h5ad_path, const std::string& key);
+
 // An embedding.h5 as write_embedding_h5 writes it; cell_names (when given) receives its
 // `cell_names`, which must have one entry per row.
 Matrix read_embedding_h5(const std::string& path, std::vector<std::string>* cell_names = nullptr);
@@ -77,10 +82,25 @@ Matrix read_embedding_h5(const std::string& path, std::vector<std::string>* cell
 void write_embedding_h5(const std::string& path, const float* data, int64_t rows, int64_t cols,
                         const std::vector<std::string>& cell_names);
 
+// A numeric obs column to add: float64, one value per cell (NaN = no value).
+struct ObsColumn {
+  std::string name;
+  const double* values = nullptr;
+  int64_t size = 0;
+};
+
 // A copy of `source_h5ad` with obsm/<key> = float32 [rows, cols] added as anndata (0.8+) writes
 // it (encoding-type "array"); obsm is created as a "dict" group if missing and an existing key of
 // the copy is replaced. rows must equal the number of cells. The source is only read.
+// Numeric obs columns given in `obs` are added too (see write_copy_with_obs).
 void write_copy_with_obsm(const std::string& source_h5ad, const std::string& target,
-                          const std::string& key, const float* data, int64_t rows, int64_t cols);
+                          const std::string& key, const float* data, int64_t rows, int64_t cols,
+                          const std::vector<ObsColumn>& obs = {});
+
+// A copy of `source_h5ad` with numeric obs columns added as anndata (0.8+) writes them
+// (encoding-type "array", appended to obs's column-order); a column of the same name is replaced.
+// Each must have one value per cell. The source is only read.
+void write_copy_with_obs(const std::string& source_h5ad, const std::string& target,
+                         const std::vector<ObsColumn>& obs);
 
 }  // namespace scssl::anndata

@@ -24,4 +24,17 @@ struct CsrArrays {
 // block by block: the peak is the CSR result plus one block, never a dense cells x genes copy.
 CsrArrays read_matrix(const h5::Group& root, const std::string& key, int64_t rows, int64_t cols);
 
+// The CSR arrays `data`, `indices` and `indptr` of group `g` as a rows x cols matrix, with the
+// checks read_matrix makes, for layouts that keep the shape elsewhere (10x Genomics' .h5 stores
+// features x barcodes CSC in these three arrays, which is barcodes x features CSR; the tenx
+// dataset plugin reads it so).
+CsrArrays read_csr_arrays(const h5::Group& g, int64_t rows, int64_t cols);
+
+// Splits a matrix by columns into one matrix per group (group[j] in [0, n_groups), or -1 to leave
+// column j out), keeping the column order within each group: the features of each modality. One
+// counting pass and one filling pass; `m` is freed before returning, so the peak is the input plus
+// the parts.
+std::vector<CsrArrays> split_columns(CsrArrays m, const std::vector<int32_t>& group,
+                                     int32_t n_groups);
+
 }  // namespace scssl::anndata

@@ -273,11 +273,11 @@ TEST(SubSampling, StratifiedSampleIsProportionalAndSeeded) {
 TEST(SubSampling, SampledMetricsAreNotedAndRepeatable) {
   const std::string out = scssl::test::temp_dir("sampled");
   const std::string data = degenerate("embeddings.h5ad") + " -e X_pca --per-cell --evaluators " +
-                           "silhouette_label,silhouette_batch,kbet";
+                           "silhouette_label,silhouette_batch,isolated_labels,kbet";
   const std::string sampled =
-      " --set evaluation.silhouette_label.max_cells=120 --set "
-      "evaluation.silhouette_batch.max_cells="
-      "120 --set evaluation.kbet.tested_cells=20";
+      " --set evaluation.silhouette_label.max_cells=120"
+      " --set evaluation.silhouette_batch.max_cells=120"
+      " --set evaluation.isolated_labels.max_cells=120 --set evaluation.kbet.tested_cells=20";
   const std::string exact = evaluate(data, out) + "/X_pca";
   const std::string first = evaluate(data + sampled, out) + "/X_pca";
   const std::string again = evaluate(data + sampled, out) + "/X_pca";
@@ -288,7 +288,7 @@ TEST(SubSampling, SampledMetricsAreNotedAndRepeatable) {
                             "/X_pca";
   auto m_exact = metrics_of(exact), m_first = metrics_of(first), m_again = metrics_of(again),
        m_other = metrics_of(other);
-  for (const char* name : {"silhouette_label", "silhouette_batch", "kbet"}) {
+  for (const char* name : {"silhouette_label", "silhouette_batch", "isolated_labels", "kbet"}) {
     SCOPED_TRACE(name);
     EXPECT_FALSE(m_exact.at(name).contains("note"));
     ASSERT_TRUE(m_first.at(name).contains("note"));

@@ -68,9 +68,11 @@ export TMPDIR=$scratch  # where the targets write their input files
 # allocation both lie inside the HDF5 library (or the C library under it); "ours" otherwise.
 classify() {
   local report=$1
-  # The first frame that is not the sanitizer runtime, libFuzzer, main or the C library (an
-  # out-of-memory report lists the largest live allocations: the first that is not the fuzzer's).
-  first_frame() { grep -E '^ *#[0-9]+ ' | grep -vE ' in (malloc|calloc|realloc|free|operator new|__asan|__interceptor|__sanitizer|fuzzer::)|compiler-rt|/libc\.so|libclang_rt|sysdeps| in main | in __libc_start' | head -1; }
+  # The first frame that is not the sanitizer runtime, libFuzzer, main or the C library, whose
+  # string and memory functions also appear as the sanitizer's interceptors in the target itself
+  # (an out-of-memory report lists the largest live allocations: the first that is not the
+  # fuzzer's).
+  first_frame() { grep -E '^ *#[0-9]+ ' | grep -vE ' in (malloc|calloc|realloc|free|operator new|__asan|__interceptor|__sanitizer|fuzzer::)|compiler-rt|/libc\.so|libclang_rt|sysdeps| in main | in __libc_start| in (str|mem|wcs)[a-z0-9_]* \(' | head -1; }
   local fault alloc
   fault=$(sed -n '/ERROR: \(AddressSanitizer\|LeakSanitizer\|libFuzzer\)/,$p' "$report" | first_frame)
   alloc=$(sed -n '/allocated by thread\|Direct leak\|Indirect leak/,/^$/p' "$report" | first_frame)

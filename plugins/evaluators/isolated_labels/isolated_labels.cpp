@@ -4,11 +4,14 @@
 // isolated-vs-rest), and the metric is the unweighted mean over isolated labels. The threshold is
 // the minimum number of batches any label occurs in, so the set is never empty; if every label is
 // in every batch all labels count (scib-metrics' behaviour, unlike scib's NaN). Cells missing a
-// label or a batch take no part.
+// label or a batch take no part. With max_cells, the silhouette is computed on a seeded sample
+// stratified by cell type; which labels are isolated is still decided on every cell
+// (docs/metrics.md §1.6).
 #include <limits>
 #include <set>
 
 #include "scssl/plugin.hpp"
+#include "scssl/random.hpp"
 #include "scssl/silhouette.hpp"
 
 namespace {
@@ -21,7 +24,16 @@ class IsolatedLabels final : public scssl::IEvaluator {
              "mean over the labels in the fewest batches of their mean (silhouette + 1) / 2"}};
   }
 
-  IsolatedLabels(const scssl::ParamSet&, scssl::HostContext& host) : IEvaluator(host) {}
+  static std::vector<scssl::ParamSpec> parameters() {
+    return {scssl::ParamSpec("max_cells", SCSSL_PARAM_INT, "0",
+                             "0: every cell with a type and a batch (exact); more: the silhouette "
+                             "of a sample of about this many cells, stratified by cell type")
+                .at_least(0),
+            scssl::ParamSpec("seed", SCSSL_PARAM_INT, "0", "seed of the sample").at_least(0)};
+  }
+
+  IsolatedLabels(const scssl::ParamSet& p, scssl::HostContext& host)
+      : IEvaluator(host), max_cells_(p.get_int("max_cells")), seed_(p.get_int("seed")) {}
 
   void evaluate(const scssl::EvalContext& ctx, const scssl::MetricSink& sink) override {
     const scssl::Column* labels = &ctx.data.require_labels("isolated_labels");
@@ -46,6 +58,15 @@ class IsolatedLabels final : public scssl::IEvaluator {
     size_t threshold = std::numeric_limits<size_t>::max();
     for (const auto& b : batches_of)
       if (!b.empty()) threshold = std::min(threshold, b.size());
+    if (max_cells_ > 0 && static_cast<int64_t>(keep.size()) > max_cells_) {
+      std::vector<int32_t> stratum(ctx.data.n_cells(), -1);
+      for (int64_t i : keep) stratum[i] = label[i];
+      const int64_t eligible = static_cast<int64_t>(keep.size());
+      keep = scssl::stratified_sample(stratum, max_cells_, static_cast<uint64_t>(seed_));
+      sink.note("isolated_labels",
+                scssl::sample_note("silhouette computed", static_cast<int64_t>(keep.size()),
+                                   eligible, "evaluation.isolated_labels.max_cells", seed_));
+    }
 
     torch::Tensor ids = torch::tensor(keep, torch::kInt64);
     torch::Tensor codes = labels->codes.to(torch::kInt64).index_select(0, ids);
@@ -76,12 +97,16 @@ class IsolatedLabels final : public scssl::IEvaluator {
     // Each cell of an isolated type carries its type's score; other cells have none.
     torch::Tensor per_cell = torch::full({ctx.data.n_cells()}, std::nan(""), torch::kFloat64);
     double* pc = per_cell.data_ptr<double>();
-    for (int64_t i : keep) pc[i] = score_of[label[i]];
+    for (int64_t i = 0; i < ctx.data.n_cells(); ++i)
+      if (label[i] >= 0 && batch[i] >= 0) pc[i] = score_of[label[i]];
     sink.report_cells("isolated_labels", per_cell);
     host_.debug("isolated_labels: threshold " + std::to_string(threshold) + " batch(es); " +
                 std::to_string(n_isolated) + " isolated label(s): " + names);
     sink.report("isolated_labels", total / static_cast<double>(n_isolated));
   }
+
+ private:
+  int64_t max_cells_, seed_;
 };
 
 }  // namespace

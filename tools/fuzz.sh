@@ -123,7 +123,15 @@ for t in "${targets[@]}"; do
   hdf5=0 ours=0
   for found in "$crashes"/*; do
     [[ -e $found ]] || continue
-    if "$build/bin/fuzz_$t" -timeout=10 -rss_limit_mb=2560 "$found" >"$found.report" 2>&1; then
+    failed=0
+    "$build/bin/fuzz_$t" -timeout=10 -rss_limit_mb=2560 "$found" >"$found.report" 2>&1 || failed=1
+    # An out-of-memory report can come out without a stack (the memory watcher ended the run
+    # first); the one allocation over the limit then names its caller when only it is watched.
+    if ((failed)) && grep -q 'out-of-memory' "$found.report" && ! grep -qE '^ *#[0-9]+ ' "$found.report"; then
+      "$build/bin/fuzz_$t" -timeout=10 -rss_limit_mb=0 -malloc_limit_mb=2560 "$found" \
+        >"$found.report" 2>&1 || true
+    fi
+    if ((!failed)); then
       # Fork mode can save the input a crashed job was on when an earlier one set the stage.
       echo "fuzz.sh: $t: $found does not fail when run alone; kept for inspection" >&2
       mkdir -p "$crashes/not-reproduced"

@@ -283,29 +283,29 @@ std::vector<MetricValue> Evaluator::evaluate(const CellData& data, const torch::
     std::map<std::string, torch::Tensor> per_cell;
     std::map<std::string, std::string> notes;
     std::string problem;  // the first thing the evaluator got wrong
-    bool declared(const char* name) {
+    // The declared spec of `name`; nullptr (and the problem kept) for an undeclared one.
+    const MetricRule* declared(const char* name) {
       for (const MetricRule& spec : *metrics)
-        if (spec.name == name) return true;
+        if (spec.name == name) return &spec;
       if (problem.empty())
         problem = "reported metric '" + std::string(name) + "', which it does not declare";
-      return false;
+      return nullptr;
     }
   } collector{&metrics_, &name_, data.n_cells(), {}, {}, {}, {}};
   scssl_metric_sink sink = make_sized<scssl_metric_sink>();
   sink.sink_data = &collector;
   sink.report = [](void* data, const char* name, double value) {
     auto* c = static_cast<Collector*>(data);
-    if (!c->declared(name)) return;
-    for (const MetricRule& spec : *c->metrics)
-      if (spec.name == name)
-        c->values.push_back({*c->evaluator,
-                             name,
-                             value,
-                             static_cast<scssl_metric_group>(spec.group),
-                             spec.higher_is_better,
-                             std::nan(""),
-                             {},
-                             {}});
+    const MetricRule* spec = c->declared(name);
+    if (spec)
+      c->values.push_back({*c->evaluator,
+                           name,
+                           value,
+                           static_cast<scssl_metric_group>(spec->group),
+                           spec->higher_is_better,
+                           std::nan(""),
+                           {},
+                           {}});
   };
   sink.report_cells = [](void* data, const char* name, const DLTensor* values) {
     auto* c = static_cast<Collector*>(data);

@@ -13,6 +13,7 @@
 #include "distance_tiles.hpp"
 #include "scssl/params.hpp"
 #include "scssl/plugin.hpp"
+#include "scssl/random.hpp"
 
 namespace scssl {
 
@@ -242,6 +243,23 @@ torch::Tensor shared_silhouette_samples(const HostContext& host, const torch::Te
                                        complete ? torch::Tensor() : wanted);
   if (complete) host.share(key, s);
   return s;
+}
+
+std::vector<ParamSpec> silhouette_sampling_parameters(const char* max_cells_help) {
+  return {ParamSpec("max_cells", SCSSL_PARAM_INT, "0", max_cells_help).at_least(0),
+          ParamSpec("seed", SCSSL_PARAM_INT, "0", "seed of the sample").at_least(0)};
+}
+
+SampledRows silhouette_sample(const std::vector<int32_t>& strata, int64_t max_cells, int64_t seed,
+                              const std::string& metric, const std::string& what) {
+  SampledRows out;
+  out.rows = stratified_sample(strata, max_cells, static_cast<uint64_t>(seed));
+  const auto eligible =
+      std::count_if(strata.begin(), strata.end(), [](int32_t s) { return s >= 0; });
+  if (static_cast<int64_t>(out.rows.size()) < eligible)
+    out.note = sample_note(what, static_cast<int64_t>(out.rows.size()), eligible,
+                           "evaluation." + metric + ".max_cells", static_cast<uint64_t>(seed));
+  return out;
 }
 
 }  // namespace scssl

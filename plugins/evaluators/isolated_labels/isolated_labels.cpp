@@ -11,7 +11,6 @@
 #include <set>
 
 #include "scssl/plugin.hpp"
-#include "scssl/random.hpp"
 #include "scssl/silhouette.hpp"
 
 namespace {
@@ -25,11 +24,9 @@ class IsolatedLabels final : public scssl::IEvaluator {
   }
 
   static std::vector<scssl::ParamSpec> parameters() {
-    return {scssl::ParamSpec("max_cells", SCSSL_PARAM_INT, "0",
-                             "0: every cell with a type and a batch (exact); more: the silhouette "
-                             "of a sample of about this many cells, stratified by cell type")
-                .at_least(0),
-            scssl::ParamSpec("seed", SCSSL_PARAM_INT, "0", "seed of the sample").at_least(0)};
+    return scssl::silhouette_sampling_parameters(
+        "0: every cell with a type and a batch (exact); more: the silhouette of a sample of about "
+        "this many cells, stratified by cell type");
   }
 
   IsolatedLabels(const scssl::ParamSet& p, scssl::HostContext& host)
@@ -58,14 +55,13 @@ class IsolatedLabels final : public scssl::IEvaluator {
     size_t threshold = std::numeric_limits<size_t>::max();
     for (const auto& b : batches_of)
       if (!b.empty()) threshold = std::min(threshold, b.size());
-    if (max_cells_ > 0 && static_cast<int64_t>(keep.size()) > max_cells_) {
+    if (max_cells_ > 0) {
       std::vector<int32_t> stratum(ctx.data.n_cells(), -1);
       for (int64_t i : keep) stratum[i] = label[i];
-      const int64_t eligible = static_cast<int64_t>(keep.size());
-      keep = scssl::stratified_sample(stratum, max_cells_, static_cast<uint64_t>(seed_));
-      sink.note("isolated_labels",
-                scssl::sample_note("silhouette computed", static_cast<int64_t>(keep.size()),
-                                   eligible, "evaluation.isolated_labels.max_cells", seed_));
+      scssl::SampledRows sample = scssl::silhouette_sample(
+          stratum, max_cells_, seed_, "isolated_labels", "silhouette computed");
+      if (!sample.note.empty()) sink.note("isolated_labels", sample.note);
+      keep = std::move(sample.rows);
     }
 
     torch::Tensor ids = torch::tensor(keep, torch::kInt64);

@@ -6,12 +6,10 @@
 // skipped (e.g. a single batch in the data) the metric is NaN. Cells missing a label or a batch
 // take no part. With max_cells, on a seeded sample stratified by cell type and batch
 // (docs/metrics.md §1.6).
-#include <algorithm>
 #include <limits>
 #include <set>
 
 #include "scssl/plugin.hpp"
-#include "scssl/random.hpp"
 #include "scssl/silhouette.hpp"
 
 namespace {
@@ -25,11 +23,9 @@ class SilhouetteBatch final : public scssl::IEvaluator {
   }
 
   static std::vector<scssl::ParamSpec> parameters() {
-    return {scssl::ParamSpec("max_cells", SCSSL_PARAM_INT, "0",
-                             "0: every cell with a type and a batch (exact); more: a sample of "
-                             "about this many cells, stratified by cell type and batch")
-                .at_least(0),
-            scssl::ParamSpec("seed", SCSSL_PARAM_INT, "0", "seed of the sample").at_least(0)};
+    return scssl::silhouette_sampling_parameters(
+        "0: every cell with a type and a batch (exact); more: a sample of about this many cells, "
+        "stratified by cell type and batch");
   }
 
   SilhouetteBatch(const scssl::ParamSet& p, scssl::HostContext& host)
@@ -49,16 +45,11 @@ class SilhouetteBatch final : public scssl::IEvaluator {
     std::vector<int32_t> stratum(ctx.data.n_cells(), -1);
     for (int64_t i = 0; i < ctx.data.n_cells(); ++i)
       if (label[i] >= 0 && batch[i] >= 0) stratum[i] = label[i] * n_batches + batch[i];
-    const std::vector<int64_t> rows =
-        scssl::stratified_sample(stratum, max_cells_, static_cast<uint64_t>(seed_));
-    const int64_t eligible =
-        std::count_if(stratum.begin(), stratum.end(), [](int32_t s) { return s >= 0; });
-    if (static_cast<int64_t>(rows.size()) < eligible)
-      sink.note("silhouette_batch",
-                scssl::sample_note("computed", static_cast<int64_t>(rows.size()), eligible,
-                                   "evaluation.silhouette_batch.max_cells", seed_));
+    const scssl::SampledRows sample =
+        scssl::silhouette_sample(stratum, max_cells_, seed_, "silhouette_batch", "computed");
+    if (!sample.note.empty()) sink.note("silhouette_batch", sample.note);
     std::vector<std::vector<int64_t>> cells_of(n_labels);
-    for (int64_t i : rows) cells_of[label[i]].push_back(i);
+    for (int64_t i : sample.rows) cells_of[label[i]].push_back(i);
 
     torch::Tensor batch64 = batches->codes.to(torch::kInt64);
     torch::Tensor per_cell = torch::full({ctx.data.n_cells()}, std::nan(""), torch::kFloat64);

@@ -5,7 +5,6 @@
 #include <cmath>
 
 #include "scssl/plugin.hpp"
-#include "scssl/random.hpp"
 #include "scssl/silhouette.hpp"
 
 namespace {
@@ -19,11 +18,9 @@ class SilhouetteLabel final : public scssl::IEvaluator {
   }
 
   static std::vector<scssl::ParamSpec> parameters() {
-    return {scssl::ParamSpec("max_cells", SCSSL_PARAM_INT, "0",
-                             "0: every labelled cell (exact); more: a sample of about this many "
-                             "cells, stratified by cell type")
-                .at_least(0),
-            scssl::ParamSpec("seed", SCSSL_PARAM_INT, "0", "seed of the sample").at_least(0)};
+    return scssl::silhouette_sampling_parameters(
+        "0: every labelled cell (exact); more: a sample of about this many cells, stratified by "
+        "cell type");
   }
 
   SilhouetteLabel(const scssl::ParamSet& p, scssl::HostContext& host)
@@ -36,16 +33,12 @@ class SilhouetteLabel final : public scssl::IEvaluator {
       throw scssl::BadData("silhouette_label: the embedding must have one row per cell");
     torch::Tensor codes = labels->codes.to(torch::kInt64);
     const torch::Tensor codes32 = labels->codes.to(torch::kInt32).contiguous();
-    const std::vector<int64_t> rows = scssl::stratified_sample(
+    const scssl::SampledRows sample = scssl::silhouette_sample(
         {codes32.data_ptr<int32_t>(), codes32.data_ptr<int32_t>() + codes32.numel()}, max_cells_,
-        static_cast<uint64_t>(seed_));
-    if (rows.empty()) return sink.undefined("silhouette_label", "no cell has a cell type");
-    const torch::Tensor keep = torch::tensor(rows, torch::kInt64);
-    const int64_t labelled = (codes >= 0).sum().item<int64_t>();
-    if (keep.numel() < labelled)
-      sink.note("silhouette_label",
-                scssl::sample_note("computed", keep.numel(), labelled,
-                                   "evaluation.silhouette_label.max_cells", seed_));
+        seed_, "silhouette_label", "computed");
+    if (sample.rows.empty()) return sink.undefined("silhouette_label", "no cell has a cell type");
+    if (!sample.note.empty()) sink.note("silhouette_label", sample.note);
+    const torch::Tensor keep = torch::tensor(sample.rows, torch::kInt64);
     const torch::Tensor width =
         (scssl::shared_silhouette_samples(host_, ctx.embedding, keep, codes.index_select(0, keep)) +
          1.0) /

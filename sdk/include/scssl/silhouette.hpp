@@ -6,6 +6,10 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <string>
+#include <vector>
+
+#include "scssl/params.hpp"
 
 namespace scssl {
 
@@ -32,5 +36,19 @@ class HostContext;
 torch::Tensor shared_silhouette_samples(const HostContext& host, const torch::Tensor& embedding,
                                         const torch::Tensor& rows, const torch::Tensor& codes,
                                         const torch::Tensor& wanted = {});
+
+// The sampling option of the silhouette evaluators (docs/metrics.md §1.6): the parameters
+// max_cells (0: exact) and seed; `max_cells_help` must be a string literal.
+std::vector<ParamSpec> silhouette_sampling_parameters(const char* max_cells_help);
+
+// The rows with strata[i] >= 0, or a seeded stratified sample of about max_cells of them; `note`
+// is what evaluator `metric` then says ("<what> on a stratified sample of ... cells
+// (evaluation.<metric>.max_cells, seed ...)"), empty when every row is kept.
+struct SampledRows {
+  std::vector<int64_t> rows;
+  std::string note;
+};
+SampledRows silhouette_sample(const std::vector<int32_t>& strata, int64_t max_cells, int64_t seed,
+                              const std::string& metric, const std::string& what);
 
 }  // namespace scssl

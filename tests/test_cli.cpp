@@ -232,6 +232,10 @@ TEST(Cli, ParameterOfTheWrongType) {
   expect_clean_failure(quickstart() + " --set method.n_components=many", "'n_components'");
 }
 
+TEST(Cli, UnknownHnswBuild) {
+  expect_clean_failure(quickstart() + " --set evaluation.hnsw_build=fast", "evaluation.hnsw_build");
+}
+
 TEST(Cli, UnknownQueryBatch) {
   expect_clean_failure(quickstart() + " --set evaluation.query_batches=[\\\"stim999\\\"]",
                        "stim999");

@@ -101,6 +101,34 @@ TEST(NeighbourBackend, ConfigAndSizeThresholdDecideWithoutMeasuring) {
   EXPECT_TRUE(std::isnan(fits.prediction().exact_seconds));
 }
 
+// Share of the exact lists' neighbours (self left out) that `found` has too.
+double recall(const Neighbors& found, const Neighbors& exact) {
+  const int64_t n = exact.indices.size(0), k = exact.indices.size(1);
+  int64_t hits = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto row = found.indices[i];
+    for (int64_t c = 1; c < k; ++c) hits += (row == exact.indices[i][c]).any().item<bool>();
+  }
+  return static_cast<double>(hits) / static_cast<double>(n * (k - 1));
+}
+
+// Both ways of building the index find (nearly) the exact lists, self first; the sequential
+// build gives one result per input.
+TEST(NeighbourBackend, HnswBuiltInParallelOrInSequenceFindsTheExactNeighbours) {
+  if (!host::hnsw_available()) GTEST_SKIP() << "this build has no hnswlib";
+  torch::manual_seed(5);
+  const torch::Tensor x = torch::randn({3000, 8});
+  const Neighbors exact = knn_self(x, 15);
+  for (auto build : {host::HnswBuild::Parallel, host::HnswBuild::Sequential}) {
+    const Neighbors found = host::knn_self_hnsw(x, 15, build);
+    ASSERT_EQ(found.indices.sizes(), exact.indices.sizes());
+    EXPECT_TRUE(torch::equal(found.indices.select(1, 0), torch::arange(3000)));
+    EXPECT_GT(recall(found, exact), 0.99);
+  }
+  EXPECT_TRUE(torch::equal(host::knn_self_hnsw(x, 15, host::HnswBuild::Sequential).indices,
+                           host::knn_self_hnsw(x, 15, host::HnswBuild::Sequential).indices));
+}
+
 TEST(NeighbourBackend, AutoPicksTheBackendPredictedToFinishFirst) {
   if (!host::hnsw_available()) GTEST_SKIP() << "this build has no hnswlib";
   torch::manual_seed(4);

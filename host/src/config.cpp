@@ -526,9 +526,9 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   const toml::table& eval = section("evaluation");
   const StringList names = r.get(eval, "evaluation", "evaluators", StringList{});
   std::set<std::string> eval_known = {
-      "evaluators",     "query_batches",    "protocol",
-      "query_modality", "query_modality_k", "unintegrated_components",
-      "neighbors",      "exact_max_cells",  "per_cell_scores"};
+      "evaluators",       "query_batches",           "protocol",  "query_modality",
+      "query_modality_k", "unintegrated_components", "neighbors", "exact_max_cells",
+      "hnsw_build",       "per_cell_scores"};
   for (const auto& n : names) eval_known.insert(n);
   // A section for an evaluator that is not in the list is most likely a list that left it out.
   for (const auto& [k, node] : eval) {
@@ -556,6 +556,12 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
       r.get(eval, "evaluation", "exact_max_cells", cfg.neighbors.exact_max_cells);
   if (cfg.neighbors.exact_max_cells < 0)
     r.fail("evaluation.exact_max_cells", eval.get("exact_max_cells"), "must not be negative");
+  const std::string hnsw_build = r.get(eval, "evaluation", "hnsw_build", std::string("parallel"));
+  if (hnsw_build != "parallel" && hnsw_build != "sequential")
+    r.fail("evaluation.hnsw_build", eval.get("hnsw_build"),
+           "must be \"parallel\" or \"sequential\"");
+  cfg.neighbors.hnsw_build =
+      hnsw_build == "sequential" ? HnswBuild::Sequential : HnswBuild::Parallel;
   cfg.protocol = r.get(eval, "evaluation", "protocol",
                        std::string(cfg.query_batches.empty() ? kBatchCorrection : kQueryMapping));
   if (cfg.protocol != kBatchCorrection && cfg.protocol != kQueryMapping)
@@ -652,6 +658,8 @@ std::string RunConfig::resolved_toml() const {
   eval.insert("unintegrated_components", unintegrated_components);
   eval.insert("neighbors", neighbors.backend);
   eval.insert("exact_max_cells", neighbors.exact_max_cells);
+  // Only when not the default, so that existing sweep run ids stay.
+  if (neighbors.hnsw_build == HnswBuild::Sequential) eval.insert("hnsw_build", "sequential");
   // Only when on: it adds files, not a different result, so existing sweep run ids stay.
   if (per_cell_scores) eval.insert("per_cell_scores", true);
   root.insert("evaluation", eval);

@@ -1,6 +1,7 @@
 #include "neighbors.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <limits>
 #include <thread>
@@ -15,14 +16,28 @@
 namespace scssl::host {
 
 #ifdef SCSSL_HAVE_HNSWLIB
-Neighbors knn_self_hnsw(const torch::Tensor& input, int64_t k) {
+Neighbors knn_self_hnsw(const torch::Tensor& input, int64_t k, HnswBuild build) {
   torch::Tensor x = input.to(torch::kCPU, torch::kFloat32).contiguous();
   const int64_t n = x.size(0), d = x.size(1);
   k = std::min(k, n);
   const float* data = x.data_ptr<float>();
   hnswlib::L2Space space(static_cast<size_t>(d));
   hnswlib::HierarchicalNSW<float> index(&space, static_cast<size_t>(n), 16, 200, 100);
-  for (int64_t i = 0; i < n; ++i) index.addPoint(data + i * d, static_cast<size_t>(i));
+  const int64_t workers = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  if (build == HnswBuild::Sequential || workers == 1 || n < 2) {
+    for (int64_t i = 0; i < n; ++i) index.addPoint(data + i * d, static_cast<size_t>(i));
+  } else {
+    // hnswlib's insertion is thread-safe; the first cell is the entry point of every later one.
+    index.addPoint(data, 0);
+    std::atomic<int64_t> next{1};
+    auto insert = [&] {
+      for (int64_t i = next++; i < n; i = next++)
+        index.addPoint(data + i * d, static_cast<size_t>(i));
+    };
+    std::vector<std::thread> inserters;
+    for (int64_t w = 0; w < workers; ++w) inserters.emplace_back(insert);
+    for (auto& t : inserters) t.join();
+  }
   // A wide beam keeps recall near 1 at k = 90; a few extra candidates absorb self and ties.
   const auto beam = static_cast<size_t>(std::max<int64_t>(2 * k, 200));
   index.setEf(beam);
@@ -56,7 +71,6 @@ Neighbors knn_self_hnsw(const torch::Tensor& input, int64_t k) {
       }
     }
   };
-  const int64_t workers = std::max<int64_t>(1, std::thread::hardware_concurrency());
   std::vector<std::thread> threads;
   const int64_t chunk = (n + workers - 1) / workers;
   for (int64_t w = 0; w < workers; ++w)
@@ -65,7 +79,7 @@ Neighbors knn_self_hnsw(const torch::Tensor& input, int64_t k) {
   return out;
 }
 #else
-Neighbors knn_self_hnsw(const torch::Tensor&, int64_t) {
+Neighbors knn_self_hnsw(const torch::Tensor&, int64_t, HnswBuild) {
   throw InvalidArgument("this build has no approximate neighbour backend (hnswlib was not found)");
 }
 #endif
@@ -74,6 +88,7 @@ NeighborCache::NeighborCache(torch::Tensor embedding, const NeighborOptions& opt
     : embedding_(std::move(embedding)),
       min_k_(min_k),
       exact_max_cells_(options.exact_max_cells),
+      hnsw_build_(options.hnsw_build),
       backend_(options.backend),
       chosen_by_("config") {
   if (backend_ != "exact" && backend_ != "hnsw" && backend_ != "auto")
@@ -110,7 +125,7 @@ void NeighborCache::choose_backend(int64_t k) {
   // search that starts the threads.
   knn_self(sample(kTimingSampleCells / 4), 2);
   const double exact = seconds([&] { knn_self(sample(kExactTimingCells), 2); });
-  const double hnsw = seconds([&] { knn_self_hnsw(sample(kTimingSampleCells), k); });
+  const double hnsw = seconds([&] { knn_self_hnsw(sample(kTimingSampleCells), k, hnsw_build_); });
   const double exact_scale = static_cast<double>(n) / kExactTimingCells;
   prediction_.exact_seconds = exact * exact_scale * exact_scale;
   prediction_.hnsw_seconds =
@@ -183,7 +198,8 @@ const Neighbors& NeighborCache::get(int64_t k) {
   if (searched_k() < k) {
     const int64_t wanted = std::min(n, std::max(k, min_k_));
     if (backend_ == "auto") choose_backend(wanted);
-    full_ = backend_ == "hnsw" ? knn_self_hnsw(embedding_, wanted) : knn_self(embedding_, wanted);
+    full_ = backend_ == "hnsw" ? knn_self_hnsw(embedding_, wanted, hnsw_build_)
+                               : knn_self(embedding_, wanted);
     prefixes_.clear();
     connectivities_.clear();
   }

@@ -14,10 +14,16 @@
 
 namespace scssl::host {
 
+// How an HNSW index is built: by every core at once (hnswlib's insertion is thread-safe, but
+// which cells end up linked then depends on the threads' timing, so two runs can differ in the
+// few neighbours HNSW misses), or one cell after another, which gives one result per input.
+enum class HnswBuild { Parallel, Sequential };
+
 struct NeighborOptions {
   std::string backend = "auto";  // "auto" | "exact" | "hnsw"
   // "auto": 0 decides by the predicted times; a positive count searches exactly up to it.
   int64_t exact_max_cells = 0;
+  HnswBuild hnsw_build = HnswBuild::Parallel;
 };
 
 // How "auto" decides without a fixed threshold: up to kAlwaysExactCells the exact search, else
@@ -44,9 +50,9 @@ inline bool hnsw_available() {
 }
 
 // Self-first neighbour lists from an HNSW index: the candidates' distances are recomputed exactly
-// and sorted with ties by the smaller index, so only recall can differ from knn_self. Insertion is
-// sequential, so one input gives one result.
-Neighbors knn_self_hnsw(const torch::Tensor& x, int64_t k);
+// and sorted with ties by the smaller index, so only recall can differ from knn_self. The queries
+// run on every core; the build as `build` says.
+Neighbors knn_self_hnsw(const torch::Tensor& x, int64_t k, HnswBuild build = HnswBuild::Parallel);
 
 // Self-first neighbour lists from a stored cells x cells distance graph (scanpy's
 // obsp['distances']: each row the distances to that cell's neighbours, the cell itself left out):
@@ -82,6 +88,7 @@ class NeighborCache {
   torch::Tensor embedding_;
   void choose_backend(int64_t k);
   int64_t min_k_, exact_max_cells_;
+  HnswBuild hnsw_build_;
   std::string backend_, chosen_by_, given_source_;
   BackendPrediction prediction_;
   Neighbors full_;

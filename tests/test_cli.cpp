@@ -236,6 +236,18 @@ TEST(Cli, UnknownHnswBuild) {
   expect_clean_failure(quickstart() + " --set evaluation.hnsw_build=fast", "evaluation.hnsw_build");
 }
 
+TEST(Cli, DeviceThatIsNotOneIsRefused) {
+  expect_clean_failure(quickstart() + " --set run.device=tpu", "run.device");
+}
+
+// This test suite runs on a CPU-only LibTorch (CI has no GPU): a CUDA device is refused when the
+// config is read, naming the setting, before anything runs.
+TEST(Cli, CudaDeviceWithoutCudaIsRefusedBeforeTheRun) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "this machine has a CUDA device";
+  expect_clean_failure(quickstart() + " --set run.device=cuda", "run.device");
+  expect_clean_failure(quickstart() + " --set train.device=cuda:1", "train.device");
+}
+
 TEST(Cli, UnknownQueryBatch) {
   expect_clean_failure(quickstart() + " --set evaluation.query_batches=[\\\"stim999\\\"]",
                        "stim999");

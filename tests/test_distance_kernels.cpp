@@ -3,7 +3,7 @@
 // direct O(n^2) computations, and check that the thread count does not change a single bit.
 // Every kernel path this CPU runs is checked tile by tile here; ctest also runs the whole binary
 // once per forced path (SCSSL_DISTANCE_KERNELS), so the searches and silhouettes are checked on
-// each path too.
+// each path too, the tensor path (the code a GPU runs, here on the CPU) included.
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -30,7 +30,8 @@ class ForcedPathRunnable : public ::testing::Environment {
   void SetUp() override {
     const char* forced = std::getenv("SCSSL_DISTANCE_KERNELS");
     if (!forced) return;
-    const std::vector<std::string> paths = distance_kernel_paths();
+    std::vector<std::string> paths = distance_kernel_paths();
+    paths.push_back("tensor");  // the GPU's code on the CPU: runs everywhere
     if (std::find(paths.begin(), paths.end(), forced) == paths.end())
       GTEST_SKIP() << "SCSSL_DISTANCE_KERNELS=" << forced << ": this CPU does not run that path";
     ASSERT_EQ(distance_kernels(), forced);

@@ -259,7 +259,8 @@ Evaluator::~Evaluator() {
 
 std::vector<MetricValue> Evaluator::evaluate(const CellData& data, const torch::Tensor& embedding,
                                              const torch::Tensor& unintegrated,
-                                             const std::vector<std::string>& query_batches) {
+                                             const std::vector<std::string>& query_batches,
+                                             const std::string& device) {
   CellDataView view(data);
   torch::Tensor emb = embedding.to(torch::kCPU, torch::kFloat32).contiguous();
   torch::Tensor pre = unintegrated.defined()
@@ -273,6 +274,7 @@ std::vector<MetricValue> Evaluator::evaluate(const CellData& data, const torch::
   context.unintegrated = to_dl(pre);
   context.n_query_batches = static_cast<int64_t>(queries.size());
   context.query_batches = queries.data();
+  context.device = device.c_str();
 
   // Per-cell values and notes may come before or after their metric's value.
   struct Collector {

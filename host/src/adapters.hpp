@@ -113,9 +113,11 @@ class Evaluator {
   ~Evaluator();
   Evaluator(const Evaluator&) = delete;
   Evaluator& operator=(const Evaluator&) = delete;
+  // `device`: where the evaluator should run its heavy kernels (run.device).
   std::vector<MetricValue> evaluate(const CellData& data, const torch::Tensor& embedding,
                                     const torch::Tensor& unintegrated,
-                                    const std::vector<std::string>& query_batches);
+                                    const std::vector<std::string>& query_batches,
+                                    const std::string& device = "cpu");
   const std::string& name() const { return name_; }
 
  private:

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -370,6 +371,31 @@ void check_predicted_query_modality(const ConfigReader& r, const toml::node* nod
            what + "embeds the query through both encoders: set method.predict_only_rna = false");
 }
 
+// A device name LibTorch knows ("cpu", "cuda", "cuda:1") that this build and machine can use.
+void check_device(const ConfigReader& r, const std::string& key, const toml::node* node,
+                  const std::string& text) {
+  std::optional<torch::Device> device;
+  try {
+    device.emplace(text);
+  } catch (const c10::Error&) {
+  }
+  if (!device || !(device->is_cpu() || device->is_cuda()))
+    r.fail(key, node, "must be \"cpu\", \"cuda\" or \"cuda:N\" (got \"" + text + "\")");
+  if (device->is_cpu()) return;
+  if (!at::hasCUDA())
+    r.fail(key, node,
+           "is \"" + text +
+               "\", but this build's LibTorch has no CUDA (Debian's libtorch is CPU-only); build "
+               "against a CUDA LibTorch (docs/gpu.md) or use \"cpu\"");
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  if (count == 0 || (device->has_index() && device->index() >= count))
+    r.fail(key, node,
+           "is \"" + text + "\", but " +
+               (count == 0 ? std::string("no CUDA device is visible")
+                           : std::to_string(count) + " CUDA device(s) are visible") +
+               " (check nvidia-smi and CUDA_VISIBLE_DEVICES)");
+}
+
 const std::set<std::string> kPreprocessKeys = {
     "normalize", "target_sum", "log1p", "n_top_genes", "batch_aware", "scale", "scale_max"};
 
@@ -413,8 +439,9 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   };
 
   const toml::table& run = section("run");
-  r.only(run, "run",
-         {"name", "output_dir", "seed", "threads", "write_h5ad", "save_model", "isolate"});
+  r.only(
+      run, "run",
+      {"name", "output_dir", "seed", "threads", "write_h5ad", "save_model", "isolate", "device"});
   cfg.name = r.get(run, "run", "name", cfg.name);
   if (cfg.name.empty() || cfg.name.find('/') != std::string::npos || cfg.name[0] == '.')
     r.fail("run.name", run.get("name"),
@@ -429,6 +456,9 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   cfg.write_h5ad = r.get(run, "run", "write_h5ad", cfg.write_h5ad);
   cfg.save_model = r.get(run, "run", "save_model", cfg.save_model);
   if (run.get("isolate")) cfg.isolate = r.get(run, "run", "isolate", false);
+  cfg.device = r.get(run, "run", "device", cfg.device);
+  check_device(r, "run.device", run.get("device"), cfg.device);
+  cfg.neighbors.device = torch::Device(cfg.device);
 
   if (!root.get("dataset")) r.fail("dataset", nullptr, "section is missing");
   cfg.dataset = r.plugin(section("dataset"), "dataset", SCSSL_KIND_DATASET, registry, {});
@@ -481,7 +511,8 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
   t.step_schedule = schedule == "step";
   t.step_size = r.get(train, "train", "step_size", t.step_size);
   t.gamma = r.get(train, "train", "gamma", t.gamma);
-  t.device = r.get(train, "train", "device", t.device);
+  t.device = r.get(train, "train", "device", cfg.device);
+  check_device(r, "train.device", train.get("device"), t.device);
   t.checkpoint_every = r.get(train, "train", "checkpoint_every", t.checkpoint_every);
   t.resume_from = r.get(train, "train", "resume_from", t.resume_from);
   if (!t.resume_from.empty() && fs::path(t.resume_from).is_relative())
@@ -620,6 +651,9 @@ std::string RunConfig::resolved_toml() const {
                                  {"write_h5ad", write_h5ad},
                                  {"save_model", save_model}});
   if (isolate) root["run"].as_table()->insert("isolate", *isolate);
+  // Only when not the CPU: where it runs does not change what a run is, so that sweep run ids
+  // stay as they were.
+  if (device != "cpu") root["run"].as_table()->insert("device", device);
   root.insert("dataset", plugin_table(dataset, true));
   toml::table pre = preprocess_table(preprocess);
   for (const auto& [m, o] : preprocess_by_modality) pre.insert(m, preprocess_table(o));

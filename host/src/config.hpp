@@ -45,6 +45,9 @@ struct RunConfig {
   std::string output_dir = "runs";
   uint64_t seed = 0;
   int threads = 0;  // OpenMP threads; 0: one (OpenBLAS uses every core on its own)
+  // Where training, embedding and the heavy metric kernels run: "cpu", "cuda" or "cuda:N"
+  // (train.device defaults to it).
+  std::string device = "cpu";
   bool write_h5ad = true;
   bool save_model = false;
   // Runs the pipeline in a child process (docs/reliability.md). Unset: the command's default,

@@ -166,7 +166,7 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& argv,
                  const std::vector<std::string>& args, bool quiet,
                  const std::string& command_line) {
   po::options_description opts("evaluate options");
-  std::string data, config, output, name, batch_key, label_key, unintegrated, graph;
+  std::string data, config, output, name, batch_key, label_key, unintegrated, graph, device;
   std::vector<std::string> embeddings, evaluators, query, sets;
   bool min_max = false, per_cell = false;
   opts.add_options()("data", po::value(&data)->required(), "the .h5ad file")(
@@ -183,6 +183,9 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& argv,
       "unintegrated-key", po::value(&unintegrated),
       "obsm key of the unintegrated PCA (PCR's X_pre)")("min-max-scale", po::bool_switch(&min_max),
                                                         "also scale metrics across the embeddings")(
+      "device", po::value(&device),
+      "where the neighbour searches and silhouettes run: cpu (default), cuda, cuda:N "
+      "(run.device)")(
       "graph", po::value(&graph),
       "obsp key of a stored neighbour graph to use instead of searching (scanpy: distances)")(
       "per-cell", po::bool_switch(&per_cell),
@@ -204,6 +207,7 @@ int cmd_evaluate(Plugins& plugins, const std::vector<std::string>& argv,
   if (vm.count("batch-key")) overrides.push_back("dataset.batch_key=" + toml_quote(batch_key));
   if (vm.count("label-key")) overrides.push_back("dataset.label_key=" + toml_quote(label_key));
   if (per_cell) overrides.push_back("evaluation.per_cell_scores=true");
+  if (vm.count("device")) overrides.push_back("run.device=" + toml_quote(device));
   if (vm.count("query-batches"))
     overrides.push_back("evaluation.query_batches=" + toml_list(split_commas(query)));
   if (config.empty() || vm.count("name"))

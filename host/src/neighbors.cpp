@@ -89,6 +89,7 @@ NeighborCache::NeighborCache(torch::Tensor embedding, const NeighborOptions& opt
       min_k_(min_k),
       exact_max_cells_(options.exact_max_cells),
       hnsw_build_(options.hnsw_build),
+      device_(options.device),
       backend_(options.backend),
       chosen_by_("config") {
   if (backend_ != "exact" && backend_ != "hnsw" && backend_ != "auto")
@@ -123,8 +124,8 @@ void NeighborCache::choose_backend(int64_t k) {
   // The exact search of many cells is its distance tiles, n^2 of them: timed with k = 2, whose
   // candidate lists are too short to matter, as they are at large n for any k; after a small
   // search that starts the threads.
-  knn_self(sample(kTimingSampleCells / 4), 2);
-  const double exact = seconds([&] { knn_self(sample(kExactTimingCells), 2); });
+  knn_self(sample(kTimingSampleCells / 4), 2, device_);
+  const double exact = seconds([&] { knn_self(sample(kExactTimingCells), 2, device_); });
   const double hnsw = seconds([&] { knn_self_hnsw(sample(kTimingSampleCells), k, hnsw_build_); });
   const double exact_scale = static_cast<double>(n) / kExactTimingCells;
   prediction_.exact_seconds = exact * exact_scale * exact_scale;
@@ -199,7 +200,7 @@ const Neighbors& NeighborCache::get(int64_t k) {
     const int64_t wanted = std::min(n, std::max(k, min_k_));
     if (backend_ == "auto") choose_backend(wanted);
     full_ = backend_ == "hnsw" ? knn_self_hnsw(embedding_, wanted, hnsw_build_)
-                               : knn_self(embedding_, wanted);
+                               : knn_self(embedding_, wanted, device_);
     prefixes_.clear();
     connectivities_.clear();
   }

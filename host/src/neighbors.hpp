@@ -24,6 +24,8 @@ struct NeighborOptions {
   // "auto": 0 decides by the predicted times; a positive count searches exactly up to it.
   int64_t exact_max_cells = 0;
   HnswBuild hnsw_build = HnswBuild::Parallel;
+  // Where the exact search's distance screen runs (run.device).
+  torch::Device device = torch::kCPU;
 };
 
 // How "auto" decides without a fixed threshold: up to kAlwaysExactCells the exact search, else
@@ -89,6 +91,7 @@ class NeighborCache {
   void choose_backend(int64_t k);
   int64_t min_k_, exact_max_cells_;
   HnswBuild hnsw_build_;
+  torch::Device device_;
   std::string backend_, chosen_by_, given_source_;
   BackendPrediction prediction_;
   Neighbors full_;

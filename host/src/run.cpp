@@ -336,7 +336,7 @@ std::vector<MetricRecord> score_embedding(std::vector<std::unique_ptr<Evaluator>
   services.serve_neighbors(&neighbors);
   for (auto& evaluator : evaluators) {
     meter.begin("evaluate:" + evaluator->name());
-    auto values = evaluator->evaluate(data, embedding, unintegrated, cfg.query_batches);
+    auto values = evaluator->evaluate(data, embedding, unintegrated, cfg.query_batches, cfg.device);
     const StageRecord& s = meter.finish();
     spdlog::info("{}: {} metric(s) in {:.2f} s", evaluator->name(), values.size(), s.wall_seconds);
     for (auto& v : values) {
@@ -469,7 +469,7 @@ struct RunRecord {
     }
     r.host = hostname();
     r.versions = {SCSSL_VERSION, SCSSL_ABI_VERSION, TORCH_VERSION, blas_kernel_note(),
-                  distance_kernels()};
+                  cfg.device == "cpu" ? distance_kernels() : "tensor on " + cfg.device};
     std::set<const LoadedPlugin*> listed;
     for (const auto* p : plugins)
       if (p && listed.insert(p).second) r.plugins.push_back(plugin_record(*p));

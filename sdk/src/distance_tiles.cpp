@@ -168,13 +168,21 @@ const KernelPath& kernel_path_named(const std::string& name) {
     if (name == p->name) return *p;
   throw std::invalid_argument("SCSSL_DISTANCE_KERNELS=" + name +
                               ": not a distance-kernel path this CPU runs (it runs: auto, " +
-                              path_names() + ")");
+                              path_names() + ", " + kTensorPath + ")");
+}
+
+bool tensor_path_forced() {
+  static const bool forced = [] {
+    const char* name = std::getenv("SCSSL_DISTANCE_KERNELS");
+    return name != nullptr && std::string(name) == kTensorPath;
+  }();
+  return forced;
 }
 
 const KernelPath& kernel_path() {
   static const KernelPath* const chosen = [] {
     const char* forced = std::getenv("SCSSL_DISTANCE_KERNELS");
-    return &kernel_path_named(forced ? forced : "");
+    return &kernel_path_named(forced && !tensor_path_forced() ? forced : "");
   }();
   return *chosen;
 }

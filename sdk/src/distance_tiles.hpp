@@ -39,7 +39,13 @@ struct KernelPath {
 // The paths this CPU runs, best first: "avx512" and "avx2" where the CPU has them, then "blas",
 // then the 16-byte vector path.
 std::vector<const KernelPath*> runnable_kernel_paths();
-// SCSSL_DISTANCE_KERNELS when set, else the best runnable path; resolved once per process.
+// Whether SCSSL_DISTANCE_KERNELS=tensor asks for the tensor path on the CPU: the searches and
+// silhouettes then run as LibTorch operations on whole blocks, as they do on a GPU, so that the
+// GPU's code is tested on any machine. Read once per process.
+bool tensor_path_forced();
+inline constexpr char kTensorPath[] = "tensor";
+// SCSSL_DISTANCE_KERNELS when set (under "tensor": the best runnable path, for other callers of
+// the tiles), else the best runnable path; resolved once per process.
 // Throws std::invalid_argument naming the variable when it names an unknown or unrunnable path.
 const KernelPath& kernel_path();
 // The path called `name` ("auto": the best); throws like kernel_path().

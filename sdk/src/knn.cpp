@@ -9,6 +9,8 @@
 #include <emmintrin.h>
 #endif
 #include <limits>
+#include <mutex>
+#include <optional>
 #include <stdexcept>
 
 #include "distance_tiles.hpp"
@@ -114,6 +116,85 @@ class Candidates {
   std::vector<std::pair<double, int64_t>> best_;
 };
 
+// Full float32 products for the screen while at least one thread screens on a GPU: its error
+// bound assumes them, and cuBLAS's TF32 mode (10-bit mantissas, off by default) would break it.
+// The first thread in turns TF32 off, the last one out restores the setting.
+class FullFloat32Products {
+ public:
+  FullFloat32Products() {
+    std::lock_guard<std::mutex> hold(lock_);
+    if (users_++ == 0) {
+      restore_ = at::globalContext().allowTF32CuBLAS();
+      if (restore_) at::globalContext().setAllowTF32CuBLAS(false);
+    }
+  }
+  ~FullFloat32Products() {
+    std::lock_guard<std::mutex> hold(lock_);
+    if (--users_ == 0 && restore_) at::globalContext().setAllowTF32CuBLAS(true);
+  }
+  FullFloat32Products(const FullFloat32Products&) = delete;
+  FullFloat32Products& operator=(const FullFloat32Products&) = delete;
+
+ private:
+  static inline std::mutex lock_;
+  static inline int users_ = 0;
+  static inline bool restore_ = false;
+};
+
+// What the tensor path's screen keeps of one block of query rows, in CPU memory: the reference
+// rows (cols) and float32 d^2 of every kept pair, row r's pairs at row_bounds[r] ..
+// row_bounds[r + 1] - 1.
+struct ScreenedPairs {
+  torch::Tensor row_bounds, cols, d2;
+};
+
+// The tensor path's screen (docs/performance.md, "Distance kernels"): float32 d^2 of blocks of
+// query rows against every reference row as LibTorch operations on `device`, keeping for each
+// row every pair within slack_d2[i] of its `wanted`-th smallest d^2 (its own row left out with
+// self_first). `take(first, pairs)` gets each block's pairs, blocks in order. The inputs are
+// float64 CPU tensors, the norms exact; the bound on the float32 error is the tile path's.
+template <class Take>
+void screen_with_tensors(const torch::Tensor& ref, const torch::Tensor& ref_sq,
+                         const torch::Tensor& qry, const torch::Tensor& qry_sq,
+                         const torch::Tensor& slack_d2, int64_t wanted, bool self_first,
+                         const torch::Device& device, Take take) {
+  std::optional<FullFloat32Products> full_products;
+  if (device.is_cuda()) full_products.emplace();
+  const auto on_device = torch::TensorOptions().device(device);
+  const torch::Tensor ref_f = ref.to(device, torch::kFloat32);
+  const torch::Tensor ref_sq_f = ref_sq.to(device, torch::kFloat32).unsqueeze(0);
+  const int64_t n_ref = ref.size(0), n_query = qry.size(0);
+  // Blocks of about 2^28 distances (1 GiB) on a GPU, 2^24 on the CPU.
+  const int64_t budget = int64_t{1} << (device.is_cpu() ? 24 : 28);
+  const int64_t rows = std::clamp<int64_t>(budget / n_ref, 1, 8192);
+  const float inf = std::numeric_limits<float>::infinity();
+  for (int64_t first = 0; first < n_query; first += rows) {
+    const int64_t count = std::min(rows, n_query - first);
+    const torch::Tensor q = qry.slice(0, first, first + count).to(device, torch::kFloat32);
+    const torch::Tensor q_sq = qry_sq.slice(0, first, first + count).to(device, torch::kFloat32);
+    torch::Tensor d2 = torch::addmm(q_sq.unsqueeze(1) + ref_sq_f, q, ref_f.t(), 1.0, -2.0);
+    d2.clamp_min_(0.0f);
+    if (self_first)
+      d2.scatter_(
+          1, torch::arange(first, first + count, on_device.dtype(torch::kInt64)).unsqueeze(1), inf);
+    const torch::Tensor kth =
+        std::get<0>(d2.topk(wanted, 1, /*largest=*/false, /*sorted=*/false)).amax(1);
+    // The limit in float64, rounded up to the next float32.
+    torch::Tensor limit = (kth.to(torch::kFloat64) +
+                           slack_d2.slice(0, first, first + count).to(device, torch::kFloat64))
+                              .to(torch::kFloat32);
+    limit = torch::nextafter(limit, torch::full_like(limit, inf));
+    const torch::Tensor keep = d2 <= limit.unsqueeze(1);
+    const torch::Tensor where = keep.nonzero();  // row-major: rows ascending
+    ScreenedPairs pairs;
+    pairs.cols = where.select(1, 1).to(torch::kCPU).contiguous();
+    pairs.d2 = d2.masked_select(keep).to(torch::kCPU).contiguous();
+    pairs.row_bounds = torch::zeros({count + 1}, torch::kInt64);
+    pairs.row_bounds.slice(0, 1).copy_(keep.sum(1).cumsum(0).to(torch::kCPU));
+    take(first, pairs);
+  }
+}
+
 // Shared by knn_exact and knn_self; with self_first the query rows are the reference rows and
 // each row's own index is ranked before everything else.
 //
@@ -124,7 +205,7 @@ class Candidates {
 // The metric is a template parameter so that the hot loops test it at compile time.
 template <bool cosine>
 Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int64_t k,
-                 const bool self_first) {
+                 const bool self_first, const torch::Device& device) {
   TORCH_CHECK(reference.dim() == 2 && query.dim() == 2 && reference.size(1) == query.size(1),
               "knn_exact: reference and query must be matrices with the same number of columns");
   torch::Tensor ref = reference.to(torch::kCPU, torch::kFloat64);
@@ -151,7 +232,6 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
     out.distances.zero_();
     return out;
   }
-  const detail::ReferencePanels<float> panels(ref.data_ptr<double>(), n_ref, d);
   const double* ref_rows = ref.data_ptr<double>();
   const double* query_rows = qry.data_ptr<double>();
   const torch::Tensor ref_sq_t = ref.pow(2).sum(1).contiguous(),
@@ -164,8 +244,62 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
   // row, the candidates kept are those within 2e of the k-th best; cosine values are d^2 / 2,
   // so there the slack is e.
   const double error_per_norm = 2.0 * static_cast<double>(d + 7) * std::ldexp(1.0, -24);
+  auto new_list = [&](int64_t i) {
+    const double error = error_per_norm * (query_sq[i] + max_ref_sq);
+    return Candidates(wanted, cosine ? error : 2.0 * error);
+  };
+  // The approximate value from a float32 d^2; cosine: 1 - q.x recovered from d^2 and the exact
+  // norms (right for zero rows too), at least 0.
+  auto approx = [&](int64_t i, float d2, int64_t j) {
+    if constexpr (!cosine) return d2;
+    return static_cast<float>(std::max(0.0, 1.0 - (query_sq[i] + ref_sq[j] - d2) / 2.0));
+  };
   int64_t* out_idx = out.indices.data_ptr<int64_t>();
   float* out_dist = out.distances.data_ptr<float>();
+  // Row i's neighbours: its candidates ranked by exact float64 value.
+  auto write_row = [&](int64_t i, Candidates& list) {
+    const double* q = query_rows + i * d;
+    int64_t* idx_row = out_idx + i * k;
+    float* dist_row = out_dist + i * k;
+    int64_t col = 0;
+    if (self_first) {
+      idx_row[0] = i;
+      dist_row[0] = 0.0f;
+      col = 1;
+    }
+    auto exact = [&](int64_t j) {
+      const double* x = ref_rows + j * d;
+      return cosine ? 1.0 - exact_pair<true>(q, x, d) : exact_pair<false>(q, x, d);
+    };
+    for (const auto& [value, j] : list.best(exact)) {
+      idx_row[col] = j;
+      dist_row[col++] = static_cast<float>(cosine ? value : std::sqrt(value));
+    }
+  };
+
+  if (!device.is_cpu() || detail::tensor_path_forced()) {
+    // The tensor path: the screen on `device`, then the same exact ranking on the CPU.
+    const torch::Tensor slack_d2 = 2.0 * error_per_norm * (qry_sq_t + max_ref_sq);
+    screen_with_tensors(ref, ref_sq_t, qry, qry_sq_t, slack_d2, wanted, self_first, device,
+                        [&](int64_t first, const ScreenedPairs& pairs) {
+                          const int64_t* cols = pairs.cols.data_ptr<int64_t>();
+                          const float* d2 = pairs.d2.data_ptr<float>();
+                          const int64_t* bounds = pairs.row_bounds.data_ptr<int64_t>();
+                          at::parallel_for(0, pairs.row_bounds.numel() - 1, 16,
+                                           [&](int64_t lo, int64_t hi) {
+                                             for (int64_t r = lo; r < hi; ++r) {
+                                               const int64_t i = first + r;
+                                               Candidates list = new_list(i);
+                                               for (int64_t e = bounds[r]; e < bounds[r + 1]; ++e)
+                                                 list.offer(approx(i, d2[e], cols[e]), cols[e]);
+                                               write_row(i, list);
+                                             }
+                                           });
+                        });
+    return out;
+  }
+
+  const detail::ReferencePanels<float> panels(ref_rows, n_ref, d);
   constexpr int64_t kBlock = detail::QueryBlock<float>::kBlockRows;
   constexpr int64_t kPanel = detail::ReferencePanels<float>::kPanelCols;
   at::parallel_for(0, (n_query + kBlock - 1) / kBlock, 1, [&](int64_t block_lo, int64_t block_hi) {
@@ -177,23 +311,15 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
       const int64_t first = b * kBlock;
       block.load(query_rows, d, first, std::min(kBlock, n_query - first));
       candidates.clear();
-      for (int64_t r = 0; r < block.count(); ++r) {
-        const double error = error_per_norm * (query_sq[first + r] + max_ref_sq);
-        candidates.emplace_back(wanted, cosine ? error : 2.0 * error);
-      }
+      for (int64_t r = 0; r < block.count(); ++r) candidates.push_back(new_list(first + r));
       for (int64_t p = 0; p < panels.panels(); ++p) {
         panels.squared_distances(block, p, tile.data());
         const int64_t begin = panels.panel_begin(p), size = panels.panel_size(p);
         for (int64_t r = 0; r < block.count(); ++r) {
           Candidates& list = candidates[r];
           const int64_t i = first + r;
-          // The approximate value from a float32 d^2; cosine: 1 - q.x recovered from d^2 and the
-          // exact norms (right for zero rows too), at least 0. The screen admits a superset of
-          // what `list` takes, in d^2 units, rounded up to float32.
-          auto approx = [&](float d2, int64_t j) {
-            if constexpr (!cosine) return d2;
-            return static_cast<float>(std::max(0.0, 1.0 - (query_sq[i] + ref_sq[j] - d2) / 2.0));
-          };
+          // The screen admits a superset of what `list` takes, in d^2 units, rounded up to
+          // float32.
           auto screen_of = [&](float bound) {
             if constexpr (!cosine) return bound;
             const double d2 = 2.0 * bound - 2.0 + query_sq[i] + max_ref_sq;
@@ -209,32 +335,13 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
               const int64_t index = begin + j;
               // The screen may have tightened since the mask was taken.
               if (j >= size || !(row[j] <= screen) || (skip_self && index == i)) continue;
-              list.offer(approx(row[j], index), index);
+              list.offer(approx(i, row[j], index), index);
               screen = screen_of(list.bound());
             }
           }
         }
       }
-      for (int64_t r = 0; r < block.count(); ++r) {
-        const int64_t i = first + r;
-        const double* q = query_rows + i * d;
-        int64_t* idx_row = out_idx + i * k;
-        float* dist_row = out_dist + i * k;
-        int64_t col = 0;
-        if (self_first) {
-          idx_row[0] = i;
-          dist_row[0] = 0.0f;
-          col = 1;
-        }
-        auto exact = [&](int64_t j) {
-          const double* x = ref_rows + j * d;
-          return cosine ? 1.0 - exact_pair<true>(q, x, d) : exact_pair<false>(q, x, d);
-        };
-        for (const auto& [value, j] : candidates[r].best(exact)) {
-          idx_row[col] = j;
-          dist_row[col++] = static_cast<float>(cosine ? value : std::sqrt(value));
-        }
-      }
+      for (int64_t r = 0; r < block.count(); ++r) write_row(first + r, candidates[r]);
     }
   });
   return out;
@@ -250,6 +357,7 @@ std::vector<std::string> distance_kernel_paths() {
 }
 
 std::string distance_kernels() {
+  if (detail::tensor_path_forced()) return detail::kTensorPath;
   try {
     return detail::kernel_path().name;
   } catch (const std::invalid_argument& e) {
@@ -258,12 +366,14 @@ std::string distance_kernels() {
 }
 
 Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, int64_t k,
-                    Distance distance) {
-  return distance == Distance::Cosine ? search<true>(reference, query, k, false)
-                                      : search<false>(reference, query, k, false);
+                    Distance distance, const torch::Device& device) {
+  return distance == Distance::Cosine ? search<true>(reference, query, k, false, device)
+                                      : search<false>(reference, query, k, false, device);
 }
 
-Neighbors knn_self(const torch::Tensor& x, int64_t k) { return search<false>(x, x, k, true); }
+Neighbors knn_self(const torch::Tensor& x, int64_t k, const torch::Device& device) {
+  return search<false>(x, x, k, true, device);
+}
 
 namespace {
 

@@ -83,6 +83,37 @@ void silhouettes_of_rows(const double* x, int64_t n, int64_t d, const Clusters& 
   });
 }
 
+// The tensor path (docs/performance.md, "Distance kernels"): the silhouettes of the cells at
+// `positions` as LibTorch float64 operations on `device`: each block of rows' distances to all n
+// cells, summed per cluster by one product with the cells' cluster-membership matrix. x: float64
+// [n, d] on the CPU, in cluster order; codes: int64 [n], the cluster of each position.
+void silhouettes_with_tensors(const torch::Tensor& x, const torch::Tensor& codes,
+                              const Clusters& clusters, const torch::Tensor& positions, double* s,
+                              const torch::Device& device) {
+  const int64_t n = x.size(0), k = clusters.k, n_rows = positions.numel();
+  const torch::Tensor all = x.to(device);
+  const torch::Tensor all_sq = all.pow(2).sum(1);
+  const torch::Tensor members = torch::one_hot(codes.to(device), k).to(torch::kFloat64);
+  // Blocks of about 2^27 distances (1 GiB) on a GPU, 2^23 on the CPU.
+  const int64_t budget = int64_t{1} << (device.is_cpu() ? 23 : 27);
+  const int64_t rows = std::clamp<int64_t>(budget / n, 1, 8192);
+  const int64_t* position = positions.data_ptr<int64_t>();
+  for (int64_t first = 0; first < n_rows; first += rows) {
+    const int64_t count = std::min(rows, n_rows - first);
+    const torch::Tensor at = positions.slice(0, first, first + count).to(device);
+    torch::Tensor d2 = torch::addmm(all_sq.index_select(0, at).unsqueeze(1) + all_sq.unsqueeze(0),
+                                    all.index_select(0, at), all.t(), 1.0, -2.0);
+    // A cell's distance to itself is exactly 0; rounding would otherwise add a tiny term.
+    d2.clamp_min_(0.0).scatter_(1, at.unsqueeze(1), 0.0);
+    const torch::Tensor sums = d2.sqrt_().mm(members).to(torch::kCPU).contiguous();
+    const double* sum = sums.data_ptr<double>();
+    for (int64_t r = 0; r < count; ++r) {
+      const int64_t i = position[first + r];
+      s[i] = clusters.silhouette(sum + r * k, clusters.own[i]);
+    }
+  }
+}
+
 // Sums accumulated as 64-bit fixed-point integers: exact integer additions, so the total does
 // not depend on the order the parts arrive in (here: which thread handled which tile).
 class FixedPoint {
@@ -157,7 +188,7 @@ void silhouettes_of_all(const double* x, int64_t n, int64_t d, double largest_sq
 }  // namespace
 
 torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor& codes_in,
-                                 const torch::Tensor& wanted) {
+                                 const torch::Tensor& wanted, const torch::Device& device) {
   if (x_in.dim() != 2) throw BadData("silhouette: the embedding must be a 2-D matrix");
   const int64_t n = x_in.size(0);
   if (codes_in.dim() != 1 || codes_in.size(0) != n)
@@ -200,6 +231,13 @@ torch::Tensor silhouette_samples(const torch::Tensor& x_in, const torch::Tensor&
   const torch::Tensor positions =
       wanted.defined() ? torch::nonzero(wanted.to(torch::kBool).index_select(0, order)).flatten()
                        : torch::Tensor();
+  if (!device.is_cpu() || detail::tensor_path_forced()) {
+    silhouettes_with_tensors(x, sorted_codes, clusters,
+                             positions.defined() ? positions : torch::arange(n, torch::kInt64),
+                             s_sorted.data_ptr<double>(), device);
+    result.index_copy_(0, order, s_sorted);
+    return result;
+  }
   // Every pair once needs an n x k table of sums per thread; past 1 GiB in all, rows one by one.
   const bool table_fits =
       n * clusters.k * static_cast<int64_t>(sizeof(int64_t)) * (at::get_num_threads() + 1) <=
@@ -235,12 +273,12 @@ std::string silhouette_key(const torch::Tensor& rows, const torch::Tensor& codes
 
 torch::Tensor shared_silhouette_samples(const HostContext& host, const torch::Tensor& embedding,
                                         const torch::Tensor& rows, const torch::Tensor& codes,
-                                        const torch::Tensor& wanted) {
+                                        const torch::Tensor& wanted, const torch::Device& device) {
   const std::string key = silhouette_key(rows, codes);
   if (torch::Tensor done = host.shared(key); done.defined()) return done;
   const bool complete = !wanted.defined() || wanted.all().item<bool>();
   torch::Tensor s = silhouette_samples(embedding.index_select(0, rows), codes,
-                                       complete ? torch::Tensor() : wanted);
+                                       complete ? torch::Tensor() : wanted, device);
   if (complete) host.share(key, s);
   return s;
 }

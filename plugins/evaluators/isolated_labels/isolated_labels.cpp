@@ -71,7 +71,8 @@ class IsolatedLabels final : public scssl::IEvaluator {
     torch::Tensor isolated = torch::zeros({static_cast<int64_t>(keep.size())}, torch::kBool);
     for (size_t j = 0; j < keep.size(); ++j)
       if (batches_of[label[keep[j]]].size() <= threshold) isolated[static_cast<int64_t>(j)] = true;
-    torch::Tensor s = scssl::shared_silhouette_samples(host_, ctx.embedding, ids, codes, isolated);
+    torch::Tensor s =
+        scssl::shared_silhouette_samples(host_, ctx.embedding, ids, codes, isolated, ctx.device);
     const double* sp = s.data_ptr<double>();
     std::vector<double> sum(n_labels, 0.0);
     std::vector<int64_t> count(n_labels, 0);

@@ -425,11 +425,11 @@ class Kbet final : public scssl::IEvaluator {
           // A tested cell is its own nearest (distance 0), as in the full self search.
           const torch::Tensor neighbours =
               task.tested.empty()
-                  ? scssl::knn_self(embedding, task.k0 + 1).indices.contiguous()
+                  ? scssl::knn_self(embedding, task.k0 + 1, ctx.device).indices.contiguous()
                   : scssl::knn_exact(
                         embedding,
                         embedding.index_select(0, torch::tensor(task.tested, torch::kInt64)),
-                        task.k0 + 1)
+                        task.k0 + 1, scssl::Distance::Euclidean, ctx.device)
                         .indices.contiguous();
           task.score = acceptance_rate(neighbours, task.k0 + 1, task.batch_of, alpha_);
         } catch (const DiffusionFailed& e) {

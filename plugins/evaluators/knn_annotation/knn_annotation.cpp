@@ -68,7 +68,7 @@ class KnnAnnotation final : public scssl::IEvaluator {
     rank_.assign(by_name.size(), 0);
     for (size_t r = 0; r < by_name.size(); ++r) rank_[by_name[r]] = static_cast<int32_t>(r);
 
-    const Scores in = score(ctx.embedding, label, reference, query);
+    const Scores in = score(ctx.embedding, label, reference, query, ctx.device);
     // Drop cell types present on one side only, from both sides.
     std::set<int32_t> ref_types, query_types;
     for (int64_t i : reference) ref_types.insert(label[i]);
@@ -79,7 +79,7 @@ class KnnAnnotation final : public scssl::IEvaluator {
     std::vector<int64_t> ref_ex, query_ex;
     std::copy_if(reference.begin(), reference.end(), std::back_inserter(ref_ex), shared);
     std::copy_if(query.begin(), query.end(), std::back_inserter(query_ex), shared);
-    const Scores ex = score(ctx.embedding, label, ref_ex, query_ex);
+    const Scores ex = score(ctx.embedding, label, ref_ex, query_ex, ctx.device);
     host_.debug("knn_annotation: " + std::to_string(reference.size()) + " reference and " +
                 std::to_string(query.size()) + " query cells; " +
                 std::to_string(query.size() - query_ex.size()) + " query cells of one-sided types");
@@ -98,13 +98,15 @@ class KnnAnnotation final : public scssl::IEvaluator {
 
  private:
   Scores score(const torch::Tensor& embedding, const int32_t* label,
-               const std::vector<int64_t>& reference, const std::vector<int64_t>& query) const {
+               const std::vector<int64_t>& reference, const std::vector<int64_t>& query,
+               const torch::Device& device) const {
     constexpr double nan = std::numeric_limits<double>::quiet_NaN();
     if (reference.empty() || query.empty()) return {nan, nan};
     auto rows = [&](const std::vector<int64_t>& ids) {
       return embedding.index_select(0, torch::tensor(ids, torch::kInt64));
     };
-    scssl::Neighbors nn = scssl::knn_exact(rows(reference), rows(query), k_);
+    scssl::Neighbors nn =
+        scssl::knn_exact(rows(reference), rows(query), k_, scssl::Distance::Euclidean, device);
     const int64_t k = nn.indices.size(1);
     const int64_t* idx = nn.indices.data_ptr<int64_t>();
     const size_t n_classes = rank_.size();

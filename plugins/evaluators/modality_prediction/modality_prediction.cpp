@@ -53,9 +53,9 @@ class ModalityPrediction final : public scssl::IEvaluator {
       throw scssl::BadData("modality_prediction: the query batches must leave cells on both sides");
     const torch::Tensor ref_ids = torch::tensor(reference, torch::kInt64);
     const torch::Tensor query_ids = torch::tensor(query, torch::kInt64);
-    scssl::Neighbors nn =
-        scssl::knn_exact(ctx.embedding.index_select(0, ref_ids),
-                         ctx.embedding.index_select(0, query_ids), k_, scssl::Distance::Cosine);
+    scssl::Neighbors nn = scssl::knn_exact(ctx.embedding.index_select(0, ref_ids),
+                                           ctx.embedding.index_select(0, query_ids), k_,
+                                           scssl::Distance::Cosine, ctx.device);
     // Mean of the neighbours' protein vectors, in float64.
     const torch::Tensor ref_protein = stored.rows_dense(ref_ids).to(torch::kFloat64);
     const torch::Tensor predicted = ref_protein.index_select(0, nn.indices.flatten())

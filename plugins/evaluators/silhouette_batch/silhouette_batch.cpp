@@ -68,7 +68,7 @@ class SilhouetteBatch final : public scssl::IEvaluator {
       }
       torch::Tensor ids = torch::tensor(cells, torch::kInt64);
       torch::Tensor s = scssl::silhouette_samples(ctx.embedding.index_select(0, ids),
-                                                  batch64.index_select(0, ids));
+                                                  batch64.index_select(0, ids), {}, ctx.device);
       const torch::Tensor score = 1.0 - s.abs();
       per_cell.index_copy_(0, ids, score);
       total += score.mean().item<double>();

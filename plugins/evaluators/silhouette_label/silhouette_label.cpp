@@ -40,7 +40,8 @@ class SilhouetteLabel final : public scssl::IEvaluator {
     if (!sample.note.empty()) sink.note("silhouette_label", sample.note);
     const torch::Tensor keep = torch::tensor(sample.rows, torch::kInt64);
     const torch::Tensor width =
-        (scssl::shared_silhouette_samples(host_, ctx.embedding, keep, codes.index_select(0, keep)) +
+        (scssl::shared_silhouette_samples(host_, ctx.embedding, keep, codes.index_select(0, keep),
+                                          {}, ctx.device) +
          1.0) /
         2.0;
     sink.report_cells("silhouette_label",

@@ -54,7 +54,7 @@ extern "C" {
 #endif
 
 #define SCSSL_ABI_VERSION 2u
-#define SCSSL_ABI_MINOR 1u
+#define SCSSL_ABI_MINOR 2u
 #define SCSSL_MAGIC 0x4c535353u /* "SSSL": first field of every info struct */
 #define SCSSL_ENTRY_POINT "scssl_plugin_entry"
 #define SCSSL_NOTE_SECTION ".scssl_plugin" /* ELF section holding the description as text */
@@ -374,6 +374,10 @@ typedef struct scssl_eval_context {
                                   unless the evaluator has SCSSL_NEEDS_UNINTEGRATED */
   int64_t n_query_batches;     /* batches held out from training (annotation / modality query) */
   const char* const* query_batches;
+  /* Since ABI 2.2 (check with SCSSL_HAS_FIELD). Where the heavy metric kernels (distance tiles
+   * of neighbour searches and silhouettes) should run: "cpu", "cuda", "cuda:1" (the run's
+   * run.device). The tensors above are always in CPU memory. Absent: "cpu". */
+  const char* device;
 } scssl_eval_context;
 
 typedef struct scssl_metric_sink {

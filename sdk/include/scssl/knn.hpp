@@ -16,22 +16,25 @@ struct Neighbors {
   torch::Tensor distances;  // float32 [queries, k]; cosine distance is 1 - cos
 };
 
-// The k nearest reference rows of every query row (k is clipped to the reference size).
+// The k nearest reference rows of every query row (k is clipped to the reference size). On a
+// GPU `device`, the distance screen runs there (the tensor path); the lists are the same.
 Neighbors knn_exact(const torch::Tensor& reference, const torch::Tensor& query, int64_t k,
-                    Distance distance = Distance::Euclidean);
+                    Distance distance = Distance::Euclidean,
+                    const torch::Device& device = torch::kCPU);
 
 // The k nearest rows of x to every row of x, the row itself always first (distance 0), then the
 // k - 1 nearest others, ties by the smaller index: the scIB metrics' convention
 // (docs/metrics.md §1.2).
-Neighbors knn_self(const torch::Tensor& x, int64_t k);
+Neighbors knn_self(const torch::Tensor& x, int64_t k, const torch::Device& device = torch::kCPU);
 
 // The distance-kernel paths this CPU runs, best first: "avx512" and "avx2" (where the CPU has
 // them), "blas", then "sse2" (x86-64) or "vector16" (other CPUs) (docs/performance.md,
 // "Distance kernels").
 std::vector<std::string> distance_kernel_paths();
 
-// The path that knn_exact, knn_self and the silhouettes use: SCSSL_DISTANCE_KERNELS when set
-// ("auto" or one of distance_kernel_paths()), else the best. Throws InvalidArgument naming the
+// The path that knn_exact, knn_self and the silhouettes use on the CPU: SCSSL_DISTANCE_KERNELS
+// when set ("auto", one of distance_kernel_paths(), or "tensor": the GPU's code, LibTorch
+// operations on whole blocks, run on the CPU), else the best. Throws InvalidArgument naming the
 // variable when it names a path that is unknown or that this CPU cannot run.
 std::string distance_kernels();
 

@@ -92,6 +92,9 @@ struct EvalContext {
   torch::Tensor embedding;     // float32 [n_cells, d]
   torch::Tensor unintegrated;  // float32 [n_cells, p], may be undefined
   std::vector<std::string> query_batches;
+  // Where the heavy metric kernels run (run.device): pass it to knn_exact, knn_self and the
+  // silhouettes. CPU under a host older than ABI 2.2.
+  torch::Device device = torch::kCPU;
 };
 
 class MetricSink {
@@ -317,6 +320,8 @@ const void* table_of() {
                                 {}};
             for (int64_t i = 0; i < c->n_query_batches; ++i)
               context.query_batches.emplace_back(c->query_batches[i]);
+            if (SCSSL_HAS_FIELD(c, scssl_eval_context, device) && c->device && *c->device)
+              context.device = torch::Device(c->device);
             object_of<T>(self).evaluate(context, MetricSink(sink));
           });
         }};

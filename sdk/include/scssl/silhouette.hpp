@@ -23,9 +23,11 @@ namespace scssl {
 // result does not depend on the number of threads.
 // `wanted` (bool [n], optional): only these rows' s_i are computed (still against every cell); the
 // others are returned as 0. Costs |wanted| x n distances instead of n x n.
+// On a GPU `device` the distances are made and summed there (the tensor path, float64 too).
 // Throws BadData on a non-finite embedding, a negative code or mismatched sizes.
 torch::Tensor silhouette_samples(const torch::Tensor& x, const torch::Tensor& codes,
-                                 const torch::Tensor& wanted = {});
+                                 const torch::Tensor& wanted = {},
+                                 const torch::Device& device = torch::kCPU);
 
 class HostContext;
 
@@ -35,7 +37,8 @@ class HostContext;
 // same rows and codes then reuses it instead of repeating the O(n^2) work.
 torch::Tensor shared_silhouette_samples(const HostContext& host, const torch::Tensor& embedding,
                                         const torch::Tensor& rows, const torch::Tensor& codes,
-                                        const torch::Tensor& wanted = {});
+                                        const torch::Tensor& wanted = {},
+                                        const torch::Device& device = torch::kCPU);
 
 // The sampling option of the silhouette evaluators (docs/metrics.md §1.6): the parameters
 // max_cells (0: exact) and seed; `max_cells_help` must be a string literal.

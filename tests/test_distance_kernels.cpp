@@ -125,6 +125,29 @@ TEST(ExactKnn, DifferencesBelowFloat32ResolutionAreRankedExactly) {
   for (int64_t s = 0; s < 100; ++s) EXPECT_EQ(ranks[s], s / 2) << "position " << s;
 }
 
+// A tight cloud of cells and a few far out, as in a diffusion map: the far rows' norms make the
+// float32 error bound wider than the cloud, so the search switches to float64 tiles. The lists
+// must still be the exact ones.
+TEST(ExactKnn, FarOutliersDoNotChangeTheLists) {
+  torch::manual_seed(9);
+  const int64_t n = 1500, d = 6, k = 10;
+  torch::Tensor x = torch::randn({n, d}, torch::kFloat64) * 1e-3;
+  x.slice(0, 0, 3) += 1e4;  // three far-out rows
+  const Neighbors nn = knn_self(x, k);
+  torch::Tensor diff = x.unsqueeze(1) - x.unsqueeze(0);
+  torch::Tensor d2 = (diff * diff).sum(2);
+  for (int64_t i : {3L, 100L, 777L, 1499L}) {
+    std::vector<std::pair<double, int64_t>> all;
+    for (int64_t j = 0; j < n; ++j)
+      if (j != i) all.emplace_back(d2[i][j].item<double>(), j);
+    std::sort(all.begin(), all.end());
+    EXPECT_EQ(nn.indices[i][0].item<int64_t>(), i);
+    for (int64_t s = 1; s < k; ++s)
+      EXPECT_EQ(nn.indices[i][s].item<int64_t>(), all[s - 1].second)
+          << "row " << i << " rank " << s;
+  }
+}
+
 TEST(ExactKnn, ThreadCountDoesNotChangeTheResult) {
   torch::manual_seed(5);
   torch::Tensor x = torch::randn({1100, 16});

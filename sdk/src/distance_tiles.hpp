@@ -82,6 +82,7 @@ class QueryBlock {
 template <class Real>
 class ReferencePanels {
  public:
+  using value_type = Real;
   static constexpr int64_t kPanelCols = 512;
 
   // x: row-major float64 [n, d].

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <type_traits>
 
 #include "distance_tiles.hpp"
 #include "scssl/params.hpp"
@@ -60,6 +61,13 @@ uint32_t columns_at_most(const float* values, float limit) {
 #endif
 }
 
+// The same for float64 tile values.
+uint32_t columns_at_most(const double* values, float limit) {
+  uint32_t mask = 0;
+  for (int t = 0; t < kScreenGroup; ++t) mask |= static_cast<uint32_t>(values[t] <= limit) << t;
+  return mask;
+}
+
 // The candidates of one query row by approximate value: every candidate within `slack` of the
 // k-th best approximate value seen so far. When every approximation is within slack / 2 of its
 // exact value, these include the exact k best. Candidates are appended and, when the list has
@@ -68,7 +76,12 @@ uint32_t columns_at_most(const float* values, float limit) {
 // (value, index) because the values are non-negative floats.
 class Candidates {
  public:
-  Candidates(int64_t k, double slack) : k_(k), slack_(slack) { keys_.reserve(2 * k); }
+  // `relative`: a further slack in proportion to the k-th best, for approximations that are
+  // roundings of more exact values.
+  Candidates(int64_t k, double slack, double relative = 0.0)
+      : k_(k), slack_(slack), relative_(relative) {
+    keys_.reserve(2 * k);
+  }
   // Approximate values above this cannot belong any more.
   float bound() const { return bound_; }
   void offer(float approx, int64_t index) {
@@ -77,6 +90,11 @@ class Candidates {
     std::memcpy(&bits, &approx, sizeof bits);
     keys_.push_back(uint64_t{bits} << 32 | static_cast<uint32_t>(index));
     if (static_cast<int64_t>(keys_.size()) >= limit_) cut();
+  }
+  // How many candidates are left once cut back: near k when the screen is tight.
+  int64_t size() {
+    if (static_cast<int64_t>(keys_.size()) > k_) cut();
+    return static_cast<int64_t>(keys_.size());
   }
   // The k best by exact value (`exact(index)`), nearest first, ties by the smaller index.
   template <class Exact>
@@ -101,7 +119,7 @@ class Candidates {
   }
   void cut() {
     std::nth_element(keys_.begin(), keys_.begin() + (k_ - 1), keys_.end());
-    const double limit = static_cast<double>(value_of(keys_[k_ - 1])) + slack_;
+    const double limit = static_cast<double>(value_of(keys_[k_ - 1])) * (1.0 + relative_) + slack_;
     bound_ = std::nextafter(static_cast<float>(limit), std::numeric_limits<float>::infinity());
     keys_.erase(std::remove_if(keys_.begin(), keys_.end(),
                                [&](uint64_t key) { return value_of(key) > bound_; }),
@@ -109,7 +127,7 @@ class Candidates {
     limit_ = std::max<int64_t>(2 * k_, 2 * static_cast<int64_t>(keys_.size()));
   }
   int64_t k_;
-  double slack_;
+  double slack_, relative_;
   float bound_ = std::numeric_limits<float>::infinity();
   int64_t limit_ = 2 * k_;
   std::vector<uint64_t> keys_;
@@ -243,15 +261,19 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
   // a d-term float32 dot product, the final sums). Taken twice over as the error bound e of a
   // row, the candidates kept are those within 2e of the k-th best; cosine values are d^2 / 2,
   // so there the slack is e.
+  // With float64 tiles u = 2^-53, and the approximations are those values rounded to float32.
   const double error_per_norm = 2.0 * static_cast<double>(d + 7) * std::ldexp(1.0, -24);
-  auto new_list = [&](int64_t i) {
-    const double error = error_per_norm * (query_sq[i] + max_ref_sq);
-    return Candidates(wanted, cosine ? error : 2.0 * error);
+  const double error_per_norm64 = 2.0 * static_cast<double>(d + 7) * std::ldexp(1.0, -53);
+  auto new_list = [&](int64_t i, bool float64_tiles = false) {
+    const double error =
+        (float64_tiles ? error_per_norm64 : error_per_norm) * (query_sq[i] + max_ref_sq);
+    return Candidates(wanted, cosine ? error : 2.0 * error,
+                      float64_tiles ? std::ldexp(1.0, -21) : 0.0);
   };
-  // The approximate value from a float32 d^2; cosine: 1 - q.x recovered from d^2 and the exact
+  // The approximate value from a tile's d^2; cosine: 1 - q.x recovered from d^2 and the exact
   // norms (right for zero rows too), at least 0.
-  auto approx = [&](int64_t i, float d2, int64_t j) {
-    if constexpr (!cosine) return d2;
+  auto approx = [&](int64_t i, double d2, int64_t j) {
+    if constexpr (!cosine) return static_cast<float>(d2);
     return static_cast<float>(std::max(0.0, 1.0 - (query_sq[i] + ref_sq[j] - d2) / 2.0));
   };
   int64_t* out_idx = out.indices.data_ptr<int64_t>();
@@ -299,51 +321,88 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
     return out;
   }
 
-  const detail::ReferencePanels<float> panels(ref_rows, n_ref, d);
-  constexpr int64_t kBlock = detail::QueryBlock<float>::kBlockRows;
-  constexpr int64_t kPanel = detail::ReferencePanels<float>::kPanelCols;
-  at::parallel_for(0, (n_query + kBlock - 1) / kBlock, 1, [&](int64_t block_lo, int64_t block_hi) {
+  // The tile screen of query rows first .. first + count - 1 (or rows[first] .. when `rows` is
+  // given) against every panel, each into its list in `lists`.
+  auto screen_rows = [&](const auto& panels, auto& block, auto& tile,
+                         std::vector<Candidates>& lists, int64_t first, int64_t count,
+                         const int64_t* rows) {
+    constexpr int64_t kPanel = std::remove_reference_t<decltype(panels)>::kPanelCols;
     const bool skip_self = self_first;  // a local, so the hot loop keeps it in a register
-    std::vector<float> tile(kBlock * kPanel);
-    std::vector<Candidates> candidates;
-    detail::QueryBlock<float> block;
-    for (int64_t b = block_lo; b < block_hi; ++b) {
-      const int64_t first = b * kBlock;
-      block.load(query_rows, d, first, std::min(kBlock, n_query - first));
-      candidates.clear();
-      for (int64_t r = 0; r < block.count(); ++r) candidates.push_back(new_list(first + r));
-      for (int64_t p = 0; p < panels.panels(); ++p) {
-        panels.squared_distances(block, p, tile.data());
-        const int64_t begin = panels.panel_begin(p), size = panels.panel_size(p);
-        for (int64_t r = 0; r < block.count(); ++r) {
-          Candidates& list = candidates[r];
-          const int64_t i = first + r;
-          // The screen admits a superset of what `list` takes, in d^2 units, rounded up to
-          // float32.
-          auto screen_of = [&](float bound) {
-            if constexpr (!cosine) return bound;
-            const double d2 = 2.0 * bound - 2.0 + query_sq[i] + max_ref_sq;
-            return std::nextafter(static_cast<float>(d2), std::numeric_limits<float>::infinity());
-          };
-          float screen = screen_of(list.bound());
-          const float* row = &tile[r * kPanel];
-          // Sixteen columns at a time (tile rows are padded to whole groups): most groups have
-          // no column under the screen, and in the others only the columns that are get visited.
-          for (int64_t g = 0; g < size; g += kScreenGroup) {
-            for (uint32_t mask = columns_at_most(row + g, screen); mask != 0; mask &= mask - 1) {
-              const int64_t j = g + __builtin_ctz(mask);
-              const int64_t index = begin + j;
-              // The screen may have tightened since the mask was taken.
-              if (j >= size || !(row[j] <= screen) || (skip_self && index == i)) continue;
-              list.offer(approx(i, row[j], index), index);
-              screen = screen_of(list.bound());
-            }
+    block.load(query_rows, d, first, count, rows);
+    for (int64_t p = 0; p < panels.panels(); ++p) {
+      panels.squared_distances(block, p, tile.data());
+      const int64_t begin = panels.panel_begin(p), size = panels.panel_size(p);
+      for (int64_t r = 0; r < count; ++r) {
+        Candidates& list = lists[r];
+        const int64_t i = rows ? rows[first + r] : first + r;
+        // The screen admits a superset of what `list` takes, in d^2 units, rounded up to
+        // float32.
+        auto screen_of = [&](float bound) {
+          if constexpr (!cosine) return bound;
+          const double d2 = 2.0 * bound - 2.0 + query_sq[i] + max_ref_sq;
+          return std::nextafter(static_cast<float>(d2), std::numeric_limits<float>::infinity());
+        };
+        float screen = screen_of(list.bound());
+        const auto* row = &tile[r * kPanel];
+        // Sixteen columns at a time (tile rows are padded to whole groups): most groups have
+        // no column under the screen, and in the others only the columns that are get visited.
+        for (int64_t g = 0; g < size; g += kScreenGroup) {
+          for (uint32_t mask = columns_at_most(row + g, screen); mask != 0; mask &= mask - 1) {
+            const int64_t j = g + __builtin_ctz(mask);
+            const int64_t index = begin + j;
+            // The screen may have tightened since the mask was taken.
+            if (j >= size || !(row[j] <= screen) || (skip_self && index == i)) continue;
+            list.offer(approx(i, row[j], index), index);
+            screen = screen_of(list.bound());
           }
         }
       }
-      for (int64_t r = 0; r < block.count(); ++r) write_row(first + r, candidates[r]);
     }
-  });
+  };
+  auto screen_all = [&](const auto& panels, bool float64_tiles) {
+    using Real = typename std::remove_reference_t<decltype(panels)>::value_type;
+    constexpr int64_t kBlock = detail::QueryBlock<Real>::kBlockRows;
+    constexpr int64_t kPanel = std::remove_reference_t<decltype(panels)>::kPanelCols;
+    at::parallel_for(
+        0, (n_query + kBlock - 1) / kBlock, 1, [&](int64_t block_lo, int64_t block_hi) {
+          std::vector<Real> tile(kBlock * kPanel);
+          std::vector<Candidates> lists;
+          detail::QueryBlock<Real> block;
+          for (int64_t b = block_lo; b < block_hi; ++b) {
+            const int64_t first = b * kBlock, count = std::min(kBlock, n_query - first);
+            lists.clear();
+            for (int64_t r = 0; r < count; ++r) lists.push_back(new_list(first + r, float64_tiles));
+            screen_rows(panels, block, tile, lists, first, count, nullptr);
+            for (int64_t r = 0; r < count; ++r) write_row(first + r, lists[r]);
+          }
+        });
+  };
+
+  // float32 tiles, twice as fast as float64, unless their error bound is loose against the
+  // distances ranked: then most reference rows would pass the screen and be measured again one
+  // by one (a diffusion map, whose few far-out cells make the largest norm huge next to the
+  // distances between neighbours). Probed on evenly spaced query rows: float64 tiles when more
+  // than half of them keep over four times the candidates they need. Either way the lists are
+  // exact.
+  {
+    const detail::ReferencePanels<float> panels(ref_rows, n_ref, d);
+    constexpr int64_t kProbe = detail::QueryBlock<float>::kBlockRows;
+    const int64_t probed = std::min(kProbe, n_query);
+    std::vector<int64_t> rows(probed);
+    for (int64_t r = 0; r < probed; ++r) rows[r] = r * n_query / probed;
+    std::vector<Candidates> lists;
+    for (int64_t i : rows) lists.push_back(new_list(i));
+    std::vector<float> tile(kProbe * detail::ReferencePanels<float>::kPanelCols);
+    detail::QueryBlock<float> block;
+    screen_rows(panels, block, tile, lists, 0, probed, rows.data());
+    const auto loose = std::count_if(lists.begin(), lists.end(),
+                                     [&](Candidates& list) { return list.size() > 4 * wanted; });
+    if (2 * loose <= probed) {
+      screen_all(panels, false);
+      return out;
+    }
+  }
+  screen_all(detail::ReferencePanels<double>(ref_rows, n_ref, d), true);
   return out;
 }
 

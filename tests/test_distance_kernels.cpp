@@ -126,25 +126,36 @@ TEST(ExactKnn, DifferencesBelowFloat32ResolutionAreRankedExactly) {
 }
 
 // A tight cloud of cells and a few far out, as in a diffusion map: the far rows' norms make the
-// float32 error bound wider than the cloud, so the search switches to float64 tiles. The lists
-// must still be the exact ones.
+// float32 error bound wider than the cloud, so the search switches to float64 products (the tile
+// path from the start, the tensor path after its first block of 8192 queries). The lists must
+// still be the exact ones, on both sides of that switch.
 TEST(ExactKnn, FarOutliersDoNotChangeTheLists) {
   torch::manual_seed(9);
   const int64_t n = 1500, d = 6, k = 10;
-  torch::Tensor x = torch::randn({n, d}, torch::kFloat64) * 1e-3;
-  x.slice(0, 0, 3) += 1e4;  // three far-out rows
-  const Neighbors nn = knn_self(x, k);
-  torch::Tensor diff = x.unsqueeze(1) - x.unsqueeze(0);
-  torch::Tensor d2 = (diff * diff).sum(2);
-  for (int64_t i : {3L, 100L, 777L, 1499L}) {
+  torch::Tensor ref = torch::randn({n, d}, torch::kFloat64) * 1e-3;
+  ref.slice(0, 0, 3) += 1e4;  // three far-out rows
+  const torch::Tensor query = torch::randn({9000, d}, torch::kFloat64) * 1e-3;
+  const Neighbors self = knn_self(ref, k);
+  const Neighbors nn = knn_exact(ref, query, k);
+  auto nearest = [&](const torch::Tensor& q, int64_t skip) {
+    const torch::Tensor diff = ref - q.unsqueeze(0);
+    const torch::Tensor d2 = (diff * diff).sum(1);
     std::vector<std::pair<double, int64_t>> all;
     for (int64_t j = 0; j < n; ++j)
-      if (j != i) all.emplace_back(d2[i][j].item<double>(), j);
+      if (j != skip) all.emplace_back(d2[j].item<double>(), j);
     std::sort(all.begin(), all.end());
-    EXPECT_EQ(nn.indices[i][0].item<int64_t>(), i);
+    return all;
+  };
+  for (int64_t i : {3L, 777L, 1499L}) {
+    const auto all = nearest(ref[i], i);
+    EXPECT_EQ(self.indices[i][0].item<int64_t>(), i);
     for (int64_t s = 1; s < k; ++s)
-      EXPECT_EQ(nn.indices[i][s].item<int64_t>(), all[s - 1].second)
-          << "row " << i << " rank " << s;
+      EXPECT_EQ(self.indices[i][s].item<int64_t>(), all[s - 1].second) << "row " << i;
+  }
+  for (int64_t i : {0L, 8191L, 8192L, 8999L}) {
+    const auto all = nearest(query[i], -1);
+    for (int64_t s = 0; s < k; ++s)
+      EXPECT_EQ(nn.indices[i][s].item<int64_t>(), all[s].second) << "query " << i;
   }
 }
 

@@ -160,56 +160,67 @@ class FullFloat32Products {
 };
 
 // What the tensor path's screen keeps of one block of query rows, in CPU memory: the reference
-// rows (cols) and float32 d^2 of every kept pair, row r's pairs at row_bounds[r] ..
-// row_bounds[r + 1] - 1.
+// rows (cols) and d^2 of every kept pair, row r's pairs at row_bounds[r] .. row_bounds[r + 1] - 1;
+// `float64`: whether d^2 came from float64 products (else float32).
 struct ScreenedPairs {
   torch::Tensor row_bounds, cols, d2;
+  bool float64 = false;
 };
 
-// The tensor path's screen (docs/performance.md, "Distance kernels"): float32 d^2 of blocks of
-// query rows against every reference row as LibTorch operations on `device`, keeping for each
-// row every pair within slack_d2[i] of its `wanted`-th smallest d^2 (its own row left out with
-// self_first). `take(first, pairs)` gets each block's pairs, blocks in order. The inputs are
-// float64 CPU tensors, the norms exact; the bound on the float32 error is the tile path's.
+// The tensor path's screen (docs/performance.md, "Distance kernels"): d^2 of blocks of query rows
+// against every reference row as LibTorch operations on `device`, keeping for each row every
+// pair within its slack of its `wanted`-th smallest d^2 (its own row left out with self_first).
+// `take(first, pairs)` gets each block's pairs, blocks in order. The inputs are float64 CPU
+// tensors, the norms exact; slack32 / slack64 are the error bounds of float32 / float64 products
+// (the tile path's). Products are float32 until a block where more than half of the rows keep
+// over four times the pairs they need (the bound is loose, as in a diffusion map), float64 after.
 template <class Take>
 void screen_with_tensors(const torch::Tensor& ref, const torch::Tensor& ref_sq,
                          const torch::Tensor& qry, const torch::Tensor& qry_sq,
-                         const torch::Tensor& slack_d2, int64_t wanted, bool self_first,
-                         const torch::Device& device, Take take) {
+                         const torch::Tensor& slack32, const torch::Tensor& slack64, int64_t wanted,
+                         bool self_first, const torch::Device& device, Take take) {
   std::optional<FullFloat32Products> full_products;
   if (device.is_cuda()) full_products.emplace();
   const auto on_device = torch::TensorOptions().device(device);
-  const torch::Tensor ref_f = ref.to(device, torch::kFloat32);
-  const torch::Tensor ref_sq_f = ref_sq.to(device, torch::kFloat32).unsqueeze(0);
   const int64_t n_ref = ref.size(0), n_query = qry.size(0);
-  // Blocks of about 2^28 distances (1 GiB) on a GPU, 2^24 on the CPU.
+  // Blocks of about 2^28 distances (1 GiB of float32) on a GPU, 2^24 on the CPU.
   const int64_t budget = int64_t{1} << (device.is_cpu() ? 24 : 28);
   const int64_t rows = std::clamp<int64_t>(budget / n_ref, 1, 8192);
-  const float inf = std::numeric_limits<float>::infinity();
+  bool float64 = false;
+  torch::Tensor ref_d, ref_sq_d;  // on the device, in the products' type
   for (int64_t first = 0; first < n_query; first += rows) {
+    const auto type = float64 ? torch::kFloat64 : torch::kFloat32;
+    if (!ref_d.defined() || ref_d.scalar_type() != type) {
+      ref_d = ref.to(device, type);
+      ref_sq_d = ref_sq.to(device, type).unsqueeze(0);
+    }
     const int64_t count = std::min(rows, n_query - first);
-    const torch::Tensor q = qry.slice(0, first, first + count).to(device, torch::kFloat32);
-    const torch::Tensor q_sq = qry_sq.slice(0, first, first + count).to(device, torch::kFloat32);
-    torch::Tensor d2 = torch::addmm(q_sq.unsqueeze(1) + ref_sq_f, q, ref_f.t(), 1.0, -2.0);
-    d2.clamp_min_(0.0f);
+    const torch::Tensor q = qry.slice(0, first, first + count).to(device, type);
+    const torch::Tensor q_sq = qry_sq.slice(0, first, first + count).to(device, type);
+    torch::Tensor d2 = torch::addmm(q_sq.unsqueeze(1) + ref_sq_d, q, ref_d.t(), 1.0, -2.0);
+    d2.clamp_min_(0.0);
     if (self_first)
-      d2.scatter_(
-          1, torch::arange(first, first + count, on_device.dtype(torch::kInt64)).unsqueeze(1), inf);
+      d2.scatter_(1,
+                  torch::arange(first, first + count, on_device.dtype(torch::kInt64)).unsqueeze(1),
+                  std::numeric_limits<double>::infinity());
     const torch::Tensor kth =
         std::get<0>(d2.topk(wanted, 1, /*largest=*/false, /*sorted=*/false)).amax(1);
-    // The limit in float64, rounded up to the next float32.
-    torch::Tensor limit = (kth.to(torch::kFloat64) +
-                           slack_d2.slice(0, first, first + count).to(device, torch::kFloat64))
-                              .to(torch::kFloat32);
-    limit = torch::nextafter(limit, torch::full_like(limit, inf));
+    // The limit in float64, rounded up to the products' type.
+    const torch::Tensor& slack = float64 ? slack64 : slack32;
+    torch::Tensor limit =
+        (kth.to(torch::kFloat64) + slack.slice(0, first, first + count).to(device)).to(type);
+    limit =
+        torch::nextafter(limit, torch::full_like(limit, std::numeric_limits<double>::infinity()));
     const torch::Tensor keep = d2 <= limit.unsqueeze(1);
-    const torch::Tensor where = keep.nonzero();  // row-major: rows ascending
+    const torch::Tensor kept = keep.sum(1);
     ScreenedPairs pairs;
-    pairs.cols = where.select(1, 1).to(torch::kCPU).contiguous();
-    pairs.d2 = d2.masked_select(keep).to(torch::kCPU).contiguous();
+    pairs.float64 = float64;
+    pairs.cols = keep.nonzero().select(1, 1).to(torch::kCPU).contiguous();  // rows ascending
+    pairs.d2 = d2.masked_select(keep).to(torch::kCPU, torch::kFloat64).contiguous();
     pairs.row_bounds = torch::zeros({count + 1}, torch::kInt64);
-    pairs.row_bounds.slice(0, 1).copy_(keep.sum(1).cumsum(0).to(torch::kCPU));
+    pairs.row_bounds.slice(0, 1).copy_(kept.cumsum(0).to(torch::kCPU));
     take(first, pairs);
+    if (!float64 && 2 * (kept > 4 * wanted).sum().item<int64_t>() > count) float64 = true;
   }
 }
 
@@ -301,23 +312,23 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
 
   if (!device.is_cpu() || detail::tensor_path_forced()) {
     // The tensor path: the screen on `device`, then the same exact ranking on the CPU.
-    const torch::Tensor slack_d2 = 2.0 * error_per_norm * (qry_sq_t + max_ref_sq);
-    screen_with_tensors(ref, ref_sq_t, qry, qry_sq_t, slack_d2, wanted, self_first, device,
-                        [&](int64_t first, const ScreenedPairs& pairs) {
-                          const int64_t* cols = pairs.cols.data_ptr<int64_t>();
-                          const float* d2 = pairs.d2.data_ptr<float>();
-                          const int64_t* bounds = pairs.row_bounds.data_ptr<int64_t>();
-                          at::parallel_for(0, pairs.row_bounds.numel() - 1, 16,
-                                           [&](int64_t lo, int64_t hi) {
-                                             for (int64_t r = lo; r < hi; ++r) {
-                                               const int64_t i = first + r;
-                                               Candidates list = new_list(i);
-                                               for (int64_t e = bounds[r]; e < bounds[r + 1]; ++e)
-                                                 list.offer(approx(i, d2[e], cols[e]), cols[e]);
-                                               write_row(i, list);
-                                             }
-                                           });
-                        });
+    const torch::Tensor norms = qry_sq_t + max_ref_sq;
+    screen_with_tensors(
+        ref, ref_sq_t, qry, qry_sq_t, 2.0 * error_per_norm * norms, 2.0 * error_per_norm64 * norms,
+        wanted, self_first, device, [&](int64_t first, const ScreenedPairs& pairs) {
+          const int64_t* cols = pairs.cols.data_ptr<int64_t>();
+          const double* d2 = pairs.d2.data_ptr<double>();
+          const int64_t* bounds = pairs.row_bounds.data_ptr<int64_t>();
+          at::parallel_for(0, pairs.row_bounds.numel() - 1, 16, [&](int64_t lo, int64_t hi) {
+            for (int64_t r = lo; r < hi; ++r) {
+              const int64_t i = first + r;
+              Candidates list = new_list(i, pairs.float64);
+              for (int64_t e = bounds[r]; e < bounds[r + 1]; ++e)
+                list.offer(approx(i, d2[e], cols[e]), cols[e]);
+              write_row(i, list);
+            }
+          });
+        });
     return out;
   }
 

@@ -159,6 +159,12 @@ class FullFloat32Products {
   static inline bool restore_ = false;
 };
 
+// Whether a float32 screen is too loose to be worth it: more than half of `rows` query rows each
+// kept over four times the candidates they need (`over` of them did). Both the tile and the
+// tensor path then switch to float64 products.
+bool float32_screen_too_loose(int64_t over, int64_t rows) { return 2 * over > rows; }
+constexpr int64_t kLooseFactor = 4;
+
 // What the tensor path's screen keeps of one block of query rows, in CPU memory: the reference
 // rows (cols) and d^2 of every kept pair, row r's pairs at row_bounds[r] .. row_bounds[r + 1] - 1;
 // `float64`: whether d^2 came from float64 products (else float32).
@@ -220,7 +226,9 @@ void screen_with_tensors(const torch::Tensor& ref, const torch::Tensor& ref_sq,
     pairs.row_bounds = torch::zeros({count + 1}, torch::kInt64);
     pairs.row_bounds.slice(0, 1).copy_(kept.cumsum(0).to(torch::kCPU));
     take(first, pairs);
-    if (!float64 && 2 * (kept > 4 * wanted).sum().item<int64_t>() > count) float64 = true;
+    if (!float64 &&
+        float32_screen_too_loose((kept > kLooseFactor * wanted).sum().item<int64_t>(), count))
+      float64 = true;
   }
 }
 
@@ -406,9 +414,10 @@ Neighbors search(const torch::Tensor& reference, const torch::Tensor& query, int
     std::vector<float> tile(kProbe * detail::ReferencePanels<float>::kPanelCols);
     detail::QueryBlock<float> block;
     screen_rows(panels, block, tile, lists, 0, probed, rows.data());
-    const auto loose = std::count_if(lists.begin(), lists.end(),
-                                     [&](Candidates& list) { return list.size() > 4 * wanted; });
-    if (2 * loose <= probed) {
+    const auto over = std::count_if(lists.begin(), lists.end(), [&](Candidates& list) {
+      return list.size() > kLooseFactor * wanted;
+    });
+    if (!float32_screen_too_loose(over, probed)) {
       screen_all(panels, false);
       return out;
     }
